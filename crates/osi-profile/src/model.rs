@@ -1,0 +1,143 @@
+//! The owned, in-memory form of a profile: what the DWARF reader produces and the format
+//! module serialises. Tracers use the memory-mapped [`crate::Profile`] instead.
+
+use std::collections::BTreeMap;
+
+/// How a C value is turned into a typed trace argument.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// `void` (return type only).
+    Void,
+    /// Two's-complement integer of the given width in bytes.
+    Signed(u8),
+    /// Unsigned integer of the given width in bytes.
+    Unsigned(u8),
+    /// C `_Bool`.
+    Bool,
+    /// An enum; the index names its table in [`ProfileData::enums`].
+    Enum(u32),
+    /// `char *` (any qualifiers): a NUL-terminated string in guest memory.
+    CharPtr,
+    /// Pointer to a named struct or union, e.g. `struct file`.
+    StructPtr(String),
+    /// Any other pointer (or function pointer).
+    Pointer,
+    /// A struct or union passed by value, of the given size in bytes.
+    StructByValue(u16),
+    /// A floating-point value of the given width (never in the kernel).
+    Float(u8),
+    /// A type the profile cannot classify.
+    Unknown,
+}
+
+/// Where a parameter lives at the function's first instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// A register, in DWARF x86-64 numbering (0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi, ...).
+    Reg(u16),
+    /// Two registers holding the low and high eightbytes of a small struct.
+    RegPair(u16, u16),
+    /// In memory at this offset from the stack pointer at entry (the return address is at +0).
+    Stack(i32),
+    /// Optimized out, or not described at the entry address.
+    None,
+}
+
+/// A C type as written plus its decode class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeDesc {
+    /// The type as a C programmer writes it, e.g. `const char *`.
+    pub c_type: String,
+    /// How values of this type are decoded.
+    pub class: Class,
+}
+
+impl TypeDesc {
+    /// The `void` type.
+    pub fn void() -> Self {
+        TypeDesc {
+            c_type: "void".into(),
+            class: Class::Void,
+        }
+    }
+}
+
+/// One formal parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// Its name (`argN` when DWARF has none).
+    pub name: String,
+    /// Its type.
+    pub ty: TypeDesc,
+    /// Where it is at entry.
+    pub loc: Location,
+}
+
+/// Flags on a function, stored as a bit set.
+pub mod flags {
+    /// Not hooked by default (deny-list).
+    pub const DENIED: u16 = 1;
+    /// Known only from the ELF symbol table (assembly): no parameters.
+    pub const SYMBOL_ONLY: u16 = 2;
+    /// A gcc clone (`.isra`, `.constprop`, `.part`, `.cold`): parameters from location lists.
+    pub const CLONE: u16 = 4;
+    /// User-space code (the stimulus), not kernel.
+    pub const USER: u16 = 8;
+}
+
+/// One function with an entry address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    /// Linkage or DWARF name (clones keep their suffix, e.g. `foo.isra.0`).
+    pub name: String,
+    /// Address of the first instruction.
+    pub entry: u64,
+    /// Size in bytes of the range that starts at `entry` (0 if unknown).
+    pub size: u32,
+    /// Source file of the declaration, if known.
+    pub file: Option<String>,
+    /// Source line of the declaration (0 if unknown).
+    pub line: u32,
+    /// The return type.
+    pub ret: TypeDesc,
+    /// Formal parameters in order.
+    pub params: Vec<Param>,
+    /// Bit set of [`flags`].
+    pub flags: u16,
+}
+
+/// The names of one enum type's values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnumType {
+    /// `(value, name)` pairs, sorted by value.
+    pub values: Vec<(i64, String)>,
+}
+
+/// Everything a profile holds, owned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileData {
+    /// Functions, sorted by entry address once finished.
+    pub functions: Vec<Function>,
+    /// Enum value tables referenced by [`Class::Enum`].
+    pub enums: Vec<EnumType>,
+    /// Numeric OS facts: struct member offsets (`task_struct.pid`), sizes
+    /// (`sizeof.task_struct`), symbol addresses (`addr.init_task`), `thread_size`.
+    pub facts: BTreeMap<String, i64>,
+    /// Textual facts, e.g. `kernel.version`.
+    pub text_facts: BTreeMap<String, String>,
+}
+
+impl ProfileData {
+    /// Sorts functions by entry address and drops duplicates of an entry address (keeping the
+    /// one with the most parameter information).
+    pub fn finish(&mut self) {
+        self.functions.sort_by(|a, b| {
+            a.entry
+                .cmp(&b.entry)
+                .then(b.params.len().cmp(&a.params.len()))
+                .then((a.flags & flags::SYMBOL_ONLY).cmp(&(b.flags & flags::SYMBOL_ONLY)))
+        });
+        self.functions
+            .dedup_by(|later, first| later.entry == first.entry);
+    }
+}

@@ -1,0 +1,54 @@
+//! What the core needs from an engine: registers and guest virtual memory of the vCPU that is
+//! running the hook.
+
+/// An x86-64 register in DWARF numbering (the numbering the profile's locations use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reg(pub u16);
+
+impl Reg {
+    /// rax (return value).
+    pub const RAX: Reg = Reg(0);
+    /// rdx (high half of a 128-bit return value).
+    pub const RDX: Reg = Reg(1);
+    /// rsp.
+    pub const RSP: Reg = Reg(7);
+    /// The GS segment base (kernel per-CPU base while in kernel mode).
+    pub const GS_BASE: Reg = Reg(59);
+    /// MSR_KERNEL_GS_BASE (kernel per-CPU base while in user mode). Not a DWARF register:
+    /// numbered outside DWARF's range.
+    pub const KERNEL_GS_BASE: Reg = Reg(1000);
+
+    /// Name of the register, as the profile's TSV prints it.
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; 17] = [
+            "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+            "r12", "r13", "r14", "r15", "rip",
+        ];
+        match self.0 {
+            n @ 0..=16 => NAMES[n as usize],
+            58 => "fs_base",
+            59 => "gs_base",
+            1000 => "k_gs_base",
+            _ => "reg?",
+        }
+    }
+}
+
+/// A vCPU as seen from inside a hook.
+pub trait Guest {
+    /// Reads a register (DWARF x86-64 numbering). Unknown registers read as 0.
+    fn reg(&mut self, reg: Reg) -> u64;
+    /// Reads guest virtual memory; false if any byte is unmapped.
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> bool;
+
+    /// Reads a little-endian u64; `None` if unmapped.
+    fn read_u64(&mut self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+}
+
+/// True for addresses in the kernel half of the x86-64 address space.
+pub fn is_kernel_address(addr: u64) -> bool {
+    addr >> 63 == 1
+}

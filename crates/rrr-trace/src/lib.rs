@@ -1,0 +1,23 @@
+//! rrr-trace: the engine-independent core of rrr's tracer.
+//!
+//! An engine (the QEMU TCG plugin or the PANDA plugin) calls an [`Observer`] from its hooks,
+//! handing it a [`Guest`] to read registers and memory. The observer identifies the thread from
+//! the kernel stack, reads raw argument words and strings, and ships [`Record`]s in batches over
+//! a bounded channel to one writer thread. The writer keeps per-thread shadow call stacks,
+//! decodes arguments against the [`osi_profile::Profile`], and streams a Perfetto trace.
+
+pub mod decode;
+mod encode;
+pub mod guest;
+pub mod observer;
+pub mod pipeline;
+pub mod proto;
+pub mod record;
+mod stacks;
+pub mod writer;
+
+pub use guest::{Guest, Reg};
+pub use observer::{Observer, OsLayout};
+pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
+pub use record::{Args, Record, ThreadIdent, TrackKey};
+pub use writer::{TraceWriter, WriterError};

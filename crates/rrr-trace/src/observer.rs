@@ -1,0 +1,419 @@
+//! The engine side of the core: runs inside the emulator's hooks, on the vCPU thread.
+//!
+//! Per event it does the least it can: mask the stack pointer to find the thread, read the
+//! argument words (and `char *` strings) that only exist now, append a [`Record`] to a batch.
+//! Guest introspection (reading the current task) happens only when a CPU's stack changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use osi_profile::{ClassRef, Location, Profile};
+
+use crate::guest::{is_kernel_address, Guest, Reg};
+use crate::pipeline::BatchSender;
+use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey, MAX_ARG_WORDS};
+
+/// Longest string read for a `char *` argument, in bytes.
+pub const MAX_STRING: usize = 128;
+
+/// Where the kernel keeps what the observer reads, from the profile's OS facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OsLayout {
+    /// Kernel stack size (THREAD_SIZE), a power of two.
+    pub thread_size: u64,
+    /// Per-CPU offset of `current_task` (added to the GS base).
+    pub current_task: Option<u64>,
+    /// Per-CPU offset of `hardirq_stack_ptr` (top of the CPU's IRQ stack).
+    pub hardirq_stack_ptr: Option<u64>,
+    /// `task_struct` member offsets.
+    pub task_pid: Option<u64>,
+    /// See `task_pid`.
+    pub task_tgid: Option<u64>,
+    /// See `task_pid`.
+    pub task_comm: Option<u64>,
+    /// See `task_pid`.
+    pub task_stack: Option<u64>,
+    /// See `task_pid`.
+    pub task_mm: Option<u64>,
+}
+
+impl OsLayout {
+    /// Reads the layout from a kernel profile's facts (missing facts disable what needs them).
+    pub fn from_profile(profile: &Profile) -> Self {
+        let f = |k: &str| profile.fact(k).map(|v| v as u64);
+        OsLayout {
+            thread_size: f("thread_size")
+                .filter(|s| s.is_power_of_two())
+                .unwrap_or(16384),
+            current_task: f("percpu.current_task"),
+            hardirq_stack_ptr: f("percpu.hardirq_stack_ptr"),
+            task_pid: f("task_struct.pid"),
+            task_tgid: f("task_struct.tgid"),
+            task_comm: f("task_struct.comm"),
+            task_stack: f("task_struct.stack"),
+            task_mm: f("task_struct.mm"),
+        }
+    }
+}
+
+/// An interrupt in progress on a CPU: events on `key` below `sp` belong to it.
+#[derive(Clone, Copy, Debug)]
+struct IrqMarker {
+    key: u64,
+    sp: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct CpuState {
+    /// Kernel stack key of the thread this CPU runs.
+    current: Option<u64>,
+    /// The identity of `current` is not known yet (read it at the next event).
+    ident_pending: bool,
+    /// Base of this CPU's IRQ stack, once read.
+    irq_stack: Option<u64>,
+    irqs: Vec<IrqMarker>,
+}
+
+/// Engine-side state: one per emulator, called from every hook.
+pub struct Observer {
+    profile: Arc<Profile>,
+    layout: OsLayout,
+    cpus: Vec<CpuState>,
+    idents: HashMap<u64, ThreadIdent>,
+    batch: Batch,
+    sender: BatchSender,
+}
+
+impl Observer {
+    /// An observer that sends its batches through `sender`.
+    pub(crate) fn new(profile: Arc<Profile>, layout: OsLayout, sender: BatchSender) -> Self {
+        let batch = sender.empty_batch();
+        Observer {
+            profile,
+            layout,
+            cpus: Vec::new(),
+            idents: HashMap::new(),
+            batch,
+            sender,
+        }
+    }
+
+    pub(crate) fn sender_mut(&mut self) -> &mut BatchSender {
+        &mut self.sender
+    }
+
+    /// The profile the observer decodes with.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    fn cpu(&mut self, cpu: u32) -> &mut CpuState {
+        let i = cpu as usize;
+        if self.cpus.len() <= i {
+            self.cpus.resize_with(i + 1, CpuState::default);
+        }
+        &mut self.cpus[i]
+    }
+
+    fn push(&mut self, r: Record) {
+        self.batch.records.push(r);
+        if self.batch.records.len() >= self.sender.batch_len() {
+            self.sender.send(&mut self.batch);
+        }
+    }
+
+    /// Sends what is buffered now (the writer will write it within its flush interval).
+    pub fn flush(&mut self) {
+        if !self.batch.records.is_empty() {
+            self.sender.send(&mut self.batch);
+        }
+    }
+
+    /// A hooked function is about to execute its first instruction on `cpu`.
+    pub fn on_enter<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, func: u32, ts: u64) {
+        let sp = g.reg(Reg::RSP);
+        let track = self.track_for(cpu, g, sp, ts);
+        let args = self.read_args(g, func, sp);
+        self.push(Record::Enter {
+            ts,
+            track,
+            sp,
+            func,
+            args,
+        });
+    }
+
+    /// A `ret` at `pc` is about to execute on `cpu`.
+    pub fn on_return<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, pc: u64, ts: u64) {
+        let sp = g.reg(Reg::RSP);
+        let track = self.track_for(cpu, g, sp, ts);
+        let value = g.reg(Reg::RAX);
+        self.push(Record::Return {
+            ts,
+            track,
+            sp,
+            pc,
+            value,
+        });
+    }
+
+    /// A hardware interrupt is being delivered on `cpu` (registers are the interrupted ones).
+    pub fn on_interrupt<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G) {
+        let sp = g.reg(Reg::RSP);
+        let mask = !(self.layout.thread_size - 1);
+        let marker = if is_kernel_address(sp) {
+            IrqMarker { key: sp & mask, sp }
+        } else {
+            // From user mode: everything on the thread's kernel stack is the interrupt's,
+            // until user code runs again.
+            match self.cpu(cpu).current {
+                Some(key) => IrqMarker { key, sp: u64::MAX },
+                None => return,
+            }
+        };
+        self.cpu(cpu).irqs.push(marker);
+    }
+
+    /// Decides the track of an event at `sp`, noting context switches and new threads.
+    fn track_for<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, sp: u64, ts: u64) -> TrackKey {
+        if !is_kernel_address(sp) {
+            // User mode: every interrupt on this CPU has returned; the thread is the one
+            // whose kernel stack this CPU last ran on.
+            self.cpu(cpu).irqs.clear();
+            if let Some(key) = self.cpu(cpu).current {
+                return TrackKey::Thread(key);
+            }
+            // First sight of this CPU, in user mode: find the thread from its task.
+            return match self.current_stack(g, Reg::KERNEL_GS_BASE) {
+                Some(key) => {
+                    self.cpu(cpu).current = Some(key);
+                    self.refresh_ident(cpu, g, key, ts, Reg::KERNEL_GS_BASE);
+                    TrackKey::Thread(key)
+                }
+                None => TrackKey::Irq(cpu),
+            };
+        }
+        let key = sp & !(self.layout.thread_size - 1);
+        let state = self.cpu(cpu);
+        while let Some(m) = state.irqs.last() {
+            if m.key != key {
+                break;
+            }
+            if sp < m.sp {
+                return TrackKey::Irq(cpu);
+            }
+            state.irqs.pop();
+        }
+        if state.current == Some(key) {
+            if state.ident_pending {
+                self.refresh_ident(cpu, g, key, ts, Reg::GS_BASE);
+            }
+            return TrackKey::Thread(key);
+        }
+        if self.is_irq_stack(cpu, g, key) {
+            return TrackKey::Irq(cpu);
+        }
+        let state = self.cpu(cpu);
+        let prev = state.current.replace(key);
+        if let Some(from) = prev {
+            self.push(Record::Switch {
+                ts,
+                cpu,
+                from: TrackKey::Thread(from),
+                to: TrackKey::Thread(key),
+            });
+        }
+        self.refresh_ident(cpu, g, key, ts, Reg::GS_BASE);
+        TrackKey::Thread(key)
+    }
+
+    fn is_irq_stack<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, key: u64) -> bool {
+        let mask = !(self.layout.thread_size - 1);
+        if self.cpu(cpu).irq_stack.is_none() {
+            if let Some(off) = self.layout.hardirq_stack_ptr {
+                let base = g.reg(Reg::GS_BASE);
+                if let Some(top) = g.read_u64(base.wrapping_add(off)).filter(|&t| t != 0) {
+                    // hardirq_stack_ptr points at the top word of the stack.
+                    self.cpu(cpu).irq_stack = Some(top.wrapping_sub(8) & mask);
+                }
+            }
+        }
+        self.cpu(cpu).irq_stack == Some(key)
+    }
+
+    /// Reads the current task; if it owns the stack `key`, records its identity when new or
+    /// changed. Otherwise (mid-switch: the stack moved before `current_task`), retries later.
+    fn refresh_ident<G: Guest + ?Sized>(
+        &mut self,
+        cpu: u32,
+        g: &mut G,
+        key: u64,
+        ts: u64,
+        percpu: Reg,
+    ) {
+        let ident = match self.read_current(g, key, percpu) {
+            Ok(ident) => ident,
+            Err(Retry::Later) => {
+                self.cpu(cpu).ident_pending = true;
+                return;
+            }
+            Err(Retry::Never) => {
+                // No layout: name the thread by its stack, once.
+                self.cpu(cpu).ident_pending = false;
+                if self.idents.contains_key(&key) {
+                    return;
+                }
+                let mut comm = [0u8; 16];
+                let name = format!("stack-{:x}", key >> 14);
+                let n = name.len().min(15);
+                comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+                ThreadIdent {
+                    tid: -1,
+                    pid: -1,
+                    comm,
+                    kernel: true,
+                }
+            }
+        };
+        self.cpu(cpu).ident_pending = false;
+        if self.idents.get(&key) != Some(&ident) {
+            self.idents.insert(key, ident);
+            self.push(Record::Thread {
+                ts,
+                track: TrackKey::Thread(key),
+                ident,
+            });
+        }
+    }
+
+    /// The kernel stack base of the current task, read through the per-CPU base in `percpu`.
+    fn current_stack<G: Guest + ?Sized>(&self, g: &mut G, percpu: Reg) -> Option<u64> {
+        let (cur, stack) = (self.layout.current_task?, self.layout.task_stack?);
+        let base = g.reg(percpu);
+        let task = g.read_u64(base.wrapping_add(cur))?;
+        g.read_u64(task.wrapping_add(stack)).filter(|&s| s != 0)
+    }
+
+    fn read_current<G: Guest + ?Sized>(
+        &self,
+        g: &mut G,
+        key: u64,
+        percpu: Reg,
+    ) -> Result<ThreadIdent, Retry> {
+        let l = &self.layout;
+        let (Some(cur), Some(pid), Some(tgid), Some(comm), Some(stack)) = (
+            l.current_task,
+            l.task_pid,
+            l.task_tgid,
+            l.task_comm,
+            l.task_stack,
+        ) else {
+            return Err(Retry::Never);
+        };
+        let gs = g.reg(percpu);
+        let task = g.read_u64(gs.wrapping_add(cur)).ok_or(Retry::Later)?;
+        if g.read_u64(task + stack).ok_or(Retry::Later)? != key {
+            return Err(Retry::Later);
+        }
+        let mut buf = [0u8; 4];
+        let mut read_i32 = |g: &mut G, addr: u64| -> Result<i32, Retry> {
+            g.read(addr, &mut buf)
+                .then(|| i32::from_le_bytes(buf))
+                .ok_or(Retry::Later)
+        };
+        let tid = read_i32(g, task + pid)?;
+        let pid = read_i32(g, task + tgid)?;
+        let mut name = [0u8; 16];
+        if !g.read(task + comm, &mut name) {
+            return Err(Retry::Later);
+        }
+        let kernel = match l.task_mm {
+            Some(mm) => g.read_u64(task + mm).ok_or(Retry::Later)? == 0,
+            None => false,
+        };
+        Ok(ThreadIdent {
+            tid,
+            pid,
+            comm: name,
+            kernel,
+        })
+    }
+
+    fn read_args<G: Guest + ?Sized>(&mut self, g: &mut G, func: u32, sp: u64) -> Args {
+        let mut args = Args {
+            strings: self.batch.arena.len() as u32,
+            ..Args::default()
+        };
+        let Some(f) = self.profile.function(func) else {
+            return args;
+        };
+        let mut w = 0usize;
+        for p in f.params() {
+            let loc = p.location();
+            let n = crate::decode::words_for(loc);
+            if w + n > MAX_ARG_WORDS {
+                break;
+            }
+            let word = match loc {
+                Location::Reg(r) => Some(g.reg(Reg(r))),
+                Location::RegPair(a, b) => {
+                    args.words[w + 1] = g.reg(Reg(b));
+                    Some(g.reg(Reg(a)))
+                }
+                Location::Stack(off) => g.read_u64(sp.wrapping_add(off as i64 as u64)),
+                Location::None => None,
+            };
+            match word {
+                Some(v) => args.words[w] = v,
+                None => args.missing |= 1 << w,
+            }
+            if p.class() == ClassRef::CharPtr {
+                let s = word.filter(|&v| v != 0);
+                read_string(g, s, &mut self.batch.arena);
+            }
+            w += n;
+        }
+        args.len = w as u8;
+        args
+    }
+}
+
+enum Retry {
+    Later,
+    Never,
+}
+
+/// Appends `u16 len + bytes` of the NUL-terminated string at `addr` (at most [`MAX_STRING`]
+/// bytes, read page by page), or `u16::MAX` if it cannot be read.
+fn read_string<G: Guest + ?Sized>(g: &mut G, addr: Option<u64>, arena: &mut Vec<u8>) {
+    let at = arena.len();
+    arena.extend_from_slice(&[0, 0]);
+    let Some(mut addr) = addr else {
+        arena[at..at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+        return;
+    };
+    let mut len = 0usize;
+    let mut chunk = [0u8; 32];
+    'outer: while len < MAX_STRING {
+        // Never cross a page in one read: the next page may be unmapped.
+        let to_page = (4096 - (addr & 4095)) as usize;
+        let n = chunk.len().min(to_page).min(MAX_STRING - len);
+        if !g.read(addr, &mut chunk[..n]) {
+            if len == 0 {
+                arena.truncate(at);
+                arena.extend_from_slice(&u16::MAX.to_le_bytes());
+                return;
+            }
+            break;
+        }
+        for &b in &chunk[..n] {
+            if b == 0 {
+                break 'outer;
+            }
+            arena.push(b);
+            len += 1;
+        }
+        addr += n as u64;
+    }
+    arena[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
+}

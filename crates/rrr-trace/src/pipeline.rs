@@ -1,0 +1,205 @@
+//! The bounded channel between the engine thread and the writer thread.
+//!
+//! The observer fills batches of records and hands them over whole; emptied batches come
+//! back through a second channel, so the steady state allocates nothing. The writer flushes
+//! its buffer whenever the queue has been idle for the flush interval.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use osi_profile::Profile;
+
+use crate::observer::{Observer, OsLayout};
+use crate::record::Batch;
+pub use crate::writer::TraceSummary;
+use crate::writer::{TraceWriter, WriterError};
+
+/// What the engine does when the writer falls behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait for the writer (the default: a replay loses nothing by waiting).
+    #[default]
+    Block,
+    /// Drop the batch, count it, and report the loss in the trace's stats and on stderr.
+    Drop,
+}
+
+/// Tuning of the pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Records per batch.
+    pub batch_len: usize,
+    /// Batches the queue holds.
+    pub queue_batches: usize,
+    /// Behaviour when the queue is full.
+    pub backpressure: Backpressure,
+    /// Flush the file after the queue has been idle this long.
+    pub flush_interval: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_len: 4096,
+            queue_batches: 64,
+            backpressure: Backpressure::Block,
+            flush_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The engine's end of the channel.
+pub(crate) struct BatchSender {
+    tx: Option<Sender<Batch>>,
+    recycled: Receiver<Batch>,
+    policy: Backpressure,
+    batch_len: usize,
+    dropped: u64,
+}
+
+impl BatchSender {
+    pub fn batch_len(&self) -> usize {
+        self.batch_len
+    }
+
+    pub fn empty_batch(&self) -> Batch {
+        match self.recycled.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Batch::with_capacity(self.batch_len),
+        }
+    }
+
+    /// Sends `batch` and leaves an empty one in its place.
+    pub fn send(&mut self, batch: &mut Batch) {
+        let mut full = std::mem::replace(batch, self.empty_batch());
+        full.dropped_before = self.dropped;
+        let Some(tx) = &self.tx else { return };
+        let n = full.records.len() as u64;
+        let result = match self.policy {
+            Backpressure::Block => tx.send(full).map_err(|e| e.into_inner()),
+            Backpressure::Drop => tx.try_send(full).map_err(|e| match e {
+                TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
+            }),
+        };
+        match result {
+            Ok(()) => self.dropped = 0,
+            Err(mut back) => {
+                self.dropped += n;
+                back.clear();
+                *batch = back;
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.tx = None;
+    }
+}
+
+/// A running trace: the observer for the engine, and the writer thread behind it.
+pub struct Pipeline {
+    observer: Option<Observer>,
+    writer: Option<JoinHandle<Result<TraceSummary, WriterError>>>,
+}
+
+impl Pipeline {
+    /// Starts a writer thread streaming to `out`.
+    pub fn start<W: Write + Send + 'static>(
+        out: W,
+        profile: Arc<Profile>,
+        layout: OsLayout,
+        config: PipelineConfig,
+    ) -> Self {
+        let (tx, rx) = bounded::<Batch>(config.queue_batches.max(1));
+        let (recycle_tx, recycled) = bounded::<Batch>(config.queue_batches.max(1));
+        let mut writer = TraceWriter::new(out, Arc::clone(&profile));
+        let interval = config.flush_interval;
+        let handle = std::thread::Builder::new()
+            .name("rrr-writer".into())
+            .spawn(move || {
+                loop {
+                    match rx.recv_timeout(interval) {
+                        Ok(batch) => {
+                            writer.write_batch(&batch)?;
+                            let _ = recycle_tx.try_send(batch);
+                        }
+                        Err(RecvTimeoutError::Timeout) => writer.flush()?,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                writer.finish()
+            })
+            .expect("spawning the writer thread");
+        let sender = BatchSender {
+            tx: Some(tx),
+            recycled,
+            policy: config.backpressure,
+            batch_len: config.batch_len.max(1),
+            dropped: 0,
+        };
+        Pipeline {
+            observer: Some(Observer::new(profile, layout, sender)),
+            writer: Some(handle),
+        }
+    }
+
+    /// Starts a pipeline writing the trace file at `path` (created or truncated).
+    pub fn create(
+        path: &Path,
+        profile: Arc<Profile>,
+        layout: OsLayout,
+        config: PipelineConfig,
+    ) -> std::io::Result<Self> {
+        let file = std::fs::File::create(path)?;
+        Ok(Self::start(file, profile, layout, config))
+    }
+
+    /// The observer the engine's hooks call.
+    pub fn observer(&mut self) -> &mut Observer {
+        self.observer
+            .as_mut()
+            .expect("pipeline is running until finish")
+    }
+
+    /// Sends what is buffered, waits for the writer to close every open call and flush.
+    pub fn finish(mut self) -> Result<TraceSummary, WriterError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<TraceSummary, WriterError> {
+        if let Some(mut obs) = self.observer.take() {
+            obs.flush();
+            obs.close();
+        }
+        match self.writer.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(WriterError::Io(std::io::Error::other(
+                    "the trace writer thread panicked",
+                )))
+            }),
+            None => Ok(TraceSummary::default()),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    /// A pipeline dropped without `finish` still ends its trace properly.
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!("finishing the trace: {e}");
+        }
+    }
+}
+
+impl Observer {
+    pub(crate) fn close(&mut self) {
+        self.sender_mut().close();
+    }
+}

@@ -1,0 +1,144 @@
+//! What the observer sends to the writer: raw observations, no decoding yet.
+
+/// Which Perfetto track an observation belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrackKey {
+    /// A thread, keyed by the base of its kernel stack (stack pointer masked by THREAD_SIZE).
+    Thread(u64),
+    /// Interrupt context on a CPU.
+    Irq(u32),
+}
+
+/// Most argument words an entry carries; further parameters are not read.
+pub const MAX_ARG_WORDS: usize = 12;
+
+/// Raw argument words of one entry, in parameter order (a register pair takes two words).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    /// The words.
+    pub words: [u64; MAX_ARG_WORDS],
+    /// How many words are valid.
+    pub len: u8,
+    /// Bit i set: word i could not be read (optimized out, or unmapped stack).
+    pub missing: u16,
+    /// Offset in the batch's byte arena of this entry's strings, each as `u16 len + bytes`
+    /// (len `u16::MAX`: unreadable), one per `char *` parameter in order.
+    pub strings: u32,
+}
+
+/// Who a thread track belongs to, read from the task struct.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadIdent {
+    /// Thread id (`task_struct.pid`).
+    pub tid: i32,
+    /// Process id (`task_struct.tgid`).
+    pub pid: i32,
+    /// `task_struct.comm`, NUL-padded.
+    pub comm: [u8; 16],
+    /// True for kernel threads (no mm).
+    pub kernel: bool,
+}
+
+impl ThreadIdent {
+    /// The comm as text.
+    pub fn comm_str(&self) -> String {
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+}
+
+/// One observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A hooked function's first instruction is about to run.
+    Enter {
+        /// Guest instruction count.
+        ts: u64,
+        /// Track.
+        track: TrackKey,
+        /// Stack pointer at entry (points at the return address).
+        sp: u64,
+        /// Function id in the profile.
+        func: u32,
+        /// Raw arguments.
+        args: Args,
+    },
+    /// A `ret` is about to run.
+    Return {
+        /// Guest instruction count.
+        ts: u64,
+        /// Track.
+        track: TrackKey,
+        /// Stack pointer at the `ret` (points at the return address).
+        sp: u64,
+        /// Address of the `ret` instruction.
+        pc: u64,
+        /// rax.
+        value: u64,
+    },
+    /// A thread track's identity (new, or changed: rename or stack reuse).
+    Thread {
+        /// Guest instruction count.
+        ts: u64,
+        /// The thread's track.
+        track: TrackKey,
+        /// Who it is.
+        ident: ThreadIdent,
+    },
+    /// A CPU switched from one thread to another.
+    Switch {
+        /// Guest instruction count.
+        ts: u64,
+        /// The CPU.
+        cpu: u32,
+        /// Previous thread's track.
+        from: TrackKey,
+        /// Next thread's track.
+        to: TrackKey,
+    },
+}
+
+impl Record {
+    /// The record's timestamp.
+    pub fn ts(&self) -> u64 {
+        match *self {
+            Record::Enter { ts, .. }
+            | Record::Return { ts, .. }
+            | Record::Thread { ts, .. }
+            | Record::Switch { ts, .. } => ts,
+        }
+    }
+}
+
+/// Records plus the bytes (strings) they refer to, shipped together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The records, in observation order.
+    pub records: Vec<Record>,
+    /// Strings read from guest memory (see [`Args::strings`]).
+    pub arena: Vec<u8>,
+    /// Records dropped under back-pressure just before this batch.
+    pub dropped_before: u64,
+}
+
+impl Batch {
+    /// An empty batch with room for `n` records.
+    pub fn with_capacity(n: usize) -> Self {
+        Batch {
+            records: Vec::with_capacity(n),
+            arena: Vec::with_capacity(n * 8),
+            dropped_before: 0,
+        }
+    }
+
+    /// Empties it for reuse.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.arena.clear();
+        self.dropped_before = 0;
+    }
+}

@@ -1,0 +1,672 @@
+//! The writer: shadow stacks, decoding and Perfetto encoding, on its own thread.
+//!
+//! Everything goes on one trusted packet sequence (id 1). Timestamps are guest instruction
+//! counts on a sequence-scoped incremental clock (so most timestamps take one or two bytes),
+//! declared equal to BOOTTIME nanoseconds at the first event. Names are interned: function
+//! `id` is event name iid `id + 1`; annotation names and struct type names get iids on a
+//! function's first use. Output is flushed in whole packets, so a killed process leaves a file
+//! Perfetto reads up to the last flush.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::Arc;
+
+use osi_profile::{ClassRef, Profile};
+use prost::Message;
+
+use crate::decode::{decode_word, for_each_arg, Value};
+use crate::encode::Enc;
+use crate::proto;
+use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey};
+use crate::stacks::{Ending, Frame, ShadowStack};
+
+/// Why the trace could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The output failed.
+    #[error("writing the trace: {0} (is the disk full?)")]
+    Io(#[from] std::io::Error),
+}
+
+const SEQ: u64 = 1;
+/// Sequence-scoped incremental clock carrying instruction counts.
+const ICOUNT_CLOCK: u32 = 64;
+const BOOTTIME: u32 = 6;
+const FLUSH_AT: usize = 1 << 20;
+
+// TracePacket fields.
+const P_TIMESTAMP: u32 = 8;
+const P_SEQ_ID: u32 = 10;
+const P_TRACK_EVENT: u32 = 11;
+const P_INTERNED: u32 = 12;
+const P_CLOCK_ID: u32 = 58;
+// TrackEvent fields.
+const E_ANNOTATION: u32 = 4;
+const E_TYPE: u32 = 9;
+const E_NAME_IID: u32 = 10;
+const E_TRACK: u32 = 11;
+const E_FLOW: u32 = 47;
+const E_FLOW_END: u32 = 48;
+// DebugAnnotation fields.
+const A_NAME_IID: u32 = 1;
+const A_BOOL: u32 = 2;
+const A_UINT: u32 = 3;
+const A_INT: u32 = 4;
+const A_STRING: u32 = 6;
+const A_POINTER: u32 = 7;
+const A_DICT: u32 = 11;
+const A_ARRAY: u32 = 12;
+// InternedData fields.
+const I_EVENT_NAMES: u32 = 2;
+const I_ANNOTATION_NAMES: u32 = 3;
+
+const BEGIN: u64 = 1;
+const END: u64 = 2;
+const INSTANT: u64 = 3;
+
+/// Annotation name iid of return values.
+const IID_RETURN: u64 = 1;
+
+/// What a finished trace holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceSummary {
+    /// Slice begins, ends and instants written.
+    pub events: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Records dropped under back-pressure (0 unless the pipeline was told to drop).
+    pub dropped: u64,
+    /// Thread and IRQ tracks.
+    pub tracks: u64,
+}
+
+struct Track {
+    uuid: u64,
+    /// Its descriptor has been written (done before its first event).
+    described: bool,
+    stack: ShadowStack,
+    ident: Option<ThreadIdent>,
+    pending_flow: Option<u64>,
+}
+
+/// Streams records into a Perfetto trace.
+pub struct TraceWriter<W: Write> {
+    out: W,
+    enc: Enc,
+    profile: Arc<Profile>,
+    tracks: BTreeMap<TrackKey, Track>,
+    processes: HashMap<i32, u64>,
+    next_uuid: u64,
+    /// Per function: its name and annotation names are interned.
+    func_interned: Vec<bool>,
+    /// Per global parameter index: annotation name iid (0: not yet assigned).
+    param_iid: Vec<u32>,
+    /// Annotation names (parameter names, struct type names) to iids.
+    names: HashMap<String, u64>,
+    /// Interned event names that are not functions, after the function range.
+    extra_names: HashMap<&'static str, u64>,
+    started: bool,
+    first_ts: u64,
+    last_ts: u64,
+    next_flow: u64,
+    summary: TraceSummary,
+}
+
+impl<W: Write> TraceWriter<W> {
+    /// A writer emitting to `out`, decoding with `profile`.
+    pub fn new(out: W, profile: Arc<Profile>) -> Self {
+        let n = profile.len();
+        let n_params = profile
+            .functions()
+            .last()
+            .map_or(0, |f| f.first_param() as usize + f.param_count());
+        TraceWriter {
+            out,
+            enc: Enc {
+                buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+            },
+            profile,
+            tracks: BTreeMap::new(),
+            processes: HashMap::new(),
+            next_uuid: 1,
+            func_interned: vec![false; n],
+            param_iid: vec![0; n_params],
+            names: HashMap::from([("return".to_owned(), IID_RETURN)]),
+            extra_names: HashMap::new(),
+            started: false,
+            first_ts: 0,
+            last_ts: 0,
+            next_flow: 1,
+            summary: TraceSummary::default(),
+        }
+    }
+
+    /// Writes every record of a batch.
+    pub fn write_batch(&mut self, batch: &Batch) -> Result<(), WriterError> {
+        if batch.dropped_before > 0 {
+            self.summary.dropped += batch.dropped_before;
+        }
+        for r in &batch.records {
+            self.record(r, &batch.arena);
+        }
+        if self.enc.buf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered packets out.
+    pub fn flush(&mut self) -> Result<(), WriterError> {
+        if !self.enc.buf.is_empty() {
+            self.out.write_all(&self.enc.buf)?;
+            self.summary.bytes += self.enc.buf.len() as u64;
+            self.enc.buf.clear();
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Closes every open call at the last timestamp, writes the stats, flushes.
+    pub fn finish(mut self) -> Result<TraceSummary, WriterError> {
+        let ts = self.last_ts;
+        let keys: Vec<TrackKey> = self.tracks.keys().copied().collect();
+        for key in keys {
+            let track = self.tracks.get_mut(&key).expect("listed");
+            let uuid = track.uuid;
+            let mut frames = Vec::new();
+            track.stack.drain(|f| frames.push(f));
+            for _ in frames {
+                self.end_event(ts, uuid, None);
+            }
+        }
+        if self.summary.dropped > 0 {
+            tracing::warn!(
+                dropped = self.summary.dropped,
+                "events dropped under back-pressure"
+            );
+            eprintln!(
+                "rrr: warning: {} events were dropped because the trace writer fell behind; \
+                 the trace's stats show the loss (rerun without drop mode to keep everything)",
+                self.summary.dropped
+            );
+            let stats = proto::TraceStats {
+                buffer_stats: vec![proto::trace_stats::BufferStats {
+                    trace_writer_packet_loss: Some(self.summary.dropped),
+                }],
+            };
+            self.prost_packet(proto::TracePacket {
+                data: Some(proto::trace_packet::Data::TraceStats(stats)),
+                ..Default::default()
+            });
+        }
+        self.flush()?;
+        self.summary.tracks = self.tracks.len() as u64;
+        Ok(self.summary)
+    }
+
+    /// What has been written so far.
+    pub fn summary(&self) -> &TraceSummary {
+        &self.summary
+    }
+
+    fn record(&mut self, r: &Record, arena: &[u8]) {
+        if !self.started {
+            self.start(r.ts());
+        }
+        // Instruction counts from several vCPUs may interleave slightly out of order; the
+        // incremental clock only goes forward.
+        let ts = r.ts().max(self.last_ts);
+        match *r {
+            Record::Enter {
+                track,
+                sp,
+                func,
+                ref args,
+                ..
+            } => self.enter(ts, track, sp, func, args, arena),
+            Record::Return {
+                track,
+                sp,
+                pc,
+                value,
+                ..
+            } => self.ret(ts, track, sp, pc, value),
+            Record::Thread { track, ident, .. } => self.thread(ts, track, ident),
+            Record::Switch { from, to, .. } => self.switch(ts, from, to),
+        }
+    }
+
+    fn start(&mut self, ts: u64) {
+        self.started = true;
+        self.first_ts = ts;
+        self.last_ts = ts;
+        let clock = |clock_id, is_incremental| proto::clock_snapshot::Clock {
+            clock_id: Some(clock_id),
+            timestamp: Some(ts),
+            is_incremental: Some(is_incremental),
+            unit_multiplier_ns: None,
+        };
+        self.prost_packet(proto::TracePacket {
+            timestamp: Some(ts),
+            timestamp_clock_id: Some(BOOTTIME),
+            sequence_flags: Some(
+                proto::trace_packet::SequenceFlags::SeqIncrementalStateCleared as u32,
+            ),
+            first_packet_on_sequence: Some(true),
+            data: Some(proto::trace_packet::Data::ClockSnapshot(
+                proto::ClockSnapshot {
+                    clocks: vec![clock(BOOTTIME, false), clock(ICOUNT_CLOCK, true)],
+                    primary_trace_clock: Some(proto::BuiltinClock::Boottime as i32),
+                },
+            )),
+            trace_packet_defaults: Some(proto::TracePacketDefaults {
+                timestamp_clock_id: Some(ICOUNT_CLOCK),
+                track_event_defaults: None,
+            }),
+            interned_data: Some(proto::InternedData {
+                debug_annotation_names: vec![proto::DebugAnnotationName {
+                    iid: Some(IID_RETURN),
+                    name: Some("return".into()),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
+    fn prost_packet(&mut self, mut p: proto::TracePacket) {
+        p.optional_trusted_packet_sequence_id = Some(
+            proto::trace_packet::OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(
+                SEQ as u32,
+            ),
+        );
+        let body = p.encode_to_vec();
+        self.enc.bytes(1, &body);
+    }
+
+    fn track(&mut self, key: TrackKey) -> &mut Track {
+        if !self.tracks.contains_key(&key) {
+            let uuid = self.new_uuid();
+            self.tracks.insert(
+                key,
+                Track {
+                    uuid,
+                    described: false,
+                    stack: ShadowStack::default(),
+                    ident: None,
+                    pending_flow: None,
+                },
+            );
+        }
+        self.tracks.get_mut(&key).expect("inserted")
+    }
+
+    /// The track for an event: described first if it is not yet (a thread whose task could
+    /// not be read yet is named by its stack until it can).
+    fn event_track(&mut self, key: TrackKey) -> &mut Track {
+        let track = self.track(key);
+        if !track.described {
+            track.described = true;
+            let uuid = track.uuid;
+            let name = match key {
+                TrackKey::Irq(cpu) => format!("IRQ cpu{cpu}"),
+                TrackKey::Thread(stack) => format!("stack-{stack:x}"),
+            };
+            self.describe(uuid, name, None);
+        }
+        self.tracks.get_mut(&key).expect("present")
+    }
+
+    fn new_uuid(&mut self) -> u64 {
+        let u = self.next_uuid;
+        self.next_uuid += 1;
+        u
+    }
+
+    /// Emits a track descriptor: a plain named track, or a thread track.
+    fn describe(&mut self, uuid: u64, name: String, thread: Option<ThreadIdent>) {
+        let desc = match thread {
+            None => proto::TrackDescriptor {
+                uuid: Some(uuid),
+                static_or_dynamic_name: Some(proto::track_descriptor::StaticOrDynamicName::Name(
+                    name,
+                )),
+                ..Default::default()
+            },
+            Some(t) => proto::TrackDescriptor {
+                uuid: Some(uuid),
+                thread: Some(proto::ThreadDescriptor {
+                    pid: Some(t.pid),
+                    tid: Some(t.tid as i64),
+                    thread_name: Some(name),
+                }),
+                ..Default::default()
+            },
+        };
+        self.prost_packet(proto::TracePacket {
+            data: Some(proto::trace_packet::Data::TrackDescriptor(desc)),
+            ..Default::default()
+        });
+    }
+
+    fn thread(&mut self, ts: u64, key: TrackKey, ident: ThreadIdent) {
+        let comm = ident.comm_str();
+        if ident.pid == ident.tid && ident.pid >= 0 && !self.processes.contains_key(&ident.pid) {
+            let uuid = self.new_uuid();
+            self.processes.insert(ident.pid, uuid);
+            self.prost_packet(proto::TracePacket {
+                data: Some(proto::trace_packet::Data::TrackDescriptor(
+                    proto::TrackDescriptor {
+                        uuid: Some(uuid),
+                        process: Some(proto::ProcessDescriptor {
+                            pid: Some(ident.pid),
+                            cmdline: vec![],
+                            process_name: Some(comm.clone()),
+                        }),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            });
+        }
+        let reusable = match self.tracks.get(&key) {
+            Some(t) => match t.ident {
+                Some(old) => old.tid == ident.tid && old.pid == ident.pid,
+                None => !t.described,
+            },
+            None => true,
+        };
+        if !reusable {
+            // A new thread, a stack now owned by another task, or a track first seen before
+            // its task could be read: close what is open there and start a thread track.
+            let mut old = self.tracks.remove(&key).expect("present when not reusable");
+            let mut n = 0;
+            old.stack.drain(|_| n += 1);
+            for _ in 0..n {
+                self.end_event(ts, old.uuid, None);
+            }
+            self.track(key).pending_flow = old.pending_flow;
+        }
+        let track = self.track(key);
+        track.ident = Some(ident);
+        track.described = true;
+        let uuid = track.uuid;
+        // Same uuid and thread: a rename updates the name.
+        self.describe(uuid, comm, Some(ident));
+    }
+
+    fn switch(&mut self, ts: u64, from: TrackKey, to: TrackKey) {
+        let flow = self.next_flow;
+        self.next_flow += 1;
+        let iid = self.extra_name("sched_out");
+        let uuid = self.event_track(from).uuid;
+        self.event_header(ts, INSTANT, uuid, Some(iid), |e| e.fixed64(E_FLOW, flow));
+        self.summary.events += 1;
+        self.track(to).pending_flow = Some(flow);
+    }
+
+    /// Interned event name iid for a name that is not a function.
+    fn extra_name(&mut self, name: &'static str) -> u64 {
+        if let Some(&iid) = self.extra_names.get(name) {
+            return iid;
+        }
+        let iid = self.profile.len() as u64 + 1 + self.extra_names.len() as u64;
+        self.extra_names.insert(name, iid);
+        let interned = proto::InternedData {
+            event_names: vec![proto::EventName {
+                iid: Some(iid),
+                name: Some(name.into()),
+            }],
+            ..Default::default()
+        };
+        self.prost_packet(proto::TracePacket {
+            interned_data: Some(interned),
+            ..Default::default()
+        });
+        iid
+    }
+
+    fn enter(&mut self, ts: u64, key: TrackKey, sp: u64, func: u32, args: &Args, arena: &[u8]) {
+        let profile = Arc::clone(&self.profile);
+        let Some(f) = profile.function(func) else {
+            return;
+        };
+        let user = f.is_user();
+        let track = self.event_track(key);
+        let uuid = track.uuid;
+        let flow = track.pending_flow.take();
+        let mut closed = 0u32;
+        track.stack.enter(func, sp, user, |_, _| closed += 1);
+        for _ in 0..closed {
+            self.end_event(ts, uuid, None);
+        }
+        let interned = self.func_interned[func as usize];
+        let param_base = f.first_param() as usize;
+        self.packet(ts, |w| {
+            if !interned {
+                w.intern_function(func);
+            }
+            let te = w.enc.open(P_TRACK_EVENT);
+            w.enc.uint(E_TYPE, BEGIN);
+            w.enc.uint(E_TRACK, uuid);
+            w.enc.uint(E_NAME_IID, func as u64 + 1);
+            let TraceWriter {
+                enc,
+                param_iid,
+                names,
+                ..
+            } = w;
+            for_each_arg(&profile, f, args, arena, |i, _, v| {
+                let name_iid = param_iid[param_base + i] as u64;
+                annotation(enc, names, name_iid, v);
+            });
+            if let Some(flow) = flow {
+                w.enc.fixed64(E_FLOW_END, flow);
+            }
+            w.enc.close(te);
+        });
+        self.summary.events += 1;
+    }
+
+    fn ret(&mut self, ts: u64, key: TrackKey, sp: u64, pc: u64, value: u64) {
+        let user = !crate::guest::is_kernel_address(sp);
+        let track = self.event_track(key);
+        let uuid = track.uuid;
+        let mut ended: Vec<(Frame, Ending)> = Vec::new();
+        let matched = track.stack.ret(sp, user, |f, e| ended.push((f, e)));
+        for (frame, how) in ended {
+            let v = (how == Ending::Returned).then_some((frame.func, value));
+            self.end_event(ts, uuid, v);
+        }
+        if matched {
+            return;
+        }
+        // A return from a call made before tracing began: reconstruct its slice from the
+        // trace start (each older one one unit earlier, so they nest).
+        let Some(func) = self.profile.function_containing(pc) else {
+            return;
+        };
+        let Some(f) = self.profile.function(func) else {
+            return;
+        };
+        if f.is_denied() || f.is_user() != user {
+            return;
+        }
+        let first_ts = self.first_ts;
+        let track = self.track(key);
+        if !track.stack.is_from_before_start(sp, user) {
+            return;
+        }
+        let begin_ts = first_ts.saturating_sub(track.stack.unmatched - 1);
+        let interned = self.func_interned[func as usize];
+        self.enc_packet_absolute(begin_ts, |w| {
+            if !interned {
+                w.intern_function(func);
+            }
+            let te = w.enc.open(P_TRACK_EVENT);
+            w.enc.uint(E_TYPE, BEGIN);
+            w.enc.uint(E_TRACK, uuid);
+            w.enc.uint(E_NAME_IID, func as u64 + 1);
+            w.enc.close(te);
+        });
+        self.summary.events += 1;
+        self.end_event(ts, uuid, Some((func, value)));
+    }
+
+    /// A slice end, with the return value typed by `func`'s return class.
+    fn end_event(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
+        let profile = Arc::clone(&self.profile);
+        self.event_header(ts, END, uuid, None, |e| {
+            let Some((func, value)) = ret else { return };
+            let Some(f) = profile.function(func) else {
+                return;
+            };
+            if let Some(v) = decode_word(&profile, f.ret_class(), value, 0, None) {
+                annotation_ret(e, v);
+            }
+        });
+        self.summary.events += 1;
+    }
+
+    /// A track event with no arguments besides what `extra` adds.
+    fn event_header(
+        &mut self,
+        ts: u64,
+        ty: u64,
+        uuid: u64,
+        name: Option<u64>,
+        extra: impl FnOnce(&mut Enc),
+    ) {
+        self.packet(ts, |w| {
+            let te = w.enc.open(P_TRACK_EVENT);
+            w.enc.uint(E_TYPE, ty);
+            w.enc.uint(E_TRACK, uuid);
+            if let Some(iid) = name {
+                w.enc.uint(E_NAME_IID, iid);
+            }
+            extra(&mut w.enc);
+            w.enc.close(te);
+        });
+    }
+
+    /// A packet on the incremental instruction-count clock.
+    fn packet(&mut self, ts: u64, body: impl FnOnce(&mut Self)) {
+        let p = self.enc.open(1);
+        self.enc.uint(P_TIMESTAMP, ts - self.last_ts);
+        self.last_ts = ts;
+        self.enc.uint(P_SEQ_ID, SEQ);
+        body(self);
+        self.enc.close(p);
+    }
+
+    /// A packet with an absolute BOOTTIME timestamp (for times before the current one).
+    fn enc_packet_absolute(&mut self, ts: u64, body: impl FnOnce(&mut Self)) {
+        let p = self.enc.open(1);
+        self.enc.uint(P_TIMESTAMP, ts);
+        self.enc.uint(P_CLOCK_ID, BOOTTIME as u64);
+        self.enc.uint(P_SEQ_ID, SEQ);
+        body(self);
+        self.enc.close(p);
+    }
+
+    /// Adds interned data for a function's name, parameter names and struct type names to
+    /// the packet being written.
+    fn intern_function(&mut self, func: u32) {
+        self.func_interned[func as usize] = true;
+        let profile = Arc::clone(&self.profile);
+        let Some(f) = profile.function(func) else {
+            return;
+        };
+        let idata = self.enc.open(P_INTERNED);
+        let en = self.enc.open(I_EVENT_NAMES);
+        self.enc.uint(1, func as u64 + 1);
+        self.enc.bytes(2, f.name().as_bytes());
+        self.enc.close(en);
+        let base = f.first_param() as usize;
+        let ret_struct = match f.ret_class() {
+            ClassRef::StructPtr(t) => Some(t),
+            _ => None,
+        };
+        let struct_names = f.params().filter_map(|p| match p.class() {
+            ClassRef::StructPtr(t) => Some(t),
+            _ => None,
+        });
+        let param_names = f.params().map(|p| p.name());
+        let all: Vec<(Option<usize>, &str)> = param_names
+            .enumerate()
+            .map(|(i, n)| (Some(i), n))
+            .chain(struct_names.chain(ret_struct).map(|t| (None, t)))
+            .collect();
+        for (param, name) in all {
+            let next = self.names.len() as u64 + 1;
+            let (iid, new) = match self.names.get(name) {
+                Some(&iid) => (iid, false),
+                None => {
+                    self.names.insert(name.to_owned(), next);
+                    (next, true)
+                }
+            };
+            if let Some(i) = param {
+                self.param_iid[base + i] = iid as u32;
+            }
+            if new {
+                let an = self.enc.open(I_ANNOTATION_NAMES);
+                self.enc.uint(1, iid);
+                self.enc.bytes(2, name.as_bytes());
+                self.enc.close(an);
+            }
+        }
+        self.enc.close(idata);
+    }
+}
+
+/// One debug annotation: name iid and typed value.
+fn annotation(e: &mut Enc, names: &HashMap<String, u64>, name_iid: u64, v: Value<'_>) {
+    let a = e.open(E_ANNOTATION);
+    e.uint(A_NAME_IID, name_iid);
+    value(e, names, v);
+    e.close(a);
+}
+
+fn annotation_ret(e: &mut Enc, v: Value<'_>) {
+    let a = e.open(E_ANNOTATION);
+    e.uint(A_NAME_IID, IID_RETURN);
+    match v {
+        // The struct type of a returned pointer is in the function's signature.
+        Value::StructPtr(p, _) => e.uint(A_POINTER, p),
+        v => value(e, &HashMap::new(), v),
+    }
+    e.close(a);
+}
+
+fn value(e: &mut Enc, names: &HashMap<String, u64>, v: Value<'_>) {
+    match v {
+        Value::Int(i) => e.uint(A_INT, i as u64),
+        Value::UInt(u) => e.uint(A_UINT, u),
+        Value::Bool(b) => e.uint(A_BOOL, b as u64),
+        Value::Enum(_, Some(name)) => e.bytes(A_STRING, name.as_bytes()),
+        Value::Enum(i, None) => e.uint(A_INT, i as u64),
+        Value::Str(s) => match std::str::from_utf8(s) {
+            Ok(_) => e.bytes(A_STRING, s),
+            Err(_) => e.bytes(A_STRING, String::from_utf8_lossy(s).as_bytes()),
+        },
+        Value::Ptr(p) => e.uint(A_POINTER, p),
+        Value::StructPtr(p, type_name) => match names.get(type_name) {
+            Some(&iid) => {
+                let d = e.open(A_DICT);
+                e.uint(A_NAME_IID, iid);
+                e.uint(A_POINTER, p);
+                e.close(d);
+            }
+            None => e.uint(A_POINTER, p),
+        },
+        Value::Words(lo, _, n) if n <= 8 => e.uint(A_UINT, lo),
+        Value::Words(lo, hi, _) => {
+            for w in [lo, hi] {
+                let a = e.open(A_ARRAY);
+                e.uint(A_UINT, w);
+                e.close(a);
+            }
+        }
+    }
+}
