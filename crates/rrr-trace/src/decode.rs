@@ -1,78 +1,30 @@
-//! Typed values from raw words, by the profile's decode classes.
+//! Typed debug annotations from raw argument words, by the profile's decode classes.
+//!
+//! A function's parameters are resolved once into a [`Plan`] (annotation name iids, kinds,
+//! words per parameter); each entry then only walks its words.
 
-use osi_profile::{ClassRef, FunctionRef, Location, Profile};
+use osi_profile::{Location, Profile};
 
+use crate::encode::Enc;
 use crate::record::Args;
 
-/// A decoded argument or return value.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Value<'a> {
-    /// Signed integer.
-    Int(i64),
-    /// Unsigned integer.
-    UInt(u64),
-    /// Boolean.
-    Bool(bool),
-    /// Enum with the name of its value if the value is named.
-    Enum(i64, Option<&'a str>),
-    /// A string read from guest memory (not necessarily UTF-8).
-    Str(&'a [u8]),
-    /// A pointer to a named struct or union (`type_name` as written, e.g. `struct file`).
-    StructPtr(u64, &'a str),
-    /// Any other pointer, or a string that could not be read.
-    Ptr(u64),
-    /// A small struct by value: its one or two eightbytes.
-    Words(u64, u64, u8),
-}
+/// TrackEvent.debug_annotations.
+const E_ANNOTATION: u32 = 4;
+// DebugAnnotation fields.
+const A_NAME_IID: u32 = 1;
+const A_BOOL: u32 = 2;
+const A_UINT: u32 = 3;
+const A_INT: u32 = 4;
+const A_STRING: u32 = 6;
+const A_POINTER: u32 = 7;
+const A_DICT: u32 = 11;
+const A_ARRAY: u32 = 12;
 
-fn sign_extend(v: u64, bytes: u8) -> i64 {
-    match bytes {
-        1 => v as i8 as i64,
-        2 => v as i16 as i64,
-        4 => v as i32 as i64,
-        _ => v as i64,
-    }
-}
-
-fn zero_extend(v: u64, bytes: u8) -> u64 {
-    match bytes {
-        1 => v as u8 as u64,
-        2 => v as u16 as u64,
-        4 => v as u32 as u64,
-        _ => v,
-    }
-}
-
-/// Decodes one word by class; `string` is the bytes read for a `char *` (None: unreadable).
-/// Returns None for classes with no value (`void`, floats, unknown types).
-pub fn decode_word<'a>(
-    profile: &'a Profile,
-    class: ClassRef<'a>,
-    word: u64,
-    high: u64,
-    string: Option<&'a [u8]>,
-) -> Option<Value<'a>> {
-    Some(match class {
-        ClassRef::Void | ClassRef::Float(_) | ClassRef::Unknown => return None,
-        ClassRef::Signed(w) => Value::Int(sign_extend(word, w)),
-        ClassRef::Unsigned(w) => Value::UInt(zero_extend(word, w)),
-        ClassRef::Bool => Value::Bool(word as u8 != 0),
-        ClassRef::Enum(table) => {
-            let v = word as i32 as i64;
-            Value::Enum(v, profile.enum_name(table, v))
-        }
-        ClassRef::CharPtr => match string {
-            Some(s) => Value::Str(s),
-            None => Value::Ptr(word),
-        },
-        ClassRef::StructPtr(name) => Value::StructPtr(word, name),
-        ClassRef::Pointer => Value::Ptr(word),
-        ClassRef::StructByValue(size) => Value::Words(word, high, size.min(16) as u8),
-    })
-}
+/// Annotation name iid of return values (`return`).
+pub(crate) const IID_RETURN: u64 = 1;
 
 /// Splits an entry's string arena slice into its strings, in `char *` parameter order.
-pub struct Strings<'a> {
+pub(crate) struct Strings<'a> {
     arena: &'a [u8],
     pos: usize,
 }
@@ -101,30 +53,139 @@ impl<'a> Strings<'a> {
 }
 
 /// Number of raw words a parameter at this location takes in [`Args`].
-pub fn words_for(loc: Location) -> usize {
+pub(crate) fn words_for(loc: Location) -> usize {
     match loc {
         Location::RegPair(..) => 2,
         _ => 1,
     }
 }
 
-/// Calls `f(param index, name, value)` for each decodable argument of an entry.
-pub fn for_each_arg<'a>(
-    profile: &'a Profile,
-    func: FunctionRef<'a>,
+/// How one parameter (or return value) is decoded and named.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    Skip,
+    Signed(u8),
+    Unsigned(u8),
+    Bool,
+    Enum(u32),
+    Str,
+    /// Pointer to a struct, shown as a one-entry dict named by the type (this iid).
+    StructPtr(u64),
+    Pointer,
+    Words(u8),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PlanParam {
+    pub name_iid: u64,
+    pub kind: Kind,
+    pub words: u8,
+}
+
+/// A function's resolved decoding; its parameters are `len` entries from `first` in the
+/// writer's flat parameter table (one array: one cache miss per cold function, not two).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub first: u32,
+    pub len: u32,
+    pub ret: Kind,
+    /// The function has been interned and planned.
+    pub ready: bool,
+    /// User-space function.
+    pub user: bool,
+}
+
+impl Plan {
+    /// A function not used yet.
+    pub const NONE: Plan = Plan {
+        first: 0,
+        len: 0,
+        ret: Kind::Skip,
+        ready: false,
+        user: false,
+    };
+}
+
+fn sign_extend(v: u64, bytes: u8) -> i64 {
+    match bytes {
+        1 => v as i8 as i64,
+        2 => v as i16 as i64,
+        4 => v as i32 as i64,
+        _ => v as i64,
+    }
+}
+
+fn zero_extend(v: u64, bytes: u8) -> u64 {
+    match bytes {
+        1 => v as u8 as u64,
+        2 => v as u16 as u64,
+        4 => v as u32 as u64,
+        _ => v,
+    }
+}
+
+/// Encodes a value's field(s) by its kind. `string`: the bytes read for a `char *`.
+fn encode_value(
+    e: &mut Enc,
+    profile: &Profile,
+    kind: Kind,
+    lo: u64,
+    hi: u64,
+    string: Option<&[u8]>,
+) {
+    match kind {
+        Kind::Skip => {}
+        Kind::Signed(w) => e.uint(A_INT, sign_extend(lo, w) as u64),
+        Kind::Unsigned(w) => e.uint(A_UINT, zero_extend(lo, w)),
+        Kind::Bool => e.uint(A_BOOL, (lo as u8 != 0) as u64),
+        Kind::Enum(table) => {
+            let v = lo as i32 as i64;
+            match profile.enum_name(table, v) {
+                Some(name) => e.bytes(A_STRING, name.as_bytes()),
+                None => e.uint(A_INT, v as u64),
+            }
+        }
+        Kind::Str => match string {
+            Some(s) => match std::str::from_utf8(s) {
+                Ok(_) => e.bytes(A_STRING, s),
+                Err(_) => e.bytes(A_STRING, String::from_utf8_lossy(s).as_bytes()),
+            },
+            None => e.uint(A_POINTER, lo),
+        },
+        Kind::StructPtr(type_iid) => {
+            let d = e.open(A_DICT);
+            e.uint(A_NAME_IID, type_iid);
+            e.uint(A_POINTER, lo);
+            e.close(d);
+        }
+        Kind::Pointer => e.uint(A_POINTER, lo),
+        Kind::Words(n) if n <= 8 => e.uint(A_UINT, lo),
+        Kind::Words(_) => {
+            for w in [lo, hi] {
+                let a = e.open(A_ARRAY);
+                e.uint(A_UINT, w);
+                e.close(a);
+            }
+        }
+    }
+}
+
+/// The entry's arguments as debug annotations.
+pub(crate) fn encode_args(
+    e: &mut Enc,
+    profile: &Profile,
+    params: &[PlanParam],
     args: &Args,
-    arena: &'a [u8],
-    mut f: impl FnMut(usize, &'a str, Value<'a>),
+    arena: &[u8],
 ) {
     let mut strings = Strings::new(arena, args);
     let mut w = 0usize;
-    for (i, p) in func.params().enumerate() {
-        let n = words_for(p.location());
+    for p in params {
+        let n = p.words as usize;
         if w + n > args.len as usize {
             break;
         }
-        let class = p.class();
-        let string = if class == ClassRef::CharPtr {
+        let string = if matches!(p.kind, Kind::Str) {
             strings.next_string()
         } else {
             None
@@ -132,11 +193,23 @@ pub fn for_each_arg<'a>(
         let missing = args.missing & (1 << w) != 0;
         let (lo, hi) = (args.words[w], if n == 2 { args.words[w + 1] } else { 0 });
         w += n;
-        if missing {
+        if missing || matches!(p.kind, Kind::Skip) {
             continue;
         }
-        if let Some(v) = decode_word(profile, class, lo, hi, string) {
-            f(i, p.name(), v);
-        }
+        let a = e.open(E_ANNOTATION);
+        e.uint(A_NAME_IID, p.name_iid);
+        encode_value(e, profile, p.kind, lo, hi, string);
+        e.close(a);
     }
+}
+
+/// The return value as the `return` annotation.
+pub(crate) fn encode_return(e: &mut Enc, profile: &Profile, kind: Kind, value: u64) {
+    if matches!(kind, Kind::Skip) {
+        return;
+    }
+    let a = e.open(E_ANNOTATION);
+    e.uint(A_NAME_IID, IID_RETURN);
+    encode_value(e, profile, kind, value, 0, None);
+    e.close(a);
 }

@@ -19,11 +19,19 @@ pub struct Enc {
 impl Enc {
     #[inline]
     pub fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push(v as u8 | 0x80);
-            v >>= 7;
+        if v < 0x80 {
+            self.buf.push(v as u8);
+            return;
         }
-        self.buf.push(v as u8);
+        let mut tmp = [0u8; 10];
+        let mut n = 0;
+        while v >= 0x80 {
+            tmp[n] = v as u8 | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        tmp[n] = v as u8;
+        self.buf.extend_from_slice(&tmp[..=n]);
     }
 
     #[inline]

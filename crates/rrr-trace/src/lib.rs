@@ -6,7 +6,7 @@
 //! a bounded channel to one writer thread. The writer keeps per-thread shadow call stacks,
 //! decodes arguments against the [`osi_profile::Profile`], and streams a Perfetto trace.
 
-pub mod decode;
+mod decode;
 mod encode;
 pub mod guest;
 pub mod observer;

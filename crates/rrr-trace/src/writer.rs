@@ -7,14 +7,15 @@
 //! function's first use. Output is flushed in whole packets, so a killed process leaves a file
 //! Perfetto reads up to the last flush.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
 use osi_profile::{ClassRef, Profile};
 use prost::Message;
 
-use crate::decode::{decode_word, for_each_arg, Value};
+use crate::decode::IID_RETURN;
+use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
 use crate::encode::Enc;
 use crate::proto;
 use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey};
@@ -41,21 +42,11 @@ const P_TRACK_EVENT: u32 = 11;
 const P_INTERNED: u32 = 12;
 const P_CLOCK_ID: u32 = 58;
 // TrackEvent fields.
-const E_ANNOTATION: u32 = 4;
 const E_TYPE: u32 = 9;
 const E_NAME_IID: u32 = 10;
 const E_TRACK: u32 = 11;
 const E_FLOW: u32 = 47;
 const E_FLOW_END: u32 = 48;
-// DebugAnnotation fields.
-const A_NAME_IID: u32 = 1;
-const A_BOOL: u32 = 2;
-const A_UINT: u32 = 3;
-const A_INT: u32 = 4;
-const A_STRING: u32 = 6;
-const A_POINTER: u32 = 7;
-const A_DICT: u32 = 11;
-const A_ARRAY: u32 = 12;
 // InternedData fields.
 const I_EVENT_NAMES: u32 = 2;
 const I_ANNOTATION_NAMES: u32 = 3;
@@ -63,9 +54,6 @@ const I_ANNOTATION_NAMES: u32 = 3;
 const BEGIN: u64 = 1;
 const END: u64 = 2;
 const INSTANT: u64 = 3;
-
-/// Annotation name iid of return values.
-const IID_RETURN: u64 = 1;
 
 /// What a finished trace holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,13 +82,17 @@ pub struct TraceWriter<W: Write> {
     out: W,
     enc: Enc,
     profile: Arc<Profile>,
-    tracks: BTreeMap<TrackKey, Track>,
+    /// Tracks, indexed through `index`; a cache of the last lookup makes the common case
+    /// (consecutive events on one track) a compare.
+    tracks: Vec<Track>,
+    index: HashMap<TrackKey, usize>,
+    last: Option<(TrackKey, usize)>,
     processes: HashMap<i32, u64>,
     next_uuid: u64,
-    /// Per function: its name and annotation names are interned.
-    func_interned: Vec<bool>,
-    /// Per global parameter index: annotation name iid (0: not yet assigned).
-    param_iid: Vec<u32>,
+    /// Per function, once used: its name and annotation names are interned, and how to
+    /// decode its arguments is resolved, so the hot path does not consult the profile.
+    plans: Vec<Plan>,
+    plan_params: Vec<PlanParam>,
     /// Annotation names (parameter names, struct type names) to iids.
     names: HashMap<String, u64>,
     /// Interned event names that are not functions, after the function range.
@@ -116,21 +108,19 @@ impl<W: Write> TraceWriter<W> {
     /// A writer emitting to `out`, decoding with `profile`.
     pub fn new(out: W, profile: Arc<Profile>) -> Self {
         let n = profile.len();
-        let n_params = profile
-            .functions()
-            .last()
-            .map_or(0, |f| f.first_param() as usize + f.param_count());
         TraceWriter {
             out,
             enc: Enc {
                 buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
             },
             profile,
-            tracks: BTreeMap::new(),
+            tracks: Vec::new(),
+            index: HashMap::new(),
+            last: None,
             processes: HashMap::new(),
             next_uuid: 1,
-            func_interned: vec![false; n],
-            param_iid: vec![0; n_params],
+            plans: vec![Plan::NONE; n],
+            plan_params: Vec::new(),
             names: HashMap::from([("return".to_owned(), IID_RETURN)]),
             extra_names: HashMap::new(),
             started: false,
@@ -169,9 +159,11 @@ impl<W: Write> TraceWriter<W> {
     /// Closes every open call at the last timestamp, writes the stats, flushes.
     pub fn finish(mut self) -> Result<TraceSummary, WriterError> {
         let ts = self.last_ts;
-        let keys: Vec<TrackKey> = self.tracks.keys().copied().collect();
-        for key in keys {
-            let track = self.tracks.get_mut(&key).expect("listed");
+        // In key order, so that the same records always give the same bytes.
+        let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
+        keys.sort();
+        for (_, i) in keys {
+            let track = &mut self.tracks[i];
             let uuid = track.uuid;
             let mut frames = Vec::new();
             track.stack.drain(|f| frames.push(f));
@@ -200,7 +192,7 @@ impl<W: Write> TraceWriter<W> {
             });
         }
         self.flush()?;
-        self.summary.tracks = self.tracks.len() as u64;
+        self.summary.tracks = self.index.len() as u64;
         Ok(self.summary)
     }
 
@@ -285,20 +277,29 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn track(&mut self, key: TrackKey) -> &mut Track {
-        if !self.tracks.contains_key(&key) {
-            let uuid = self.new_uuid();
-            self.tracks.insert(
-                key,
-                Track {
-                    uuid,
-                    described: false,
-                    stack: ShadowStack::default(),
-                    ident: None,
-                    pending_flow: None,
-                },
-            );
-        }
-        self.tracks.get_mut(&key).expect("inserted")
+        let i = match self.last {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let i = match self.index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let uuid = self.new_uuid();
+                        self.tracks.push(Track {
+                            uuid,
+                            described: false,
+                            stack: ShadowStack::default(),
+                            ident: None,
+                            pending_flow: None,
+                        });
+                        self.index.insert(key, self.tracks.len() - 1);
+                        self.tracks.len() - 1
+                    }
+                };
+                self.last = Some((key, i));
+                i
+            }
+        };
+        &mut self.tracks[i]
     }
 
     /// The track for an event: described first if it is not yet (a thread whose task could
@@ -314,7 +315,7 @@ impl<W: Write> TraceWriter<W> {
             };
             self.describe(uuid, name, None);
         }
-        self.tracks.get_mut(&key).expect("present")
+        self.track(key)
     }
 
     fn new_uuid(&mut self) -> u64 {
@@ -369,7 +370,7 @@ impl<W: Write> TraceWriter<W> {
                 ..Default::default()
             });
         }
-        let reusable = match self.tracks.get(&key) {
+        let reusable = match self.index.get(&key).map(|&i| &self.tracks[i]) {
             Some(t) => match t.ident {
                 Some(old) => old.tid == ident.tid && old.pid == ident.pid,
                 None => !t.described,
@@ -379,13 +380,15 @@ impl<W: Write> TraceWriter<W> {
         if !reusable {
             // A new thread, a stack now owned by another task, or a track first seen before
             // its task could be read: close what is open there and start a thread track.
-            let mut old = self.tracks.remove(&key).expect("present when not reusable");
+            let uuid = self.new_uuid();
+            let old = self.track(key);
+            let old_uuid = std::mem::replace(&mut old.uuid, uuid);
+            old.described = false;
             let mut n = 0;
             old.stack.drain(|_| n += 1);
             for _ in 0..n {
-                self.end_event(ts, old.uuid, None);
+                self.end_event(ts, old_uuid, None);
             }
-            self.track(key).pending_flow = old.pending_flow;
         }
         let track = self.track(key);
         track.ident = Some(ident);
@@ -427,11 +430,11 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn enter(&mut self, ts: u64, key: TrackKey, sp: u64, func: u32, args: &Args, arena: &[u8]) {
-        let profile = Arc::clone(&self.profile);
-        let Some(f) = profile.function(func) else {
-            return;
+        let user = match self.plans.get(func as usize) {
+            Some(plan) if plan.ready => plan.user,
+            Some(_) => self.profile.function(func).is_some_and(|f| f.is_user()),
+            None => return,
         };
-        let user = f.is_user();
         let track = self.event_track(key);
         let uuid = track.uuid;
         let flow = track.pending_flow.take();
@@ -440,10 +443,9 @@ impl<W: Write> TraceWriter<W> {
         for _ in 0..closed {
             self.end_event(ts, uuid, None);
         }
-        let interned = self.func_interned[func as usize];
-        let param_base = f.first_param() as usize;
+        let new = !self.plans[func as usize].ready;
         self.packet(ts, |w| {
-            if !interned {
+            if new {
                 w.intern_function(func);
             }
             let te = w.enc.open(P_TRACK_EVENT);
@@ -452,14 +454,14 @@ impl<W: Write> TraceWriter<W> {
             w.enc.uint(E_NAME_IID, func as u64 + 1);
             let TraceWriter {
                 enc,
-                param_iid,
-                names,
+                plans,
+                plan_params,
+                profile,
                 ..
             } = w;
-            for_each_arg(&profile, f, args, arena, |i, _, v| {
-                let name_iid = param_iid[param_base + i] as u64;
-                annotation(enc, names, name_iid, v);
-            });
+            let plan = plans[func as usize];
+            let params = &plan_params[plan.first as usize..(plan.first + plan.len) as usize];
+            encode_args(enc, profile, params, args, arena);
             if let Some(flow) = flow {
                 w.enc.fixed64(E_FLOW_END, flow);
             }
@@ -498,9 +500,9 @@ impl<W: Write> TraceWriter<W> {
             return;
         }
         let begin_ts = first_ts.saturating_sub(track.stack.unmatched - 1);
-        let interned = self.func_interned[func as usize];
+        let new = !self.plans[func as usize].ready;
         self.enc_packet_absolute(begin_ts, |w| {
-            if !interned {
+            if new {
                 w.intern_function(func);
             }
             let te = w.enc.open(P_TRACK_EVENT);
@@ -515,15 +517,22 @@ impl<W: Write> TraceWriter<W> {
 
     /// A slice end, with the return value typed by `func`'s return class.
     fn end_event(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
-        let profile = Arc::clone(&self.profile);
-        self.event_header(ts, END, uuid, None, |e| {
-            let Some((func, value)) = ret else { return };
-            let Some(f) = profile.function(func) else {
-                return;
-            };
-            if let Some(v) = decode_word(&profile, f.ret_class(), value, 0, None) {
-                annotation_ret(e, v);
+        self.packet(ts, |w| {
+            let te = w.enc.open(P_TRACK_EVENT);
+            w.enc.uint(E_TYPE, END);
+            w.enc.uint(E_TRACK, uuid);
+            let TraceWriter {
+                enc,
+                plans,
+                profile,
+                ..
+            } = w;
+            if let Some((func, value)) = ret {
+                if let Some(plan) = plans.get(func as usize) {
+                    encode_return(enc, profile, plan.ret, value);
+                }
             }
+            w.enc.close(te);
         });
         self.summary.events += 1;
     }
@@ -570,9 +579,8 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Adds interned data for a function's name, parameter names and struct type names to
-    /// the packet being written.
+    /// the packet being written, and records its decoding plan.
     fn intern_function(&mut self, func: u32) {
-        self.func_interned[func as usize] = true;
         let profile = Arc::clone(&self.profile);
         let Some(f) = profile.function(func) else {
             return;
@@ -582,91 +590,54 @@ impl<W: Write> TraceWriter<W> {
         self.enc.uint(1, func as u64 + 1);
         self.enc.bytes(2, f.name().as_bytes());
         self.enc.close(en);
-        let base = f.first_param() as usize;
-        let ret_struct = match f.ret_class() {
-            ClassRef::StructPtr(t) => Some(t),
-            _ => None,
-        };
-        let struct_names = f.params().filter_map(|p| match p.class() {
-            ClassRef::StructPtr(t) => Some(t),
-            _ => None,
-        });
-        let param_names = f.params().map(|p| p.name());
-        let all: Vec<(Option<usize>, &str)> = param_names
-            .enumerate()
-            .map(|(i, n)| (Some(i), n))
-            .chain(struct_names.chain(ret_struct).map(|t| (None, t)))
-            .collect();
-        for (param, name) in all {
-            let next = self.names.len() as u64 + 1;
-            let (iid, new) = match self.names.get(name) {
-                Some(&iid) => (iid, false),
-                None => {
-                    self.names.insert(name.to_owned(), next);
-                    (next, true)
-                }
-            };
-            if let Some(i) = param {
-                self.param_iid[base + i] = iid as u32;
-            }
-            if new {
-                let an = self.enc.open(I_ANNOTATION_NAMES);
-                self.enc.uint(1, iid);
-                self.enc.bytes(2, name.as_bytes());
-                self.enc.close(an);
-            }
+        let first = self.plan_params.len() as u32;
+        for p in f.params() {
+            let name_iid = self.annotation_name(p.name());
+            let kind = self.kind(p.class());
+            self.plan_params.push(PlanParam {
+                name_iid,
+                kind,
+                words: words_for(p.location()) as u8,
+            });
         }
+        let len = self.plan_params.len() as u32 - first;
+        let ret = self.kind(f.ret_class());
         self.enc.close(idata);
+        self.plans[func as usize] = Plan {
+            first,
+            len,
+            ret,
+            ready: true,
+            user: f.is_user(),
+        };
     }
-}
 
-/// One debug annotation: name iid and typed value.
-fn annotation(e: &mut Enc, names: &HashMap<String, u64>, name_iid: u64, v: Value<'_>) {
-    let a = e.open(E_ANNOTATION);
-    e.uint(A_NAME_IID, name_iid);
-    value(e, names, v);
-    e.close(a);
-}
-
-fn annotation_ret(e: &mut Enc, v: Value<'_>) {
-    let a = e.open(E_ANNOTATION);
-    e.uint(A_NAME_IID, IID_RETURN);
-    match v {
-        // The struct type of a returned pointer is in the function's signature.
-        Value::StructPtr(p, _) => e.uint(A_POINTER, p),
-        v => value(e, &HashMap::new(), v),
-    }
-    e.close(a);
-}
-
-fn value(e: &mut Enc, names: &HashMap<String, u64>, v: Value<'_>) {
-    match v {
-        Value::Int(i) => e.uint(A_INT, i as u64),
-        Value::UInt(u) => e.uint(A_UINT, u),
-        Value::Bool(b) => e.uint(A_BOOL, b as u64),
-        Value::Enum(_, Some(name)) => e.bytes(A_STRING, name.as_bytes()),
-        Value::Enum(i, None) => e.uint(A_INT, i as u64),
-        Value::Str(s) => match std::str::from_utf8(s) {
-            Ok(_) => e.bytes(A_STRING, s),
-            Err(_) => e.bytes(A_STRING, String::from_utf8_lossy(s).as_bytes()),
-        },
-        Value::Ptr(p) => e.uint(A_POINTER, p),
-        Value::StructPtr(p, type_name) => match names.get(type_name) {
-            Some(&iid) => {
-                let d = e.open(A_DICT);
-                e.uint(A_NAME_IID, iid);
-                e.uint(A_POINTER, p);
-                e.close(d);
-            }
-            None => e.uint(A_POINTER, p),
-        },
-        Value::Words(lo, _, n) if n <= 8 => e.uint(A_UINT, lo),
-        Value::Words(lo, hi, _) => {
-            for w in [lo, hi] {
-                let a = e.open(A_ARRAY);
-                e.uint(A_UINT, w);
-                e.close(a);
-            }
+    /// The decoding of a class, interning a struct's type name.
+    fn kind(&mut self, class: ClassRef<'_>) -> Kind {
+        match class {
+            ClassRef::Void | ClassRef::Float(_) | ClassRef::Unknown => Kind::Skip,
+            ClassRef::Signed(w) => Kind::Signed(w),
+            ClassRef::Unsigned(w) => Kind::Unsigned(w),
+            ClassRef::Bool => Kind::Bool,
+            ClassRef::Enum(t) => Kind::Enum(t),
+            ClassRef::CharPtr => Kind::Str,
+            ClassRef::StructPtr(name) => Kind::StructPtr(self.annotation_name(name)),
+            ClassRef::Pointer => Kind::Pointer,
+            ClassRef::StructByValue(size) => Kind::Words(size.min(16) as u8),
         }
+    }
+
+    /// The iid of an annotation name, interned into the open InternedData if new.
+    fn annotation_name(&mut self, name: &str) -> u64 {
+        if let Some(&iid) = self.names.get(name) {
+            return iid;
+        }
+        let iid = self.names.len() as u64 + 1;
+        self.names.insert(name.to_owned(), iid);
+        let an = self.enc.open(I_ANNOTATION_NAMES);
+        self.enc.uint(1, iid);
+        self.enc.bytes(2, name.as_bytes());
+        self.enc.close(an);
+        iid
     }
 }

@@ -1,0 +1,139 @@
+//! The on-disk profile: round trip, lookups, and clear errors for bad files.
+
+use osi_profile::{
+    flags, Class, ClassRef, EnumType, Function, Location, Param, Profile, ProfileData,
+    ProfileError, TypeDesc,
+};
+
+fn data() -> ProfileData {
+    let mut d = ProfileData::default();
+    d.enums.push(EnumType {
+        values: vec![(-1, "NEG".into()), (3, "THREE".into())],
+    });
+    let f = |name: &str, entry, params, fl| Function {
+        name: String::from(name),
+        entry,
+        size: 0x20,
+        file: Some("fs/open.c".into()),
+        line: 7,
+        ret: TypeDesc {
+            c_type: "long".into(),
+            class: Class::Signed(8),
+        },
+        params,
+        flags: fl,
+    };
+    d.functions = vec![
+        f("zeta", 0x3000, vec![], flags::DENIED),
+        f(
+            "alpha",
+            0x1000,
+            vec![
+                Param {
+                    name: "file".into(),
+                    ty: TypeDesc {
+                        c_type: "struct file *".into(),
+                        class: Class::StructPtr("struct file".into()),
+                    },
+                    loc: Location::Reg(5),
+                },
+                Param {
+                    name: "mode".into(),
+                    ty: TypeDesc {
+                        c_type: "enum m".into(),
+                        class: Class::Enum(0),
+                    },
+                    loc: Location::Stack(16),
+                },
+                Param {
+                    name: "pair".into(),
+                    ty: TypeDesc {
+                        c_type: "struct kv".into(),
+                        class: Class::StructByValue(16),
+                    },
+                    loc: Location::RegPair(4, 1),
+                },
+            ],
+            0,
+        ),
+        f("beta", 0x2000, vec![], flags::SYMBOL_ONLY),
+    ];
+    d.facts.insert("task_struct.pid".into(), 0x4e8);
+    d.text_facts.insert("kernel.version".into(), "6.1.0".into());
+    d.finish();
+    d
+}
+
+#[test]
+fn round_trip_through_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.rrrprof");
+    std::fs::write(&path, data().to_bytes()).unwrap();
+    let p = Profile::open(&path).unwrap();
+    assert_eq!(p.len(), 3);
+    let names: Vec<_> = p.functions().map(|f| f.name()).collect();
+    assert_eq!(names, ["alpha", "beta", "zeta"]);
+    let alpha = p.function(p.function_by_name("alpha").unwrap()).unwrap();
+    assert_eq!(
+        (alpha.entry(), alpha.file(), alpha.line(), alpha.ret_type()),
+        (0x1000, "fs/open.c", 7, "long")
+    );
+    let params: Vec<_> = alpha
+        .params()
+        .map(|q| (q.name(), q.c_type(), q.class(), q.location()))
+        .collect();
+    assert_eq!(
+        params,
+        vec![
+            (
+                "file",
+                "struct file *",
+                ClassRef::StructPtr("struct file"),
+                Location::Reg(5)
+            ),
+            ("mode", "enum m", ClassRef::Enum(0), Location::Stack(16)),
+            (
+                "pair",
+                "struct kv",
+                ClassRef::StructByValue(16),
+                Location::RegPair(4, 1)
+            ),
+        ]
+    );
+    assert_eq!(p.function_at_entry(0x2000), p.function_by_name("beta"));
+    assert_eq!(p.function_containing(0x101f), p.function_by_name("alpha"));
+    assert_eq!(p.function_containing(0x1020), None);
+    assert_eq!(p.function_by_name("gamma"), None);
+    assert!(p
+        .function(p.function_by_name("zeta").unwrap())
+        .unwrap()
+        .is_denied());
+    assert_eq!(p.enum_name(0, -1), Some("NEG"));
+    assert_eq!(p.enum_name(0, 2), None);
+    assert_eq!(p.fact("task_struct.pid"), Some(0x4e8));
+    assert_eq!(p.fact("task_struct.tgid"), None);
+    assert_eq!(p.text_fact("kernel.version"), Some("6.1.0"));
+}
+
+#[test]
+fn bad_files_get_clear_errors() {
+    assert!(matches!(
+        Profile::from_bytes(b"ELF\x7f...."),
+        Err(ProfileError::NotAProfile)
+    ));
+    let mut bytes = data().to_bytes();
+    bytes[8] = 99;
+    let e = Profile::from_bytes(&bytes).unwrap_err();
+    assert!(matches!(e, ProfileError::Version { found: 99, .. }));
+    assert!(e.to_string().contains("regenerate it with `rrr profile"));
+    let bytes = data().to_bytes();
+    for cut in [20, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            matches!(
+                Profile::from_bytes(&bytes[..cut]),
+                Err(ProfileError::Corrupt(_))
+            ),
+            "cut at {cut}"
+        );
+    }
+}
