@@ -3,10 +3,44 @@
 //! entry, return types, and the OS-introspection facts (struct offsets, symbol addresses) that
 //! name threads. Stored in a compact format a tracer memory-maps and uses in place.
 
+mod denylist;
+mod dwarf;
+mod elf;
 mod error;
+mod facts;
 mod format;
+mod kernelinfo;
 mod model;
+mod reader;
+mod tsv;
 
+pub use denylist::{DenyList, DEFAULT_DENY};
 pub use error::ProfileError;
 pub use format::{ClassRef, FunctionRef, ParamRef, Profile, FORMAT_VERSION};
+pub use kernelinfo::kernelinfo;
 pub use model::{flags, Class, EnumType, Function, Location, Param, ProfileData, TypeDesc};
+pub use reader::{read, Options};
+pub use tsv::{line as tsv_line, location as tsv_location, reg_name, write_tsv};
+
+/// Builds the profile of `elf` and writes it atomically (temp file, then rename) to `out`.
+pub fn build(
+    elf: &std::path::Path,
+    out: &std::path::Path,
+    opts: &Options,
+) -> Result<Profile, ProfileError> {
+    let data = read(elf, opts)?;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        out.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("profile"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, data.to_bytes()).map_err(|e| ProfileError::io(&tmp, e))?;
+    std::fs::rename(&tmp, out).map_err(|e| ProfileError::io(out, e))?;
+    Profile::open(out)
+}

@@ -1,0 +1,762 @@
+//! Functions, parameters, types and locations from DWARF (gimli), one compilation unit at a
+//! time, spread over the machine's cores.
+
+use std::collections::{BTreeMap, HashMap};
+
+use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
+
+use crate::model::{flags, Class, EnumType, Function, Location, Param, TypeDesc};
+
+pub(crate) type R<'a> = EndianSlice<'a, RunTimeEndian>;
+type Unit<'a> = gimli::Unit<R<'a>>;
+type Die<'a, 'u> = gimli::DebuggingInformationEntry<'u, 'u, R<'a>>;
+
+/// Struct (and union) names whose layouts become OS facts.
+pub(crate) const FACT_STRUCTS: &[&str] = &[
+    "task_struct",
+    "cred",
+    "mm_struct",
+    "vm_area_struct",
+    "file",
+    "files_struct",
+    "fdtable",
+    "qstr",
+    "dentry",
+    "dentry_operations",
+    "vfsmount",
+    "mount",
+    "path",
+    "pcpu_hot",
+    "uts_namespace",
+    "new_utsname",
+    "thread_union",
+];
+
+/// A struct's size and member offsets (anonymous members flattened).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Layout {
+    pub size: u64,
+    pub members: BTreeMap<String, (u64, u64)>,
+}
+
+/// What one worker extracts.
+#[derive(Default)]
+pub(crate) struct Extract {
+    pub functions: Vec<Function>,
+    pub enums: Vec<EnumType>,
+    pub layouts: BTreeMap<String, Layout>,
+    pub skeleton_units: usize,
+    pub units: usize,
+}
+
+/// Per-unit caches.
+struct UnitCtx<'a, 'u> {
+    dwarf: &'u gimli::Dwarf<R<'a>>,
+    unit: &'u Unit<'a>,
+    types: HashMap<UnitOffset, TypeDesc>,
+    enums: HashMap<UnitOffset, u32>,
+    files: HashMap<u64, Option<String>>,
+}
+
+/// Walks `headers[i]` for every `i` in `indices`.
+pub(crate) fn extract<'a>(
+    dwarf: &gimli::Dwarf<R<'a>>,
+    headers: &[gimli::UnitHeader<R<'a>>],
+    indices: impl Iterator<Item = usize>,
+) -> Result<Extract, gimli::Error> {
+    let mut out = Extract::default();
+    for i in indices {
+        let unit = dwarf.unit(headers[i])?;
+        out.units += 1;
+        if matches!(unit.header.type_(), gimli::UnitType::Skeleton(_)) || unit.dwo_id.is_some() {
+            out.skeleton_units += 1;
+            continue;
+        }
+        let mut ctx = UnitCtx {
+            dwarf,
+            unit: &unit,
+            types: HashMap::new(),
+            enums: HashMap::new(),
+            files: HashMap::new(),
+        };
+        let mut tree = unit.entries_tree(None)?;
+        let root = tree.root()?;
+        let mut children = root.children();
+        while let Some(node) = children.next()? {
+            let die = node.entry();
+            match die.tag() {
+                gimli::DW_TAG_subprogram => {
+                    if let Some(f) = ctx.function(die, &mut out.enums)? {
+                        out.functions.push(f);
+                    }
+                }
+                gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type => {
+                    let name = ctx.name(die)?;
+                    if let Some(name) = name.filter(|n| FACT_STRUCTS.contains(&n.as_str())) {
+                        if die.attr_value(gimli::DW_AT_declaration)?.is_none()
+                            && !out.layouts.contains_key(&name)
+                        {
+                            let layout = ctx.layout(die.offset())?;
+                            out.layouts.insert(name, layout);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl<'a, 'u> UnitCtx<'a, 'u> {
+    fn string(&self, v: AttributeValue<R<'a>>) -> Result<String, gimli::Error> {
+        let s = self.dwarf.attr_string(self.unit, v)?;
+        Ok(String::from_utf8_lossy(s.slice()).into_owned())
+    }
+
+    fn name(&self, die: &Die<'a, '_>) -> Result<Option<String>, gimli::Error> {
+        match die.attr_value(gimli::DW_AT_name)? {
+            Some(v) => Ok(Some(self.string(v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The DIE an attribute refers to, if it is in this unit.
+    fn reference(&self, v: Option<AttributeValue<R<'a>>>) -> Option<UnitOffset> {
+        match v? {
+            AttributeValue::UnitRef(off) => Some(off),
+            AttributeValue::DebugInfoRef(off) => off.to_unit_offset(&self.unit.header),
+            _ => None,
+        }
+    }
+
+    fn udata(v: Option<AttributeValue<R<'a>>>) -> Option<u64> {
+        v.and_then(|v| v.udata_value())
+    }
+
+    /// The entry address: low_pc, else entry_pc, else the first range.
+    fn entry_pc(&self, die: &Die<'a, '_>) -> Result<Option<u64>, gimli::Error> {
+        for at in [gimli::DW_AT_low_pc, gimli::DW_AT_entry_pc] {
+            if let Some(v) = die.attr_value(at)? {
+                if let Some(a) = self.dwarf.attr_address(self.unit, v)? {
+                    return Ok(Some(a));
+                }
+            }
+        }
+        if die.attr_value(gimli::DW_AT_ranges)?.is_some() {
+            let mut ranges = self.dwarf.die_ranges(self.unit, die)?;
+            let mut first: Option<gimli::Range> = None;
+            while let Some(r) = ranges.next()? {
+                if first.is_none() {
+                    first = Some(r);
+                }
+            }
+            return Ok(first.map(|r| r.begin));
+        }
+        Ok(None)
+    }
+
+    fn size_of_range(&self, die: &Die<'a, '_>, entry: u64) -> Result<u64, gimli::Error> {
+        if let Some(high) = die.attr_value(gimli::DW_AT_high_pc)? {
+            return Ok(match high {
+                AttributeValue::Addr(a) => a.saturating_sub(entry),
+                v => v.udata_value().unwrap_or(0),
+            });
+        }
+        if die.attr_value(gimli::DW_AT_ranges)?.is_some() {
+            let mut ranges = self.dwarf.die_ranges(self.unit, die)?;
+            while let Some(r) = ranges.next()? {
+                if r.begin == entry {
+                    return Ok(r.end - r.begin);
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    fn file(&mut self, index: u64) -> Option<String> {
+        if let Some(f) = self.files.get(&index) {
+            return f.clone();
+        }
+        let f = (|| {
+            let lp = self.unit.line_program.as_ref()?;
+            let header = lp.header();
+            let file = header.file(index)?;
+            let name = self.dwarf.attr_string(self.unit, file.path_name()).ok()?;
+            let name = String::from_utf8_lossy(name.slice()).into_owned();
+            if name.starts_with('/') {
+                return Some(name);
+            }
+            let dir = file
+                .directory(header)
+                .and_then(|d| self.dwarf.attr_string(self.unit, d).ok())
+                .map(|d| String::from_utf8_lossy(d.slice()).into_owned());
+            Some(match dir {
+                Some(d) if !d.is_empty() && !d.starts_with('/') => format!("{d}/{name}"),
+                _ => name,
+            })
+        })();
+        self.files.insert(index, f.clone());
+        f
+    }
+
+    /// A subprogram with an entry address, or None (declarations, abstract instances).
+    fn function(
+        &mut self,
+        die: &Die<'a, '_>,
+        enums: &mut Vec<EnumType>,
+    ) -> Result<Option<Function>, gimli::Error> {
+        let Some(entry) = self.entry_pc(die)? else {
+            return Ok(None);
+        };
+        if entry == 0 {
+            return Ok(None);
+        }
+        let size = self.size_of_range(die, entry)?;
+        // Name, types and declaration from the abstract origin / specification chain.
+        let mut decl = die.offset();
+        let mut name = self.name(die)?;
+        for _ in 0..4 {
+            let d = self.unit.entry(decl)?;
+            let next = self
+                .reference(d.attr_value(gimli::DW_AT_abstract_origin)?)
+                .or(self.reference(d.attr_value(gimli::DW_AT_specification)?));
+            if name.is_none() {
+                name = self.name(&d)?;
+            }
+            match next {
+                Some(n) if name.is_none() || d.attr_value(gimli::DW_AT_type)?.is_none() => decl = n,
+                _ => break,
+            }
+        }
+        let Some(name) = name else { return Ok(None) };
+        let decl_die = self.unit.entry(decl)?;
+        let ret = self.type_of(&decl_die, enums)?;
+        let file_index = Self::udata(decl_die.attr_value(gimli::DW_AT_decl_file)?);
+        let line = Self::udata(decl_die.attr_value(gimli::DW_AT_decl_line)?).unwrap_or(0) as u32;
+        let file = file_index.and_then(|i| self.file(i));
+
+        // Parameters: the concrete DIE's, named and typed through their origins; if it has
+        // none, the declaration's.
+        let mut params = self.params(die.offset(), entry, enums)?;
+        if params.is_empty() && decl != die.offset() {
+            params = self.params(decl, entry, enums)?;
+        }
+        Ok(Some(Function {
+            name,
+            entry,
+            size: size.min(u32::MAX as u64) as u32,
+            file,
+            line,
+            ret,
+            params,
+            flags: 0,
+        }))
+    }
+
+    fn params(
+        &mut self,
+        of: UnitOffset,
+        entry: u64,
+        enums: &mut Vec<EnumType>,
+    ) -> Result<Vec<Param>, gimli::Error> {
+        let frame_base = self.frame_base(of)?;
+        let mut tree = self.unit.entries_tree(Some(of))?;
+        let root = tree.root()?;
+        let mut children = root.children();
+        let mut params = Vec::new();
+        while let Some(node) = children.next()? {
+            let die = node.entry();
+            if die.tag() != gimli::DW_TAG_formal_parameter {
+                continue;
+            }
+            let origin = self.reference(die.attr_value(gimli::DW_AT_abstract_origin)?);
+            let named = match origin {
+                Some(o) if die.attr_value(gimli::DW_AT_name)?.is_none() => self.unit.entry(o)?,
+                _ => die.clone(),
+            };
+            let name = self
+                .name(&named)?
+                .unwrap_or_else(|| format!("arg{}", params.len()));
+            let ty = self.type_of(&named, enums)?;
+            let loc = self.location_at(die, entry, frame_base)?;
+            params.push(Param { name, ty, loc });
+        }
+        Ok(params)
+    }
+
+    /// Offset from the stack pointer at entry of what DW_OP_fbreg is relative to.
+    fn frame_base(&self, of: UnitOffset) -> Result<Option<i64>, gimli::Error> {
+        let die = self.unit.entry(of)?;
+        let Some(AttributeValue::Exprloc(expr)) = die.attr_value(gimli::DW_AT_frame_base)? else {
+            return Ok(None);
+        };
+        let mut r = expr.0;
+        Ok(
+            match gimli::Operation::parse(&mut r, self.unit.encoding())? {
+                // gcc: the CFA, which at entry is rsp + 8 (past the return address).
+                gimli::Operation::CallFrameCFA => Some(8),
+                gimli::Operation::Register { register } if register.0 == 7 => Some(0),
+                gimli::Operation::RegisterOffset {
+                    register, offset, ..
+                } if register.0 == 7 => Some(offset),
+                // rbp after `push rbp; mov rbp, rsp`.
+                gimli::Operation::Register { register } if register.0 == 6 => Some(-8),
+                _ => None,
+            },
+        )
+    }
+
+    /// Where a parameter is at `entry`: its location expression, or the one of its location
+    /// list that covers `entry`.
+    fn location_at(
+        &self,
+        die: &Die<'a, '_>,
+        entry: u64,
+        frame_base: Option<i64>,
+    ) -> Result<Location, gimli::Error> {
+        let Some(v) = die.attr_value(gimli::DW_AT_location)? else {
+            return Ok(Location::None);
+        };
+        let expr = match v {
+            AttributeValue::Exprloc(e) => Some(e),
+            v => {
+                let mut found = None;
+                if let Some(mut locs) = self.dwarf.attr_locations(self.unit, v)? {
+                    while let Some(l) = locs.next()? {
+                        if l.range.begin <= entry && entry < l.range.end {
+                            found = Some(l.data);
+                            break;
+                        }
+                    }
+                }
+                found
+            }
+        };
+        Ok(expr.map_or(Location::None, |e| self.simple_location(e, frame_base)))
+    }
+
+    fn simple_location(&self, expr: gimli::Expression<R<'a>>, frame_base: Option<i64>) -> Location {
+        let mut r = expr.0;
+        let mut regs = Vec::new();
+        let mut first = None;
+        while !r.is_empty() {
+            let Ok(op) = gimli::Operation::parse(&mut r, self.unit.encoding()) else {
+                return Location::None;
+            };
+            match op {
+                gimli::Operation::Register { register } => regs.push(register.0),
+                gimli::Operation::FrameOffset { offset } if first.is_none() && r.is_empty() => {
+                    return frame_base
+                        .map_or(Location::None, |fb| Location::Stack((fb + offset) as i32));
+                }
+                gimli::Operation::RegisterOffset {
+                    register, offset, ..
+                } if register.0 == 7 && r.is_empty() => {
+                    return Location::Stack(offset as i32);
+                }
+                gimli::Operation::Piece { .. } => {}
+                _ => return Location::None,
+            }
+            first.get_or_insert(());
+        }
+        match regs[..] {
+            [a] => Location::Reg(a),
+            [a, b] => Location::RegPair(a, b),
+            _ => Location::None,
+        }
+    }
+
+    /// The type named by a DIE's DW_AT_type (void if none).
+    fn type_of(
+        &mut self,
+        die: &Die<'a, '_>,
+        enums: &mut Vec<EnumType>,
+    ) -> Result<TypeDesc, gimli::Error> {
+        match self.reference(die.attr_value(gimli::DW_AT_type)?) {
+            Some(off) => self.resolve(off, enums, 0),
+            None if die.attr_value(gimli::DW_AT_type)?.is_some() => Ok(unknown()),
+            None => Ok(TypeDesc::void()),
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        off: UnitOffset,
+        enums: &mut Vec<EnumType>,
+        depth: u32,
+    ) -> Result<TypeDesc, gimli::Error> {
+        if let Some(t) = self.types.get(&off) {
+            return Ok(t.clone());
+        }
+        if depth > 16 {
+            return Ok(unknown());
+        }
+        let die = self.unit.entry(off)?;
+        let name = self.name(&die)?;
+        let size = Self::udata(die.attr_value(gimli::DW_AT_byte_size)?).unwrap_or(0);
+        let inner = self.reference(die.attr_value(gimli::DW_AT_type)?);
+        let mut sub = |me: &mut Self| -> Result<TypeDesc, gimli::Error> {
+            match inner {
+                Some(i) => me.resolve(i, enums, depth + 1),
+                None => Ok(TypeDesc::void()),
+            }
+        };
+        let t = match die.tag() {
+            gimli::DW_TAG_base_type => {
+                let enc = die.attr_value(gimli::DW_AT_encoding)?;
+                let w = size as u8;
+                let class = match enc {
+                    Some(AttributeValue::Encoding(e)) => match e {
+                        gimli::DW_ATE_boolean => Class::Bool,
+                        gimli::DW_ATE_signed | gimli::DW_ATE_signed_char => Class::Signed(w),
+                        gimli::DW_ATE_unsigned
+                        | gimli::DW_ATE_unsigned_char
+                        | gimli::DW_ATE_UTF => Class::Unsigned(w),
+                        gimli::DW_ATE_float => Class::Float(w),
+                        _ => Class::Unknown,
+                    },
+                    _ => Class::Unknown,
+                };
+                TypeDesc {
+                    c_type: name.unwrap_or_else(|| "?".into()),
+                    class,
+                }
+            }
+            gimli::DW_TAG_typedef => {
+                let t = sub(self)?;
+                TypeDesc {
+                    c_type: name.unwrap_or(t.c_type),
+                    class: t.class,
+                }
+            }
+            gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
+            | gimli::DW_TAG_atomic_type => {
+                let t = sub(self)?;
+                let q = match die.tag() {
+                    gimli::DW_TAG_const_type => "const",
+                    gimli::DW_TAG_volatile_type => "volatile",
+                    gimli::DW_TAG_restrict_type => "restrict",
+                    _ => "_Atomic",
+                };
+                let c_type = if t.c_type.ends_with('*') {
+                    format!("{} {q}", t.c_type)
+                } else {
+                    format!("{q} {}", t.c_type)
+                };
+                TypeDesc {
+                    c_type,
+                    class: t.class,
+                }
+            }
+            gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => {
+                let target = match inner {
+                    Some(i) => Some(self.pointee(i)?),
+                    None => None,
+                };
+                let t = sub(self)?;
+                let class = match target {
+                    Some(Pointee::Char) => Class::CharPtr,
+                    Some(Pointee::Struct(n)) => Class::StructPtr(n),
+                    _ => Class::Pointer,
+                };
+                let c_type = if t.c_type.contains("(*)") {
+                    t.c_type
+                } else {
+                    format!("{} *", t.c_type)
+                };
+                TypeDesc { c_type, class }
+            }
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_class_type => {
+                let kw = if die.tag() == gimli::DW_TAG_union_type {
+                    "union"
+                } else {
+                    "struct"
+                };
+                TypeDesc {
+                    c_type: format!("{kw} {}", name.as_deref().unwrap_or("<anonymous>")),
+                    class: Class::StructByValue(size.min(u16::MAX as u64) as u16),
+                }
+            }
+            gimli::DW_TAG_enumeration_type => {
+                let table = self.enum_table(off, enums)?;
+                TypeDesc {
+                    c_type: format!("enum {}", name.as_deref().unwrap_or("<anonymous>")),
+                    class: Class::Enum(table),
+                }
+            }
+            gimli::DW_TAG_subroutine_type => {
+                let t = sub(self)?;
+                TypeDesc {
+                    c_type: format!("{} (*)()", t.c_type),
+                    class: Class::Pointer,
+                }
+            }
+            gimli::DW_TAG_array_type => {
+                let t = sub(self)?;
+                TypeDesc {
+                    c_type: format!("{}[]", t.c_type),
+                    class: Class::Pointer,
+                }
+            }
+            _ => unknown(),
+        };
+        self.types.insert(off, t.clone());
+        Ok(t)
+    }
+
+    /// What a pointer points to, looking through typedefs and qualifiers.
+    fn pointee(&self, mut off: UnitOffset) -> Result<Pointee, gimli::Error> {
+        for _ in 0..16 {
+            let die = self.unit.entry(off)?;
+            match die.tag() {
+                gimli::DW_TAG_typedef
+                | gimli::DW_TAG_const_type
+                | gimli::DW_TAG_volatile_type
+                | gimli::DW_TAG_restrict_type
+                | gimli::DW_TAG_atomic_type => {
+                    match self.reference(die.attr_value(gimli::DW_AT_type)?) {
+                        Some(n) => off = n,
+                        None => return Ok(Pointee::Other),
+                    }
+                }
+                gimli::DW_TAG_base_type => {
+                    let is_char = matches!(
+                        die.attr_value(gimli::DW_AT_encoding)?,
+                        Some(AttributeValue::Encoding(
+                            gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char
+                        ))
+                    ) && self.name(&die)?.is_some_and(|n| n.ends_with("char"));
+                    return Ok(if is_char {
+                        Pointee::Char
+                    } else {
+                        Pointee::Other
+                    });
+                }
+                gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type => {
+                    let kw = if die.tag() == gimli::DW_TAG_union_type {
+                        "union"
+                    } else {
+                        "struct"
+                    };
+                    return Ok(match self.name(&die)? {
+                        Some(n) => Pointee::Struct(format!("{kw} {n}")),
+                        None => Pointee::Other,
+                    });
+                }
+                _ => return Ok(Pointee::Other),
+            }
+        }
+        Ok(Pointee::Other)
+    }
+
+    fn enum_table(
+        &mut self,
+        off: UnitOffset,
+        enums: &mut Vec<EnumType>,
+    ) -> Result<u32, gimli::Error> {
+        if let Some(&t) = self.enums.get(&off) {
+            return Ok(t);
+        }
+        let mut tree = self.unit.entries_tree(Some(off))?;
+        let root = tree.root()?;
+        let mut children = root.children();
+        let mut values = Vec::new();
+        while let Some(node) = children.next()? {
+            let e = node.entry();
+            if e.tag() != gimli::DW_TAG_enumerator {
+                continue;
+            }
+            let Some(name) = self.name(e)? else { continue };
+            let v = match e.attr_value(gimli::DW_AT_const_value)? {
+                Some(AttributeValue::Sdata(v)) => v,
+                Some(AttributeValue::Udata(v)) => v as i64,
+                Some(AttributeValue::Data1(v)) => v as i8 as i64,
+                Some(AttributeValue::Data2(v)) => v as i16 as i64,
+                Some(AttributeValue::Data4(v)) => v as i32 as i64,
+                Some(AttributeValue::Data8(v)) => v as i64,
+                _ => continue,
+            };
+            values.push((v, name));
+        }
+        values.sort();
+        values.dedup_by(|a, b| a.0 == b.0);
+        let t = enums.len() as u32;
+        enums.push(EnumType { values });
+        self.enums.insert(off, t);
+        Ok(t)
+    }
+
+    /// Size of a type (following typedefs/qualifiers; arrays as count x element).
+    fn type_size(&self, mut off: UnitOffset) -> Result<u64, gimli::Error> {
+        for _ in 0..16 {
+            let die = self.unit.entry(off)?;
+            if let Some(s) = Self::udata(die.attr_value(gimli::DW_AT_byte_size)?) {
+                return Ok(s);
+            }
+            let inner = self.reference(die.attr_value(gimli::DW_AT_type)?);
+            if die.tag() == gimli::DW_TAG_array_type {
+                let elem = match inner {
+                    Some(i) => self.type_size(i)?,
+                    None => 0,
+                };
+                let mut tree = self.unit.entries_tree(Some(off))?;
+                let root = tree.root()?;
+                let mut children = root.children();
+                let mut count = 1u64;
+                while let Some(node) = children.next()? {
+                    let e = node.entry();
+                    if let Some(c) = Self::udata(e.attr_value(gimli::DW_AT_count)?) {
+                        count *= c;
+                    } else if let Some(u) = Self::udata(e.attr_value(gimli::DW_AT_upper_bound)?) {
+                        count *= u + 1;
+                    }
+                }
+                return Ok(count * elem);
+            }
+            if die.tag() == gimli::DW_TAG_pointer_type {
+                return Ok(8);
+            }
+            match inner {
+                Some(i) => off = i,
+                None => return Ok(0),
+            }
+        }
+        Ok(0)
+    }
+
+    /// A struct's layout; members of anonymous struct/union members are flattened in.
+    fn layout(&self, off: UnitOffset) -> Result<Layout, gimli::Error> {
+        let die = self.unit.entry(off)?;
+        let mut layout = Layout {
+            size: Self::udata(die.attr_value(gimli::DW_AT_byte_size)?).unwrap_or(0),
+            ..Default::default()
+        };
+        self.members(off, 0, &mut layout, 0)?;
+        Ok(layout)
+    }
+
+    fn members(
+        &self,
+        off: UnitOffset,
+        base: u64,
+        layout: &mut Layout,
+        depth: u32,
+    ) -> Result<(), gimli::Error> {
+        if depth > 4 {
+            return Ok(());
+        }
+        let mut tree = self.unit.entries_tree(Some(off))?;
+        let root = tree.root()?;
+        let mut children = root.children();
+        while let Some(node) = children.next()? {
+            let m = node.entry();
+            if m.tag() != gimli::DW_TAG_member {
+                continue;
+            }
+            let at =
+                base + Self::udata(m.attr_value(gimli::DW_AT_data_member_location)?).unwrap_or(0);
+            let ty = self.reference(m.attr_value(gimli::DW_AT_type)?);
+            match self.name(m)? {
+                Some(name) => {
+                    let size = match ty {
+                        Some(t) => self.type_size(t)?,
+                        None => 0,
+                    };
+                    layout.members.entry(name).or_insert((at, size));
+                }
+                None => {
+                    if let Some(t) = ty {
+                        let t = self.strip(t)?;
+                        self.members(t, at, layout, depth + 1)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn strip(&self, mut off: UnitOffset) -> Result<UnitOffset, gimli::Error> {
+        for _ in 0..16 {
+            let die = self.unit.entry(off)?;
+            match die.tag() {
+                gimli::DW_TAG_typedef | gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => {
+                    match self.reference(die.attr_value(gimli::DW_AT_type)?) {
+                        Some(n) => off = n,
+                        None => return Ok(off),
+                    }
+                }
+                _ => return Ok(off),
+            }
+        }
+        Ok(off)
+    }
+}
+
+enum Pointee {
+    Char,
+    Struct(String),
+    Other,
+}
+
+fn unknown() -> TypeDesc {
+    TypeDesc {
+        c_type: "?".into(),
+        class: Class::Unknown,
+    }
+}
+
+/// SysV x86-64 locations of integer-class parameters, in order: rdi, rsi, rdx, rcx, r8, r9,
+/// then the stack (the first stack argument at rsp + 8 at entry).
+pub(crate) fn abi_locations(params: &mut [Param]) {
+    const REGS: [u16; 6] = [5, 4, 1, 2, 8, 9];
+    let mut next = 0usize;
+    let mut stack = 8i32;
+    for p in params {
+        let size = match p.ty.class {
+            Class::StructByValue(n) => n as usize,
+            Class::Float(_) => {
+                p.loc = Location::None;
+                continue;
+            }
+            _ => 8,
+        };
+        let words = size.div_ceil(8).max(1);
+        p.loc = if size <= 16 && next + words <= REGS.len() {
+            let loc = if words == 1 {
+                Location::Reg(REGS[next])
+            } else {
+                Location::RegPair(REGS[next], REGS[next + 1])
+            };
+            next += words;
+            loc
+        } else {
+            let loc = Location::Stack(stack);
+            stack += (words * 8) as i32;
+            loc
+        };
+    }
+}
+
+/// True for gcc's specialised copies, which do not follow the ABI.
+pub(crate) fn is_clone(symbol: &str) -> bool {
+    [".isra.", ".constprop.", ".part.", ".cold", ".localalias"]
+        .iter()
+        .any(|s| symbol.contains(s))
+}
+
+/// Marks clones, applies ABI locations to the others, and names each function by its symbol.
+pub(crate) fn finish_function(f: &mut Function, symbol: Option<&str>) {
+    if let Some(sym) = symbol {
+        if sym != f.name && sym.starts_with(f.name.as_str()) {
+            f.name = sym.to_owned();
+        }
+    }
+    if is_clone(&f.name) {
+        f.flags |= flags::CLONE;
+    } else {
+        abi_locations(&mut f.params);
+    }
+}

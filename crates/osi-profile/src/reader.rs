@@ -1,0 +1,128 @@
+//! Building a profile from an ELF file: DWARF on every core, symbols, deny-list, facts.
+
+use std::path::Path;
+
+use gimli::{EndianSlice, RunTimeEndian};
+
+use crate::denylist::DenyList;
+use crate::dwarf::{self, Extract};
+use crate::elf::{self, Elf};
+use crate::error::ProfileError;
+use crate::facts;
+use crate::model::{flags, Class, Function, ProfileData, TypeDesc};
+
+/// How to build a profile.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Functions not hooked by default.
+    pub deny: DenyList,
+    /// Mark every function as user-space code (for a stimulus binary).
+    pub user: bool,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+/// Reads the profile of the ELF file at `path`.
+pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
+    let elf = Elf::open(path)?;
+    let file = elf.parse()?;
+    let dwarf_err = |e: gimli::Error| ProfileError::Dwarf(path.to_owned(), e.to_string());
+    let sections = gimli::DwarfSections::load(|id| -> Result<_, gimli::Error> {
+        Ok(elf::section_data(&file, id.name()))
+    })
+    .map_err(dwarf_err)?;
+    let dwarf = sections.borrow(|s| EndianSlice::new(s, RunTimeEndian::Little));
+
+    let mut headers = Vec::new();
+    let mut units = dwarf.units();
+    while let Some(h) = units.next().map_err(dwarf_err)? {
+        headers.push(h);
+    }
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, headers.len().max(1));
+    // Units are interleaved across workers so big and small ones spread evenly.
+    let parts: Vec<Result<Extract, gimli::Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (dwarf, headers) = (&dwarf, &headers);
+                s.spawn(move || dwarf::extract(dwarf, headers, (t..headers.len()).step_by(threads)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("DWARF worker panicked"))
+            .collect()
+    });
+
+    let mut data = ProfileData::default();
+    let mut layouts = std::collections::BTreeMap::new();
+    let (mut units_seen, mut skeletons) = (0, 0);
+    for part in parts {
+        let part = part.map_err(dwarf_err)?;
+        units_seen += part.units;
+        skeletons += part.skeleton_units;
+        let base = data.enums.len() as u32;
+        data.enums.extend(part.enums);
+        for mut f in part.functions {
+            remap_enums(&mut f, base);
+            data.functions.push(f);
+        }
+        for (k, v) in part.layouts {
+            layouts.entry(k).or_insert(v);
+        }
+    }
+    if units_seen > 0 && skeletons == units_seen {
+        return Err(ProfileError::SplitDwarf(path.to_owned()));
+    }
+
+    let symbols = elf::function_symbols(&file);
+    for f in &mut data.functions {
+        dwarf::finish_function(f, symbols.get(&f.entry).map(|s| s.name.as_str()));
+    }
+    data.finish();
+    // Functions only in the symbol table (assembly): by name, no parameters.
+    let known: std::collections::HashSet<u64> = data.functions.iter().map(|f| f.entry).collect();
+    for (&addr, sym) in &symbols {
+        if !known.contains(&addr) {
+            data.functions.push(Function {
+                name: sym.name.clone(),
+                entry: addr,
+                size: sym.size.min(u32::MAX as u64) as u32,
+                file: None,
+                line: 0,
+                ret: TypeDesc {
+                    c_type: "?".into(),
+                    class: Class::Unknown,
+                },
+                params: Vec::new(),
+                flags: flags::SYMBOL_ONLY,
+            });
+        }
+    }
+    for f in &mut data.functions {
+        if opts.deny.denies(&f.name) {
+            f.flags |= flags::DENIED;
+        }
+        if opts.user {
+            f.flags |= flags::USER;
+        }
+    }
+    data.finish();
+    facts::collect(&file, &layouts, &mut data);
+    Ok(data)
+}
+
+fn remap_enums(f: &mut Function, base: u32) {
+    let fix = |c: &mut Class| {
+        if let Class::Enum(t) = c {
+            *t += base;
+        }
+    };
+    fix(&mut f.ret.class);
+    for p in &mut f.params {
+        fix(&mut p.ty.class);
+    }
+}
