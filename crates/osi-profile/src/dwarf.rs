@@ -232,7 +232,10 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
         let Some(name) = name else { return Ok(None) };
         let decl_die = self.unit.entry(decl)?;
         let ret = self.type_of(&decl_die, enums)?;
-        let file_index = Self::udata(decl_die.attr_value(gimli::DW_AT_decl_file)?);
+        let file_index = match decl_die.attr_value(gimli::DW_AT_decl_file)? {
+            Some(AttributeValue::FileIndex(i)) => Some(i),
+            v => Self::udata(v),
+        };
         let line = Self::udata(decl_die.attr_value(gimli::DW_AT_decl_line)?).unwrap_or(0) as u32;
         let file = file_index.and_then(|i| self.file(i));
 
@@ -464,6 +467,8 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                 };
                 let c_type = if t.c_type.contains("(*)") {
                     t.c_type
+                } else if t.c_type.ends_with('*') {
+                    format!("{}*", t.c_type)
                 } else {
                     format!("{} *", t.c_type)
                 };
@@ -528,7 +533,7 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                         Some(AttributeValue::Encoding(
                             gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char
                         ))
-                    ) && self.name(&die)?.is_some_and(|n| n.ends_with("char"));
+                    ) && self.name(&die)?.is_some_and(|n| n == "char");
                     return Ok(if is_char {
                         Pointee::Char
                     } else {
