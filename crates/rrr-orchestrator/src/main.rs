@@ -1,6 +1,9 @@
 //! `rrr`: record a kernel reproducer once, replay it under a tracer into a Perfetto trace.
 
+mod cache;
+mod kernel;
 mod profile;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +19,8 @@ struct Cli {
 enum Command {
     /// Build the tracer's profile of a vmlinux (or a static binary) from its DWARF.
     Profile(profile::ProfileArgs),
+    /// Build a traceable kernel (cached): prints the cache directory.
+    Kernel(kernel::KernelArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +34,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
+        Command::Kernel(args) => kernel::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

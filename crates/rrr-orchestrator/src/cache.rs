@@ -1,0 +1,102 @@
+//! The XDG cache: entries keyed by a hash of their real inputs, built in a temporary
+//! directory and renamed into place, so an interrupted step never leaves an entry that a
+//! later run trusts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+/// `$XDG_CACHE_HOME/rrr` (or `~/.cache/rrr`).
+pub fn root() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(
+            std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?,
+        )
+        .join(".cache"),
+    };
+    Ok(base.join("rrr"))
+}
+
+/// Hashes the inputs of a cache entry.
+#[derive(Default)]
+pub struct Key(Sha256);
+
+impl Key {
+    /// Adds a labelled input.
+    pub fn add(&mut self, label: &str, bytes: &[u8]) -> &mut Self {
+        self.0.update((label.len() as u64).to_le_bytes());
+        self.0.update(label.as_bytes());
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    /// Adds a file's contents, streamed.
+    pub fn add_file(&mut self, label: &str, path: &Path) -> anyhow::Result<&mut Self> {
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        self.0.update(label.as_bytes());
+        std::io::copy(&mut f, &mut self.0)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(self)
+    }
+
+    /// The key as 16 hex digits (enough to tell entries apart).
+    pub fn hex(&self) -> String {
+        self.0
+            .clone()
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// A cache entry under construction in `<final>.tmp-<pid>`; `commit` renames it into place.
+pub struct Staging {
+    pub dir: PathBuf,
+    target: PathBuf,
+}
+
+impl Staging {
+    /// Starts building the entry `target` (its parent is created; stale staging of this
+    /// process id is removed).
+    pub fn new(target: &Path) -> anyhow::Result<Self> {
+        let name = target
+            .file_name()
+            .context("cache entry without a name")?
+            .to_string_lossy()
+            .into_owned();
+        let dir = target.with_file_name(format!("{name}.tmp-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Staging {
+            dir,
+            target: target.to_owned(),
+        })
+    }
+
+    /// Renames the finished entry into place.
+    pub fn commit(self) -> anyhow::Result<PathBuf> {
+        if self.target.exists() {
+            std::fs::remove_dir_all(&self.target).ok();
+        }
+        std::fs::rename(&self.dir, &self.target)
+            .with_context(|| format!("moving {} into the cache", self.target.display()))?;
+        let target = self.target.clone();
+        std::mem::forget(self);
+        Ok(target)
+    }
+}
+
+impl Drop for Staging {
+    /// An abandoned entry (error, panic) is removed.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
