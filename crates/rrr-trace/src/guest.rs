@@ -18,18 +18,11 @@ impl Reg {
     /// numbered outside DWARF's range.
     pub const KERNEL_GS_BASE: Reg = Reg(1000);
 
-    /// Name of the register, as the profile's TSV prints it.
+    /// Name of the register, as the profile's TSV and QEMU's register list spell it.
     pub fn name(self) -> &'static str {
-        const NAMES: [&str; 17] = [
-            "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
-            "r12", "r13", "r14", "r15", "rip",
-        ];
-        match self.0 {
-            n @ 0..=16 => NAMES[n as usize],
-            58 => "fs_base",
-            59 => "gs_base",
-            1000 => "k_gs_base",
-            _ => "reg?",
+        match self {
+            Reg::KERNEL_GS_BASE => "k_gs_base",
+            Reg(n) => osi_profile::reg_name(n),
         }
     }
 }
@@ -51,4 +44,15 @@ pub trait Guest {
 /// True for addresses in the kernel half of the x86-64 address space.
 pub fn is_kernel_address(addr: u64) -> bool {
     addr >> 63 == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reg;
+
+    #[test]
+    fn names_match_qemus_x86_64_register_names() {
+        let names = [Reg(5), Reg::RSP, Reg(8), Reg::GS_BASE, Reg::KERNEL_GS_BASE].map(Reg::name);
+        assert_eq!(names, ["rdi", "rsp", "r8", "gs_base", "k_gs_base"]);
+    }
 }
