@@ -70,14 +70,14 @@ pub(crate) enum Kind {
     Enum(u32),
     Str,
     /// Pointer to a struct, shown as a one-entry dict named by the type (this iid).
-    StructPtr(u64),
+    StructPtr(u32),
     Pointer,
     Words(u8),
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PlanParam {
-    pub name_iid: u64,
+    pub name_iid: u32,
     pub kind: Kind,
     pub words: u8,
 }
@@ -154,7 +154,7 @@ fn encode_value(
         },
         Kind::StructPtr(type_iid) => {
             let d = e.open(A_DICT);
-            e.uint(A_NAME_IID, type_iid);
+            e.uint(A_NAME_IID, type_iid as u64);
             e.uint(A_POINTER, lo);
             e.close(d);
         }
@@ -197,7 +197,7 @@ pub(crate) fn encode_args(
             continue;
         }
         let a = e.open(E_ANNOTATION);
-        e.uint(A_NAME_IID, p.name_iid);
+        e.uint(A_NAME_IID, p.name_iid as u64);
         encode_value(e, profile, p.kind, lo, hi, string);
         e.close(a);
     }

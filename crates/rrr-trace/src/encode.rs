@@ -17,21 +17,22 @@ pub struct Enc {
 }
 
 impl Enc {
+    /// Appends a base-128 varint. Written into the spare capacity directly: the writer
+    /// benchmark spent 8% of its time here with `push`/`extend_from_slice`.
     #[inline]
     pub fn varint(&mut self, mut v: u64) {
-        if v < 0x80 {
-            self.buf.push(v as u8);
-            return;
-        }
-        let mut tmp = [0u8; 10];
-        let mut n = 0;
+        self.buf.reserve(10);
+        let len = self.buf.len();
+        let spare = self.buf.spare_capacity_mut();
+        let mut i = 0;
         while v >= 0x80 {
-            tmp[n] = v as u8 | 0x80;
+            spare[i].write(v as u8 | 0x80);
             v >>= 7;
-            n += 1;
+            i += 1;
         }
-        tmp[n] = v as u8;
-        self.buf.extend_from_slice(&tmp[..=n]);
+        spare[i].write(v as u8);
+        // SAFETY: bytes len..=len+i were initialised just above, within the reserved capacity.
+        unsafe { self.buf.set_len(len + i + 1) };
     }
 
     #[inline]

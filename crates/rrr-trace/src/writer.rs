@@ -595,7 +595,7 @@ impl<W: Write> TraceWriter<W> {
             let name_iid = self.annotation_name(p.name());
             let kind = self.kind(p.class());
             self.plan_params.push(PlanParam {
-                name_iid,
+                name_iid: name_iid as u32,
                 kind,
                 words: words_for(p.location()) as u8,
             });
@@ -621,7 +621,7 @@ impl<W: Write> TraceWriter<W> {
             ClassRef::Bool => Kind::Bool,
             ClassRef::Enum(t) => Kind::Enum(t),
             ClassRef::CharPtr => Kind::Str,
-            ClassRef::StructPtr(name) => Kind::StructPtr(self.annotation_name(name)),
+            ClassRef::StructPtr(name) => Kind::StructPtr(self.annotation_name(name) as u32),
             ClassRef::Pointer => Kind::Pointer,
             ClassRef::StructByValue(size) => Kind::Words(size.min(16) as u8),
         }
