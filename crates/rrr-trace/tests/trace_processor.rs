@@ -95,8 +95,10 @@ fn trace_processor_reads_the_exact_slices_args_and_flows() {
     assert_eq!(tp::lines(&r[7]), Vec::<String>::new());
 }
 
-/// Child mode: write scenarios forever, flushing often, until killed.
+/// Not a test: the child process of `a_trace_killed_mid_write_still_opens`, which writes
+/// scenarios forever, flushing often, until killed.
 #[test]
+#[ignore = "helper process, run by a_trace_killed_mid_write_still_opens"]
 fn kill_child_writes_forever() {
     let Ok(path) = std::env::var("RRR_KILL_CHILD_TRACE") else {
         return;
@@ -120,7 +122,12 @@ fn a_trace_killed_mid_write_still_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("killed.pftrace");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill_child_writes_forever", "--nocapture"])
+        .args([
+            "--exact",
+            "kill_child_writes_forever",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("RRR_KILL_CHILD_TRACE", &path)
         .spawn()
         .unwrap();
