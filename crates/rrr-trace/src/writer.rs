@@ -403,7 +403,11 @@ impl<W: Write> TraceWriter<W> {
         self.next_flow += 1;
         let iid = self.extra_name("sched_out");
         let uuid = self.event_track(from).uuid;
-        self.event_header(ts, INSTANT, uuid, Some(iid), |e| e.fixed64(E_FLOW, flow));
+        self.packet(ts, |w| {
+            let te = open_event(&mut w.enc, INSTANT, uuid, Some(iid));
+            w.enc.fixed64(E_FLOW, flow);
+            w.enc.close(te);
+        });
         self.summary.events += 1;
         self.track(to).pending_flow = Some(flow);
     }
@@ -448,10 +452,7 @@ impl<W: Write> TraceWriter<W> {
             if new {
                 w.intern_function(func);
             }
-            let te = w.enc.open(P_TRACK_EVENT);
-            w.enc.uint(E_TYPE, BEGIN);
-            w.enc.uint(E_TRACK, uuid);
-            w.enc.uint(E_NAME_IID, func as u64 + 1);
+            let te = open_event(&mut w.enc, BEGIN, uuid, Some(func as u64 + 1));
             let TraceWriter {
                 enc,
                 plans,
@@ -505,10 +506,7 @@ impl<W: Write> TraceWriter<W> {
             if new {
                 w.intern_function(func);
             }
-            let te = w.enc.open(P_TRACK_EVENT);
-            w.enc.uint(E_TYPE, BEGIN);
-            w.enc.uint(E_TRACK, uuid);
-            w.enc.uint(E_NAME_IID, func as u64 + 1);
+            let te = open_event(&mut w.enc, BEGIN, uuid, Some(func as u64 + 1));
             w.enc.close(te);
         });
         self.summary.events += 1;
@@ -518,9 +516,7 @@ impl<W: Write> TraceWriter<W> {
     /// A slice end, with the return value typed by `func`'s return class.
     fn end_event(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
         self.packet(ts, |w| {
-            let te = w.enc.open(P_TRACK_EVENT);
-            w.enc.uint(E_TYPE, END);
-            w.enc.uint(E_TRACK, uuid);
+            let te = open_event(&mut w.enc, END, uuid, None);
             let TraceWriter {
                 enc,
                 plans,
@@ -535,27 +531,6 @@ impl<W: Write> TraceWriter<W> {
             w.enc.close(te);
         });
         self.summary.events += 1;
-    }
-
-    /// A track event with no arguments besides what `extra` adds.
-    fn event_header(
-        &mut self,
-        ts: u64,
-        ty: u64,
-        uuid: u64,
-        name: Option<u64>,
-        extra: impl FnOnce(&mut Enc),
-    ) {
-        self.packet(ts, |w| {
-            let te = w.enc.open(P_TRACK_EVENT);
-            w.enc.uint(E_TYPE, ty);
-            w.enc.uint(E_TRACK, uuid);
-            if let Some(iid) = name {
-                w.enc.uint(E_NAME_IID, iid);
-            }
-            extra(&mut w.enc);
-            w.enc.close(te);
-        });
     }
 
     /// A packet on the incremental instruction-count clock.
@@ -640,4 +615,16 @@ impl<W: Write> TraceWriter<W> {
         self.enc.close(an);
         iid
     }
+}
+
+/// Opens a TrackEvent of type `ty` on track `uuid`, named by interned `name`; the caller adds
+/// its fields and closes it at the returned position.
+fn open_event(e: &mut Enc, ty: u64, uuid: u64, name: Option<u64>) -> usize {
+    let te = e.open(P_TRACK_EVENT);
+    e.uint(E_TYPE, ty);
+    e.uint(E_TRACK, uuid);
+    if let Some(iid) = name {
+        e.uint(E_NAME_IID, iid);
+    }
+    te
 }
