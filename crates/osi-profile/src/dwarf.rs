@@ -79,11 +79,7 @@ pub(crate) fn extract<'a>(
             enums: HashMap::new(),
             files: HashMap::new(),
         };
-        let mut tree = unit.entries_tree(None)?;
-        let root = tree.root()?;
-        let mut children = root.children();
-        while let Some(node) = children.next()? {
-            let die = node.entry();
+        for_each_child(&unit, None, None, |die| {
             match die.tag() {
                 gimli::DW_TAG_subprogram => {
                     if let Some(f) = ctx.function(die, &mut out.enums)? {
@@ -103,9 +99,30 @@ pub(crate) fn extract<'a>(
                 }
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(out)
+}
+
+/// Calls `f` on each child of the DIE at `of` (the unit's root if None) whose tag is `tag`
+/// (any tag if None).
+fn for_each_child<'a, 'u>(
+    unit: &'u Unit<'a>,
+    of: Option<UnitOffset>,
+    tag: Option<gimli::DwTag>,
+    mut f: impl FnMut(&Die<'a, 'u>) -> Result<(), gimli::Error>,
+) -> Result<(), gimli::Error> {
+    let mut tree = unit.entries_tree(of)?;
+    let root = tree.root()?;
+    let mut children = root.children();
+    while let Some(node) = children.next()? {
+        let die = node.entry();
+        if tag.is_none_or(|t| die.tag() == t) {
+            f(die)?;
+        }
+    }
+    Ok(())
 }
 
 impl<'a, 'u> UnitCtx<'a, 'u> {
@@ -264,27 +281,28 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
         enums: &mut Vec<EnumType>,
     ) -> Result<Vec<Param>, gimli::Error> {
         let frame_base = self.frame_base(of)?;
-        let mut tree = self.unit.entries_tree(Some(of))?;
-        let root = tree.root()?;
-        let mut children = root.children();
         let mut params = Vec::new();
-        while let Some(node) = children.next()? {
-            let die = node.entry();
-            if die.tag() != gimli::DW_TAG_formal_parameter {
-                continue;
-            }
-            let origin = self.reference(die.attr_value(gimli::DW_AT_abstract_origin)?);
-            let named = match origin {
-                Some(o) if die.attr_value(gimli::DW_AT_name)?.is_none() => self.unit.entry(o)?,
-                _ => die.clone(),
-            };
-            let name = self
-                .name(&named)?
-                .unwrap_or_else(|| format!("arg{}", params.len()));
-            let ty = self.type_of(&named, enums)?;
-            let loc = self.location_at(die, entry, frame_base)?;
-            params.push(Param { name, ty, loc });
-        }
+        for_each_child(
+            self.unit,
+            Some(of),
+            Some(gimli::DW_TAG_formal_parameter),
+            |die| {
+                let origin = self.reference(die.attr_value(gimli::DW_AT_abstract_origin)?);
+                let named = match origin {
+                    Some(o) if die.attr_value(gimli::DW_AT_name)?.is_none() => {
+                        self.unit.entry(o)?
+                    }
+                    _ => die.clone(),
+                };
+                let name = self
+                    .name(&named)?
+                    .unwrap_or_else(|| format!("arg{}", params.len()));
+                let ty = self.type_of(&named, enums)?;
+                let loc = self.location_at(die, entry, frame_base)?;
+                params.push(Param { name, ty, loc });
+                Ok(())
+            },
+        )?;
         Ok(params)
     }
 
@@ -513,48 +531,35 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
     }
 
     /// What a pointer points to, looking through typedefs and qualifiers.
-    fn pointee(&self, mut off: UnitOffset) -> Result<Pointee, gimli::Error> {
-        for _ in 0..16 {
-            let die = self.unit.entry(off)?;
-            match die.tag() {
-                gimli::DW_TAG_typedef
-                | gimli::DW_TAG_const_type
-                | gimli::DW_TAG_volatile_type
-                | gimli::DW_TAG_restrict_type
-                | gimli::DW_TAG_atomic_type => {
-                    match self.reference(die.attr_value(gimli::DW_AT_type)?) {
-                        Some(n) => off = n,
-                        None => return Ok(Pointee::Other),
-                    }
+    fn pointee(&self, off: UnitOffset) -> Result<Pointee, gimli::Error> {
+        let die = self.unit.entry(self.strip(off)?)?;
+        Ok(match die.tag() {
+            gimli::DW_TAG_base_type => {
+                let is_char = matches!(
+                    die.attr_value(gimli::DW_AT_encoding)?,
+                    Some(AttributeValue::Encoding(
+                        gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char
+                    ))
+                ) && self.name(&die)?.is_some_and(|n| n == "char");
+                if is_char {
+                    Pointee::Char
+                } else {
+                    Pointee::Other
                 }
-                gimli::DW_TAG_base_type => {
-                    let is_char = matches!(
-                        die.attr_value(gimli::DW_AT_encoding)?,
-                        Some(AttributeValue::Encoding(
-                            gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char
-                        ))
-                    ) && self.name(&die)?.is_some_and(|n| n == "char");
-                    return Ok(if is_char {
-                        Pointee::Char
-                    } else {
-                        Pointee::Other
-                    });
-                }
-                gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type => {
-                    let kw = if die.tag() == gimli::DW_TAG_union_type {
-                        "union"
-                    } else {
-                        "struct"
-                    };
-                    return Ok(match self.name(&die)? {
-                        Some(n) => Pointee::Struct(format!("{kw} {n}")),
-                        None => Pointee::Other,
-                    });
-                }
-                _ => return Ok(Pointee::Other),
             }
-        }
-        Ok(Pointee::Other)
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type => {
+                let kw = if die.tag() == gimli::DW_TAG_union_type {
+                    "union"
+                } else {
+                    "struct"
+                };
+                match self.name(&die)? {
+                    Some(n) => Pointee::Struct(format!("{kw} {n}")),
+                    None => Pointee::Other,
+                }
+            }
+            _ => Pointee::Other,
+        })
     }
 
     fn enum_table(
@@ -565,16 +570,11 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
         if let Some(&t) = self.enums.get(&off) {
             return Ok(t);
         }
-        let mut tree = self.unit.entries_tree(Some(off))?;
-        let root = tree.root()?;
-        let mut children = root.children();
         let mut values = Vec::new();
-        while let Some(node) = children.next()? {
-            let e = node.entry();
-            if e.tag() != gimli::DW_TAG_enumerator {
-                continue;
-            }
-            let Some(name) = self.name(e)? else { continue };
+        for_each_child(self.unit, Some(off), Some(gimli::DW_TAG_enumerator), |e| {
+            let Some(name) = self.name(e)? else {
+                return Ok(());
+            };
             let v = match e.attr_value(gimli::DW_AT_const_value)? {
                 Some(AttributeValue::Sdata(v)) => v,
                 Some(AttributeValue::Udata(v)) => v as i64,
@@ -582,10 +582,11 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                 Some(AttributeValue::Data2(v)) => v as i16 as i64,
                 Some(AttributeValue::Data4(v)) => v as i32 as i64,
                 Some(AttributeValue::Data8(v)) => v as i64,
-                _ => continue,
+                _ => return Ok(()),
             };
             values.push((v, name));
-        }
+            Ok(())
+        })?;
         values.sort();
         values.dedup_by(|a, b| a.0 == b.0);
         let t = enums.len() as u32;
@@ -607,18 +608,15 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                     Some(i) => self.type_size(i)?,
                     None => 0,
                 };
-                let mut tree = self.unit.entries_tree(Some(off))?;
-                let root = tree.root()?;
-                let mut children = root.children();
                 let mut count = 1u64;
-                while let Some(node) = children.next()? {
-                    let e = node.entry();
+                for_each_child(self.unit, Some(off), None, |e| {
                     if let Some(c) = Self::udata(e.attr_value(gimli::DW_AT_count)?) {
                         count *= c;
                     } else if let Some(u) = Self::udata(e.attr_value(gimli::DW_AT_upper_bound)?) {
                         count *= u + 1;
                     }
-                }
+                    Ok(())
+                })?;
                 return Ok(count * elem);
             }
             if die.tag() == gimli::DW_TAG_pointer_type {
@@ -653,14 +651,7 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
         if depth > 4 {
             return Ok(());
         }
-        let mut tree = self.unit.entries_tree(Some(off))?;
-        let root = tree.root()?;
-        let mut children = root.children();
-        while let Some(node) = children.next()? {
-            let m = node.entry();
-            if m.tag() != gimli::DW_TAG_member {
-                continue;
-            }
+        for_each_child(self.unit, Some(off), Some(gimli::DW_TAG_member), |m| {
             let at =
                 base + Self::udata(m.attr_value(gimli::DW_AT_data_member_location)?).unwrap_or(0);
             let ty = self.reference(m.attr_value(gimli::DW_AT_type)?);
@@ -679,15 +670,20 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                     }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
+    /// Looks through typedefs and qualifiers to the type they name.
     fn strip(&self, mut off: UnitOffset) -> Result<UnitOffset, gimli::Error> {
         for _ in 0..16 {
             let die = self.unit.entry(off)?;
             match die.tag() {
-                gimli::DW_TAG_typedef | gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => {
+                gimli::DW_TAG_typedef
+                | gimli::DW_TAG_const_type
+                | gimli::DW_TAG_volatile_type
+                | gimli::DW_TAG_restrict_type
+                | gimli::DW_TAG_atomic_type => {
                     match self.reference(die.attr_value(gimli::DW_AT_type)?) {
                         Some(n) => off = n,
                         None => return Ok(off),

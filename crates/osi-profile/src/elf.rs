@@ -121,11 +121,20 @@ pub(crate) fn function_symbols(file: &object::File<'_>) -> BTreeMap<u64, FuncSym
     out.into_iter().map(|(a, (_, s))| (a, s)).collect()
 }
 
-/// Any symbol's address and size by name.
-pub(crate) fn symbol(file: &object::File<'_>, name: &str) -> Option<(u64, u64)> {
-    file.symbols()
-        .find(|s| s.name() == Ok(name))
-        .map(|s| (s.address(), s.size()))
+/// Address and size of each of `names` that the symbol table has (first definition), in one
+/// pass over the table.
+pub(crate) fn symbols_named<'n>(
+    file: &object::File<'_>,
+    names: &[&'n str],
+) -> BTreeMap<&'n str, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for sym in file.symbols() {
+        let Ok(name) = sym.name() else { continue };
+        if let Some(&n) = names.iter().find(|&&n| n == name) {
+            out.entry(n).or_insert((sym.address(), sym.size()));
+        }
+    }
+    out
 }
 
 /// `len` bytes of initialised data at virtual address `addr`.

@@ -38,12 +38,9 @@ pub(crate) fn collect(
             facts.insert(format!("sizeof.{name}.{member}"), *size as i64);
         }
     }
-    let mut syms = BTreeMap::new();
-    for &s in SYMBOLS {
-        if let Some((addr, size)) = elf::symbol(file, s) {
-            facts.insert(format!("addr.{s}"), addr as i64);
-            syms.insert(s, (addr, size));
-        }
+    let syms = elf::symbols_named(file, SYMBOLS);
+    for (s, (addr, _)) in &syms {
+        facts.insert(format!("addr.{s}"), *addr as i64);
     }
     // Per-CPU variables: offsets from the per-CPU base (GS), directly or inside pcpu_hot.
     for var in ["current_task", "hardirq_stack_ptr"] {

@@ -82,7 +82,6 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
     for f in &mut data.functions {
         dwarf::finish_function(f, symbols.get(&f.entry).map(|s| s.name.as_str()));
     }
-    data.finish();
     // Functions only in the symbol table (assembly): by name, no parameters.
     let known: std::collections::HashSet<u64> = data.functions.iter().map(|f| f.entry).collect();
     for (&addr, sym) in &symbols {
