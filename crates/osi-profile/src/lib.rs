@@ -28,7 +28,11 @@ pub fn build(
     out: &std::path::Path,
     opts: &Options,
 ) -> Result<Profile, ProfileError> {
-    let data = read(elf, opts)?;
+    write(&read(elf, opts)?, out)
+}
+
+/// Writes `data` atomically (temp file, then rename) to `out` and opens it.
+pub fn write(data: &ProfileData, out: &std::path::Path) -> Result<Profile, ProfileError> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

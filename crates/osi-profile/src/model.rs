@@ -106,6 +106,21 @@ pub struct Function {
     pub flags: u16,
 }
 
+impl Function {
+    /// Shifts the enum table indexes this function refers to by `base`.
+    pub(crate) fn remap_enums(&mut self, base: u32) {
+        let fix = |c: &mut Class| {
+            if let Class::Enum(t) = c {
+                *t += base;
+            }
+        };
+        fix(&mut self.ret.class);
+        for p in &mut self.params {
+            fix(&mut p.ty.class);
+        }
+    }
+}
+
 /// The names of one enum type's values.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EnumType {
@@ -128,6 +143,24 @@ pub struct ProfileData {
 }
 
 impl ProfileData {
+    /// Adds `other`'s functions and enums (a stimulus binary next to its kernel), keeping this
+    /// profile's facts where both have one, and sorts the result.
+    pub fn merge(&mut self, other: ProfileData) {
+        let base = self.enums.len() as u32;
+        self.enums.extend(other.enums);
+        for mut f in other.functions {
+            f.remap_enums(base);
+            self.functions.push(f);
+        }
+        for (k, v) in other.facts {
+            self.facts.entry(k).or_insert(v);
+        }
+        for (k, v) in other.text_facts {
+            self.text_facts.entry(k).or_insert(v);
+        }
+        self.finish();
+    }
+
     /// Sorts functions by entry address and drops duplicates of an entry address (keeping the
     /// one with the most parameter information).
     pub fn finish(&mut self) {

@@ -67,7 +67,7 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
         let base = data.enums.len() as u32;
         data.enums.extend(part.enums);
         for mut f in part.functions {
-            remap_enums(&mut f, base);
+            f.remap_enums(base);
             data.functions.push(f);
         }
         for (k, v) in part.layouts {
@@ -112,16 +112,4 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
     data.finish();
     facts::collect(&file, &layouts, &mut data);
     Ok(data)
-}
-
-fn remap_enums(f: &mut Function, base: u32) {
-    let fix = |c: &mut Class| {
-        if let Class::Enum(t) = c {
-            *t += base;
-        }
-    };
-    fix(&mut f.ret.class);
-    for p in &mut f.params {
-        fix(&mut p.ty.class);
-    }
 }

@@ -137,3 +137,42 @@ fn bad_files_get_clear_errors() {
         );
     }
 }
+
+#[test]
+fn merging_a_user_binary_keeps_both_enum_tables_and_the_kernels_facts() {
+    let mut kernel = data();
+    let mut user = data();
+    for f in &mut user.functions {
+        f.entry -= 0x800;
+        f.name.insert_str(0, "u_");
+        f.flags |= flags::USER;
+    }
+    user.enums[0].values[0].1 = "U_NEG".into();
+    user.facts.insert("task_struct.pid".into(), 1);
+    user.facts.insert("user.only".into(), 2);
+    kernel.merge(user);
+    let p = Profile::from_bytes(&kernel.to_bytes()).unwrap();
+    assert_eq!(p.len(), 6);
+    let names: Vec<&str> = p.functions().map(|f| f.name()).collect();
+    assert_eq!(
+        names,
+        ["u_alpha", "alpha", "u_beta", "beta", "u_zeta", "zeta"]
+    );
+    let mode = |name: &str| {
+        let f = p.function(p.function_by_name(name).unwrap()).unwrap();
+        let ClassRef::Enum(t) = f.params().nth(1).unwrap().class() else {
+            panic!("mode is an enum")
+        };
+        p.enum_name(t, -1).unwrap().to_string()
+    };
+    assert_eq!(
+        (mode("alpha"), mode("u_alpha")),
+        ("NEG".into(), "U_NEG".into())
+    );
+    assert!(p
+        .function(p.function_by_name("u_beta").unwrap())
+        .unwrap()
+        .is_user());
+    assert_eq!(p.fact("task_struct.pid"), Some(0x4e8));
+    assert_eq!(p.fact("user.only"), Some(2));
+}

@@ -56,7 +56,19 @@ impl OsLayout {
     }
 }
 
-/// An interrupt in progress on a CPU: events on `key` below `sp` belong to it.
+/// The per-CPU entry and exception stacks (the CPU entry area of the x86-64 memory map,
+/// `Documentation/arch/x86/x86_64/mm.rst`): code running there is entry code or an exception
+/// on its own stack, never a thread.
+const CPU_ENTRY_AREA: std::ops::Range<u64> = 0xfffffe00_00000000..0xfffffe80_00000000;
+
+/// True for the C handlers the kernel's interrupt entry stubs call (`DEFINE_IDTENTRY_IRQ`,
+/// `DEFINE_IDTENTRY_SYSVEC`): everything below their frame is interrupt work.
+fn is_irq_handler(name: &str) -> bool {
+    matches!(name, "common_interrupt" | "spurious_interrupt") || name.starts_with("sysvec_")
+}
+
+/// An interrupt in progress on a CPU: events on stack `key` at or below `sp` (the handler's
+/// frame) belong to it; the `ret` at `sp` is its last.
 #[derive(Clone, Copy, Debug)]
 struct IrqMarker {
     key: u64,
@@ -77,6 +89,8 @@ struct CpuState {
 /// Engine-side state: one per emulator, called from every hook.
 pub struct Observer {
     profile: Arc<Profile>,
+    /// Per function id: 1 = interrupt handler, 2 = user-space code.
+    kinds: Vec<u8>,
     layout: OsLayout,
     cpus: Vec<CpuState>,
     idents: HashMap<u64, ThreadIdent>,
@@ -88,7 +102,18 @@ impl Observer {
     /// An observer that sends its batches through `sender`.
     pub(crate) fn new(profile: Arc<Profile>, layout: OsLayout, sender: BatchSender) -> Self {
         let batch = sender.empty_batch();
+        let kinds = profile
+            .functions()
+            .map(|f| {
+                if f.is_user() {
+                    KIND_USER
+                } else {
+                    u8::from(is_irq_handler(f.name()))
+                }
+            })
+            .collect();
         Observer {
+            kinds,
             profile,
             layout,
             cpus: Vec::new(),
@@ -132,7 +157,16 @@ impl Observer {
     /// A hooked function is about to execute its first instruction on `cpu`.
     pub fn on_enter<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, func: u32, ts: u64) {
         let sp = g.reg(Reg::RSP);
-        let track = self.track_for(cpu, g, sp, ts);
+        let kind = self.kinds.get(func as usize).copied().unwrap_or(0);
+        if kind != KIND_USER && !is_kernel_address(sp) {
+            // Kernel code on a user stack: an entry stub before it switched stacks.
+            return;
+        }
+        if kind == KIND_IRQ && !CPU_ENTRY_AREA.contains(&sp) {
+            let key = sp & !(self.layout.thread_size - 1);
+            self.cpu(cpu).irqs.push(IrqMarker { key, sp });
+        }
+        let track = self.track_for(cpu, g, sp, false, ts);
         let args = self.read_args(g, func, sp);
         self.push(Record::Enter {
             ts,
@@ -146,7 +180,7 @@ impl Observer {
     /// A `ret` at `pc` is about to execute on `cpu`.
     pub fn on_return<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, pc: u64, ts: u64) {
         let sp = g.reg(Reg::RSP);
-        let track = self.track_for(cpu, g, sp, ts);
+        let track = self.track_for(cpu, g, sp, true, ts);
         let value = g.reg(Reg::RAX);
         self.push(Record::Return {
             ts,
@@ -157,25 +191,16 @@ impl Observer {
         });
     }
 
-    /// A hardware interrupt is being delivered on `cpu` (registers are the interrupted ones).
-    pub fn on_interrupt<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G) {
-        let sp = g.reg(Reg::RSP);
-        let mask = !(self.layout.thread_size - 1);
-        let marker = if is_kernel_address(sp) {
-            IrqMarker { key: sp & mask, sp }
-        } else {
-            // From user mode: everything on the thread's kernel stack is the interrupt's,
-            // until user code runs again.
-            match self.cpu(cpu).current {
-                Some(key) => IrqMarker { key, sp: u64::MAX },
-                None => return,
-            }
-        };
-        self.cpu(cpu).irqs.push(marker);
-    }
-
-    /// Decides the track of an event at `sp`, noting context switches and new threads.
-    fn track_for<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, sp: u64, ts: u64) -> TrackKey {
+    /// Decides the track of an event at `sp` (a `ret` if `ret`), noting context switches and
+    /// new threads.
+    fn track_for<G: Guest + ?Sized>(
+        &mut self,
+        cpu: u32,
+        g: &mut G,
+        sp: u64,
+        ret: bool,
+        ts: u64,
+    ) -> TrackKey {
         if !is_kernel_address(sp) {
             // User mode: every interrupt on this CPU has returned; the thread is the one
             // whose kernel stack this CPU last ran on.
@@ -193,16 +218,23 @@ impl Observer {
                 None => TrackKey::Irq(cpu),
             };
         }
+        if CPU_ENTRY_AREA.contains(&sp) {
+            return TrackKey::Irq(cpu);
+        }
         let key = sp & !(self.layout.thread_size - 1);
         let state = self.cpu(cpu);
         while let Some(m) = state.irqs.last() {
             if m.key != key {
                 break;
             }
-            if sp < m.sp {
+            if sp < m.sp || (sp == m.sp && !ret) {
                 return TrackKey::Irq(cpu);
             }
+            let handler_returns = sp == m.sp;
             state.irqs.pop();
+            if handler_returns {
+                return TrackKey::Irq(cpu);
+            }
         }
         if state.current == Some(key) {
             if state.ident_pending {
@@ -377,6 +409,11 @@ impl Observer {
         args
     }
 }
+
+/// [`Observer::kinds`]: an interrupt handler.
+const KIND_IRQ: u8 = 1;
+/// [`Observer::kinds`]: user-space code.
+const KIND_USER: u8 = 2;
 
 enum Retry {
     Later,

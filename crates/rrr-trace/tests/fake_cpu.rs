@@ -3,16 +3,23 @@
 
 mod support;
 
-use rrr_trace::{Backpressure, OsLayout, Pipeline, PipelineConfig};
-use support::{scenario, slices, Slice};
+use rrr_trace::{Backpressure, Observer, OsLayout, Pipeline, PipelineConfig, Reg};
+use support::{id, scenario, slices, FakeCpu, Slice, GS0, K, KA, TASK_A};
 
 fn run(config: PipelineConfig) -> (Vec<u8>, rrr_trace::TraceSummary) {
+    run_with(config, scenario)
+}
+
+fn run_with(
+    config: PipelineConfig,
+    drive: impl FnOnce(&mut Observer),
+) -> (Vec<u8>, rrr_trace::TraceSummary) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.pftrace");
     let profile = support::profile();
     let layout = OsLayout::from_profile(&profile);
     let mut pipe = Pipeline::create(&path, profile, layout, config).unwrap();
-    scenario(pipe.observer());
+    drive(pipe.observer());
     let summary = pipe.finish().unwrap();
     (std::fs::read(&path).unwrap(), summary)
 }
@@ -44,7 +51,15 @@ fn scenario_gives_exact_slice_tree() {
     let b = "stimulus 101";
     let irq = "IRQ cpu0";
     let mut want = vec![
-        s(irq, 160, 10, 0, "handle_irq", &[("irq", "33")]),
+        s(
+            irq,
+            150,
+            5,
+            0,
+            "tail_target",
+            &[("x", "0"), ("return", "0")],
+        ),
+        s(irq, 160, 10, 0, "common_interrupt", &[("irq", "33")]),
         s(
             irq,
             175,
@@ -133,10 +148,10 @@ fn scenario_gives_exact_slice_tree() {
         s(b, 250, 0, 0, "sched_out", &[]),
     ];
     // Flows: A's switch-out at 210 ends at B's next call; B's at 250 at A's next call.
-    want[9].flows_out = vec![1];
-    want[12].flows_in = vec![1];
-    want[13].flows_out = vec![2];
-    want[10].flows_in = vec![2];
+    want[10].flows_out = vec![1];
+    want[13].flows_in = vec![1];
+    want[14].flows_out = vec![2];
+    want[11].flows_in = vec![2];
     want.sort_by(|a, b| (&a.track, a.ts, a.depth).cmp(&(&b.track, b.ts, b.depth)));
     assert_eq!(got, want);
     assert_eq!(summary.dropped, 0);
@@ -194,4 +209,46 @@ fn drop_mode_counts_losses_in_the_trace_stats() {
         "nothing was dropped; the test did not exercise drop mode"
     );
     assert_eq!(reported, summary.dropped);
+}
+
+#[test]
+fn an_interrupt_from_user_mode_ends_with_its_handlers_return() {
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = FakeCpu::default();
+        c.set(Reg::GS_BASE, GS0);
+        c.set(Reg::KERNEL_GS_BASE, GS0);
+        c.poke_u64(GS0 + 0x100, TASK_A);
+        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        let mut at = |obs: &mut Observer, sp: u64, func: Option<&str>, ts: u64| {
+            c.set(Reg::RSP, sp);
+            match func {
+                Some(name) => obs.on_enter(0, &mut c, id(&p, name), ts),
+                None => obs.on_return(0, &mut c, K + 0x10, ts),
+            }
+        };
+        at(obs, 0x7ffc_0ff8, Some("main"), 10);
+        // Kernel code seen on the user stack (an entry stub) is not a call.
+        at(obs, 0x7ffc_0ff0, Some("tail_target"), 15);
+        // The interrupt's handler is called where a syscall's handler would be.
+        at(obs, KA + 0x3f58, Some("common_interrupt"), 20);
+        at(obs, KA + 0x3f00, Some("schedule"), 25);
+        at(obs, KA + 0x3f00, None, 30);
+        at(obs, KA + 0x3f58, None, 35);
+        // Back in user space unseen; the next syscall is the thread's again.
+        at(obs, KA + 0x3f58, Some("do_syscall_64"), 40);
+        at(obs, KA + 0x3f58, None, 50);
+    });
+    let got: Vec<_> = slices(&bytes)
+        .into_iter()
+        .map(|s| (s.track, s.ts, s.dur, s.depth, s.name))
+        .collect();
+    let want = [
+        ("IRQ cpu0", 20, 15, 0, "common_interrupt"),
+        ("IRQ cpu0", 25, 5, 1, "schedule"),
+        ("stimulus 100", 10, 40, 0, "main"),
+        ("stimulus 100", 40, 10, 1, "do_syscall_64"),
+    ]
+    .map(|(t, ts, d, depth, n)| (t.to_string(), ts, d, depth, n.to_string()));
+    assert_eq!(got, want);
 }

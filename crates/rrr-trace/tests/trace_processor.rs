@@ -89,7 +89,11 @@ fn trace_processor_reads_the_exact_slices_args_and_flows() {
     );
     assert_eq!(
         tp::lines(&r[5]),
-        vec!["IRQ cpu0|handle_irq|160|10", "IRQ cpu0|set_mode|175|1"]
+        vec![
+            "IRQ cpu0|tail_target|150|5",
+            "IRQ cpu0|common_interrupt|160|10",
+            "IRQ cpu0|set_mode|175|1"
+        ]
     );
     assert_eq!(tp::lines(&r[6]), vec!["0"]);
     assert_eq!(tp::lines(&r[7]), Vec::<String>::new());

@@ -172,7 +172,7 @@ pub fn profile() -> Arc<Profile> {
             0,
         ),
         func(
-            "handle_irq",
+            "common_interrupt",
             K + 0x600,
             TypeDesc::void(),
             vec![param("irq", "unsigned int", Class::Unsigned(4), RDI)],
@@ -217,7 +217,8 @@ pub const KB: u64 = 0xffff_c900_0002_0000;
 pub const TASK_A: u64 = 0xffff_8880_0010_0000;
 pub const TASK_B: u64 = 0xffff_8880_0011_0000;
 
-fn task(cpu: &mut FakeCpu, at: u64, pid: i32, tgid: i32, comm: &str, stack: u64) {
+/// Writes a task struct at `at` for the test profile's layout.
+pub fn task(cpu: &mut FakeCpu, at: u64, pid: i32, tgid: i32, comm: &str, stack: u64) {
     cpu.poke(at + 0x10, &pid.to_le_bytes());
     cpu.poke(at + 0x14, &tgid.to_le_bytes());
     let mut c = [0u8; 16];
@@ -227,7 +228,8 @@ fn task(cpu: &mut FakeCpu, at: u64, pid: i32, tgid: i32, comm: &str, stack: u64)
     cpu.poke_u64(at + 0x38, 0xffff_8880_0020_0000);
 }
 
-fn id(p: &Profile, name: &str) -> u32 {
+/// The id of a function of the test profile.
+pub fn id(p: &Profile, name: &str) -> u32 {
     p.function_by_name(name).unwrap()
 }
 
@@ -269,11 +271,13 @@ pub fn scenario(obs: &mut Observer) {
     obs.on_enter(0, &mut c, id(p, "do_sys_openat2"), 130);
     c.set(Reg(5), 7);
     obs.on_enter(0, &mut c, id(p, "tail_target"), 140);
-    // t=150: an interrupt arrives; its handler runs below the interrupted frame.
-    c.set(Reg::RSP, KA + 0x3e00);
-    obs.on_interrupt(0, &mut c);
+    // t=150: an interrupt arrives; its handler runs below the interrupted frame. The entry
+    // stub's helpers on the CPU entry area's stack are the CPU's, not the thread's.
+    c.set(Reg::RSP, 0xfffffe00_00004f00).set(Reg(5), 0);
+    obs.on_enter(0, &mut c, id(p, "tail_target"), 150);
+    ret(obs, &mut c, 0xfffffe00_00004f00, K + 0x510, 0, 155);
     c.set(Reg::RSP, KA + 0x3d00).set(Reg(5), 33);
-    obs.on_enter(0, &mut c, id(p, "handle_irq"), 160);
+    obs.on_enter(0, &mut c, id(p, "common_interrupt"), 160);
     ret(obs, &mut c, KA + 0x3d00, K + 0x610, 0, 170);
     // ...and on the IRQ stack.
     c.set(Reg::RSP, IRQ0 + 0x3f00)
