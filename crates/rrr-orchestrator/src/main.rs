@@ -2,8 +2,15 @@
 
 mod cache;
 mod kernel;
+mod machine;
 mod profile;
 mod progress;
+mod record;
+mod rootfs;
+mod run;
+mod stimulus;
+mod tools;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +28,16 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Build a traceable kernel (cached): prints the cache directory.
     Kernel(kernel::KernelArgs),
+    /// Compile a reproducer as a static binary with DWARF (cached): prints its path.
+    Stimulus(stimulus::StimulusArgs),
+    /// Build the disk that boots straight to a stimulus (cached): prints its path.
+    Rootfs(rootfs::RootfsArgs),
+    /// Record a stimulus's run on a kernel, from a snapshot taken at /init's ready marker.
+    Record(record::RecordArgs),
+    /// Replay a recording under the tracer into a Perfetto trace.
+    Trace(trace::TraceArgs),
+    /// Everything: build the kernel, stimulus and disk, record, trace.
+    Run(run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +52,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
         Command::Kernel(args) => kernel::run(args),
+        Command::Stimulus(args) => stimulus::run(args),
+        Command::Rootfs(args) => rootfs::run_cli(args),
+        Command::Record(args) => record::run(args),
+        Command::Trace(args) => trace::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,6 +9,7 @@
 mod decode;
 mod encode;
 pub mod guest;
+pub mod hooks;
 pub mod observer;
 pub mod pipeline;
 pub mod proto;
@@ -17,6 +18,7 @@ mod stacks;
 pub mod writer;
 
 pub use guest::{Guest, Reg};
+pub use hooks::{Hook, Hooks};
 pub use observer::{Observer, OsLayout};
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
 pub use record::{Args, Record, ThreadIdent, TrackKey};

@@ -67,6 +67,16 @@ fn is_irq_handler(name: &str) -> bool {
     matches!(name, "common_interrupt" | "spurious_interrupt") || name.starts_with("sysvec_")
 }
 
+/// True for the kernel functions that take the machine down (power off, restart, panic
+/// reboot). Tracing stops at their entry: what follows them depends on when the emulator acts
+/// on the request, which differs from one replay to the next.
+fn is_machine_end(name: &str) -> bool {
+    matches!(
+        name,
+        "kernel_power_off" | "kernel_restart" | "kernel_halt" | "emergency_restart"
+    )
+}
+
 /// An interrupt in progress on a CPU: events on stack `key` at or below `sp` (the handler's
 /// frame) belong to it; the `ret` at `sp` is its last.
 #[derive(Clone, Copy, Debug)]
@@ -89,8 +99,10 @@ struct CpuState {
 /// Engine-side state: one per emulator, called from every hook.
 pub struct Observer {
     profile: Arc<Profile>,
-    /// Per function id: 1 = interrupt handler, 2 = user-space code.
+    /// Per function id: a `KIND_*`.
     kinds: Vec<u8>,
+    /// The machine is going down: nothing more is recorded.
+    ended: bool,
     layout: OsLayout,
     cpus: Vec<CpuState>,
     idents: HashMap<u64, ThreadIdent>,
@@ -107,13 +119,18 @@ impl Observer {
             .map(|f| {
                 if f.is_user() {
                     KIND_USER
+                } else if is_irq_handler(f.name()) {
+                    KIND_IRQ
+                } else if is_machine_end(f.name()) {
+                    KIND_END
                 } else {
-                    u8::from(is_irq_handler(f.name()))
+                    KIND_PLAIN
                 }
             })
             .collect();
         Observer {
             kinds,
+            ended: false,
             profile,
             layout,
             cpus: Vec::new(),
@@ -156,8 +173,11 @@ impl Observer {
 
     /// A hooked function is about to execute its first instruction on `cpu`.
     pub fn on_enter<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, func: u32, ts: u64) {
+        if self.ended {
+            return;
+        }
         let sp = g.reg(Reg::RSP);
-        let kind = self.kinds.get(func as usize).copied().unwrap_or(0);
+        let kind = self.kinds.get(func as usize).copied().unwrap_or(KIND_PLAIN);
         if kind != KIND_USER && !is_kernel_address(sp) {
             // Kernel code on a user stack: an entry stub before it switched stacks.
             return;
@@ -175,10 +195,14 @@ impl Observer {
             func,
             args,
         });
+        self.ended = kind == KIND_END;
     }
 
     /// A `ret` at `pc` is about to execute on `cpu`.
     pub fn on_return<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, pc: u64, ts: u64) {
+        if self.ended {
+            return;
+        }
         let sp = g.reg(Reg::RSP);
         let track = self.track_for(cpu, g, sp, true, ts);
         let value = g.reg(Reg::RAX);
@@ -410,10 +434,14 @@ impl Observer {
     }
 }
 
+/// [`Observer::kinds`]: any other function.
+const KIND_PLAIN: u8 = 0;
 /// [`Observer::kinds`]: an interrupt handler.
 const KIND_IRQ: u8 = 1;
 /// [`Observer::kinds`]: user-space code.
 const KIND_USER: u8 = 2;
+/// [`Observer::kinds`]: the machine goes down.
+const KIND_END: u8 = 3;
 
 enum Retry {
     Later,

@@ -42,6 +42,9 @@ const P_TRACK_EVENT: u32 = 11;
 const P_INTERNED: u32 = 12;
 const P_CLOCK_ID: u32 = 58;
 // TrackEvent fields.
+const E_CATEGORY_IIDS: u32 = 3;
+/// Interned category of user-space (stimulus) calls.
+const IID_USER: u64 = 1;
 const E_TYPE: u32 = 9;
 const E_NAME_IID: u32 = 10;
 const E_TRACK: u32 = 11;
@@ -87,7 +90,7 @@ pub struct TraceWriter<W: Write> {
     tracks: Vec<Track>,
     index: HashMap<TrackKey, usize>,
     last: Option<(TrackKey, usize)>,
-    processes: HashMap<i32, u64>,
+    processes: HashMap<i32, (u64, [u8; 16])>,
     next_uuid: u64,
     /// Per function, once used: its name and annotation names are interned, and how to
     /// decode its arguments is resolved, so the hot path does not consult the profile.
@@ -260,6 +263,10 @@ impl<W: Write> TraceWriter<W> {
                     iid: Some(IID_RETURN),
                     name: Some("return".into()),
                 }],
+                event_categories: vec![proto::EventCategory {
+                    iid: Some(IID_USER),
+                    name: Some("user".into()),
+                }],
                 ..Default::default()
             }),
             ..Default::default()
@@ -352,9 +359,14 @@ impl<W: Write> TraceWriter<W> {
 
     fn thread(&mut self, ts: u64, key: TrackKey, ident: ThreadIdent) {
         let comm = ident.comm_str();
-        if ident.pid == ident.tid && ident.pid >= 0 && !self.processes.contains_key(&ident.pid) {
-            let uuid = self.new_uuid();
-            self.processes.insert(ident.pid, uuid);
+        let known = self.processes.get(&ident.pid).copied();
+        // A process track, described again when its main thread is renamed (exec).
+        if ident.pid == ident.tid && ident.pid >= 0 && known.map(|k| k.1) != Some(ident.comm) {
+            let uuid = match known {
+                Some((uuid, _)) => uuid,
+                None => self.new_uuid(),
+            };
+            self.processes.insert(ident.pid, (uuid, ident.comm));
             self.prost_packet(proto::TracePacket {
                 data: Some(proto::trace_packet::Data::TrackDescriptor(
                     proto::TrackDescriptor {
@@ -461,6 +473,9 @@ impl<W: Write> TraceWriter<W> {
                 ..
             } = w;
             let plan = plans[func as usize];
+            if plan.user {
+                enc.uint(E_CATEGORY_IIDS, IID_USER);
+            }
             let params = &plan_params[plan.first as usize..(plan.first + plan.len) as usize];
             encode_args(enc, profile, params, args, arena);
             if let Some(flow) = flow {

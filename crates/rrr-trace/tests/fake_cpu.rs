@@ -173,23 +173,55 @@ fn replaying_the_same_events_gives_identical_bytes() {
     assert_eq!(a, b);
 }
 
+/// An output whose first write blocks until the test lets it go: the writer thread is
+/// provably stuck while the engine produces.
+struct Gate {
+    file: std::fs::File,
+    entered: Option<std::sync::mpsc::Sender<()>>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Write for Gate {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Some(entered) = self.entered.take() {
+            entered.send(()).unwrap();
+            self.release.recv().unwrap();
+        }
+        self.file.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 #[test]
 fn drop_mode_counts_losses_in_the_trace_stats() {
-    // A one-batch queue behind a writer still starting: some batches are dropped.
+    // A one-batch queue behind a writer stuck in its first write: batches are dropped.
     let config = PipelineConfig {
         batch_len: 1,
         queue_batches: 1,
         backpressure: Backpressure::Drop,
-        ..Default::default()
+        flush_interval: std::time::Duration::from_millis(1),
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.pftrace");
     let profile = support::profile();
     let layout = OsLayout::from_profile(&profile);
-    let mut pipe = Pipeline::create(&path, profile, layout, config).unwrap();
-    for _ in 0..200 {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = Gate {
+        file: std::fs::File::create(&path).unwrap(),
+        entered: Some(entered_tx),
+        release: release_rx,
+    };
+    let mut pipe = Pipeline::start(gate, profile, layout, config);
+    scenario(pipe.observer());
+    pipe.observer().flush();
+    entered.recv().unwrap();
+    for _ in 0..20 {
         scenario(pipe.observer());
     }
+    release.send(()).unwrap();
     let summary = pipe.finish().unwrap();
     let bytes = std::fs::read(&path).unwrap();
     use prost::Message;
@@ -212,7 +244,7 @@ fn drop_mode_counts_losses_in_the_trace_stats() {
 }
 
 #[test]
-fn an_interrupt_from_user_mode_ends_with_its_handlers_return() {
+fn an_interrupt_from_user_mode_ends_with_its_handlers_return_and_power_off_ends_all() {
     let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
         let p = support::profile();
         let mut c = FakeCpu::default();
@@ -238,6 +270,10 @@ fn an_interrupt_from_user_mode_ends_with_its_handlers_return() {
         // Back in user space unseen; the next syscall is the thread's again.
         at(obs, KA + 0x3f58, Some("do_syscall_64"), 40);
         at(obs, KA + 0x3f58, None, 50);
+        // Powering off ends the trace: nothing after it is recorded.
+        at(obs, KA + 0x3f00, Some("kernel_power_off"), 60);
+        at(obs, KA + 0x3e00, Some("schedule"), 70);
+        at(obs, KA + 0x3f00, None, 80);
     });
     let got: Vec<_> = slices(&bytes)
         .into_iter()
@@ -246,8 +282,9 @@ fn an_interrupt_from_user_mode_ends_with_its_handlers_return() {
     let want = [
         ("IRQ cpu0", 20, 15, 0, "common_interrupt"),
         ("IRQ cpu0", 25, 5, 1, "schedule"),
-        ("stimulus 100", 10, 40, 0, "main"),
+        ("stimulus 100", 10, 50, 0, "main"),
         ("stimulus 100", 40, 10, 1, "do_syscall_64"),
+        ("stimulus 100", 60, 0, 1, "kernel_power_off"),
     ]
     .map(|(t, ts, d, depth, n)| (t.to_string(), ts, d, depth, n.to_string()));
     assert_eq!(got, want);

@@ -38,6 +38,7 @@ fn trace_processor_reads_the_exact_slices_args_and_flows() {
          where t.name like 'IRQ%' order by s.ts",
         "select count(*) from slice where dur < 0",
         ERRORS,
+        "select name, category from slice where category is not null",
     ]);
     assert_eq!(
         tp::lines(&r[0]),
@@ -97,6 +98,7 @@ fn trace_processor_reads_the_exact_slices_args_and_flows() {
     );
     assert_eq!(tp::lines(&r[6]), vec!["0"]);
     assert_eq!(tp::lines(&r[7]), Vec::<String>::new());
+    assert_eq!(tp::lines(&r[8]), vec!["main|user"], "user calls are marked");
 }
 
 /// Not a test: the child process of `a_trace_killed_mid_write_still_opens`, which writes

@@ -179,6 +179,7 @@ pub fn profile() -> Arc<Profile> {
             0,
         ),
         func("schedule", K + 0x700, TypeDesc::void(), vec![], 0),
+        func("kernel_power_off", K + 0xa00, TypeDesc::void(), vec![], 0),
         func(
             "started_before",
             K + 0x800,

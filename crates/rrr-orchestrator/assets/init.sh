@@ -1,0 +1,15 @@
+#!/bin/busybox sh
+# rrr's /init: mount the basics, say ready, wait for the go line on the console (the snapshot
+# is taken here), run the stimulus, report how it ended, power off.
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t tmpfs tmpfs /tmp
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+/bin/busybox stty -echo 2>/dev/null
+echo RRR-READY
+read -r go
+cd /tmp
+/stimulus
+echo "RRR-END status=$?"
+/bin/busybox sync
+/bin/busybox poweroff -f

@@ -1,0 +1,256 @@
+//! The emulated machine: QEMU's command line for booting, recording and replaying, and a
+//! running VM whose serial console and monitor rrr talks to.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::tools::QEMU;
+
+/// Kernel command line: serial console, no KASLR, no speculation mitigations (RSB stuffing
+/// and return thunks confuse call tracking), root on the virtio disk, panics stop the machine.
+pub const CMDLINE: &str =
+    "console=ttyS0 nokaslr mitigations=off root=/dev/vda rw rootfstype=ext4 init=/init panic=-1 oops=panic";
+/// Name of the snapshot taken at the ready marker.
+pub const READY_SNAPSHOT: &str = "rrr-ready";
+/// Name of the snapshot a recording starts from (QEMU's `rrsnapshot`).
+pub const START_SNAPSHOT: &str = "rrr-start";
+/// Bumped when the machine below changes (snapshots of another machine do not load).
+pub const RECIPE: &str = "machine-recipe-1";
+
+/// A fresh path for a monitor socket (in the temp dir: socket paths must stay short).
+pub fn monitor_path() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("rrr-monitor-{}-{n}.sock", std::process::id()))
+}
+
+/// How QEMU runs.
+pub enum Mode<'a> {
+    /// A plain boot (to take the ready snapshot).
+    Boot,
+    /// Record from the ready snapshot into `rrfile`.
+    Record { rrfile: &'a Path },
+    /// Replay `rrfile`, with the tracer plugin if given (`path`, `args`).
+    Replay {
+        rrfile: &'a Path,
+        plugin: Option<(&'a Path, String)>,
+    },
+}
+
+/// QEMU's command line for `bzimage` booting from `disk` in `mode`, monitor on `monitor`.
+pub fn command(bzimage: &Path, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
+    let mut c = Command::new(QEMU);
+    c.args([
+        "-machine", "q35", "-cpu", "qemu64", "-smp", "1", "-m", "256M",
+    ])
+    .args([
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-kernel")
+    .arg(bzimage)
+    .args(["-append", CMDLINE])
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", monitor.display()));
+    let drive = format!("file={},if=none,id=img-direct", disk.display());
+    let icount = match mode {
+        Mode::Boot => "shift=auto".to_owned(),
+        Mode::Record { rrfile } => {
+            c.args(["-loadvm", READY_SNAPSHOT]);
+            format!(
+                "shift=auto,rr=record,rrfile={},rrsnapshot={START_SNAPSHOT}",
+                rrfile.display()
+            )
+        }
+        Mode::Replay { rrfile, plugin } => {
+            if let Some((path, args)) = plugin {
+                c.arg("-plugin").arg(format!("{},{args}", path.display()));
+            }
+            format!(
+                "shift=auto,rr=replay,rrfile={},rrsnapshot={START_SNAPSHOT}",
+                rrfile.display()
+            )
+        }
+    };
+    c.args(["-icount", &icount]).args(["-drive", &drive]);
+    match mode {
+        Mode::Boot => c.args(["-device", "virtio-blk-pci,drive=img-direct"]),
+        _ => c
+            .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])
+            .args(["-device", "virtio-blk-pci,drive=img"]),
+    };
+    c
+}
+
+/// A running QEMU: serial lines arrive on a channel (and in a log file), the monitor is a unix
+/// socket.
+pub struct Vm {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    serial: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+    monitor: PathBuf,
+}
+
+impl Vm {
+    /// Starts `cmd`, logging the serial console to `serial_log`.
+    pub fn spawn(mut cmd: Command, serial_log: &Path, monitor: &Path) -> anyhow::Result<Vm> {
+        tracing::debug!("running {cmd:?}");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {QEMU}"))?;
+        let mut log = std::fs::File::create(serial_log)
+            .with_context(|| format!("creating {}", serial_log.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        let serial = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
+                let _ = writeln!(log, "{text}");
+                if tx.send(text).is_err() {
+                    break;
+                }
+            }
+            let _ = log.flush();
+        });
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Ok(Vm {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            serial: Some(serial),
+            stderr: Some(stderr),
+            monitor: monitor.to_owned(),
+        })
+    }
+
+    /// The next serial line, waiting until `deadline`. `Ok(None)`: the deadline passed;
+    /// `Err`: QEMU closed the console (it exited).
+    pub fn next_line(&mut self, deadline: Instant) -> Result<Option<String>, ()> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(wait) {
+            Ok(line) => Ok(Some(line)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(()),
+        }
+    }
+
+    /// Types `text` on the serial console.
+    pub fn send(&mut self, text: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("QEMU's console is closed")?;
+        stdin.write_all(text.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Runs a monitor command and returns its output (for `quit`, nothing).
+    pub fn monitor(&mut self, command: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sock = loop {
+            match UnixStream::connect(&self.monitor) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => return Err(e).context("connecting to QEMU's monitor"),
+            }
+        };
+        let read_prompt = |sock: &mut UnixStream| -> anyhow::Result<String> {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"(qemu) ") {
+                let n = sock.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            Ok(String::from_utf8_lossy(&got).into_owned())
+        };
+        read_prompt(&mut sock)?;
+        sock.write_all(format!("{command}\n").as_bytes())?;
+        let out = read_prompt(&mut sock)?;
+        // The monitor echoes the line with terminal escapes; keep what follows it.
+        let out = out
+            .rsplit_once(&format!("{command}\x1b[K\r\n"))
+            .map_or(out.as_str(), |(_, o)| o);
+        Ok(out.trim_end_matches("(qemu) ").trim().to_owned())
+    }
+
+    /// Waits for QEMU to exit, up to `timeout`; kills it after that.
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<(ExitStatus, String)> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.child.try_wait()? {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                break self.child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The console log is complete once its reader has seen QEMU's stdout close.
+        if let Some(h) = self.serial.take() {
+            let _ = h.join();
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Ok((status, stderr))
+    }
+
+    /// Asks QEMU to quit (the guest stops where it is) and waits for it.
+    pub fn quit(&mut self) -> anyhow::Result<(ExitStatus, String)> {
+        if let Err(e) = self.monitor("quit") {
+            tracing::debug!("monitor quit: {e:#}");
+        }
+        self.wait(Duration::from_secs(30))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.monitor);
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Fails with QEMU's own words if it exited badly.
+pub fn check_exit(status: ExitStatus, stderr: &str, what: &str) -> anyhow::Result<()> {
+    if !status.success() {
+        bail!(
+            "{QEMU} failed while {what} ({status}):\n{}",
+            stderr.trim_end()
+        );
+    }
+    Ok(())
+}

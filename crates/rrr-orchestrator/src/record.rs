@@ -1,0 +1,301 @@
+//! `rrr record`: boot once and snapshot at the ready marker (cached per kernel and disk), then
+//! record the stimulus's run from that snapshot until it ends, the kernel reports a crash, or
+//! a timeout. A recording is a directory: the disk, QEMU's replay log, the serial log and a
+//! manifest.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::cache::{self, Key, Staging};
+use crate::kernel::Kernel;
+use crate::machine::{self, Mode, Vm};
+use crate::rootfs;
+
+/// Serial-console lines that start a kernel crash report.
+const CRASH_MARKERS: &[&str] = &[
+    "Kernel panic",
+    "BUG: ",
+    "WARNING: ",
+    "general protection fault",
+    "Oops: ",
+    "kernel BUG at",
+    "KASAN: ",
+    "UBSAN: ",
+    "KFENCE: ",
+];
+/// How long the rest of a crash report gets to reach the console before recording stops.
+const REPORT_GRACE: Duration = Duration::from_secs(3);
+
+/// Arguments of `rrr record`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RecordArgs {
+    /// The kernel's cache directory (what `rrr kernel` prints).
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// The static stimulus binary (`rrr stimulus` builds it); its rootfs is built if needed.
+    #[arg(long)]
+    pub stimulus: PathBuf,
+    /// The recording directory to create.
+    #[arg(short, long, default_value = "rrr-recording")]
+    pub output: PathBuf,
+    /// Stop recording after this many seconds of guest run.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// How a recorded run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The stimulus exited with this status and the machine powered off.
+    Ended(i32),
+    /// The kernel printed a crash report starting with this line.
+    Crashed(String),
+    /// Stopped after the timeout.
+    TimedOut(u64),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ended(s) => write!(f, "ended status={s}"),
+            Outcome::Crashed(l) => write!(f, "crashed {l}"),
+            Outcome::TimedOut(s) => write!(f, "timeout {s}"),
+        }
+    }
+}
+
+/// A recording on disk.
+#[derive(Debug)]
+pub struct Recording {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The kernel it ran.
+    pub kernel: Kernel,
+    /// The stimulus binary (traced as user code).
+    pub stimulus: PathBuf,
+    /// How the run ended.
+    pub outcome: Outcome,
+}
+
+const MANIFEST: &str = "recording.txt";
+
+impl Recording {
+    /// The disk (holds the snapshot the replay starts from).
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+    /// QEMU's record/replay log.
+    pub fn rrfile(&self) -> PathBuf {
+        self.dir.join("replay.bin")
+    }
+    /// The console output of the recorded run.
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+
+    /// Opens the recording in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Recording> {
+        let text = std::fs::read_to_string(dir.join(MANIFEST)).with_context(|| {
+            format!(
+                "{} is not a recording (no {MANIFEST}); make one with `rrr record`",
+                dir.display()
+            )
+        })?;
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .with_context(|| format!("{}/{MANIFEST} has no {k}", dir.display()))
+        };
+        let outcome = field("outcome")?;
+        let outcome = if let Some(s) = outcome.strip_prefix("ended status=") {
+            Outcome::Ended(s.parse().unwrap_or(-1))
+        } else if let Some(l) = outcome.strip_prefix("crashed ") {
+            Outcome::Crashed(l.to_owned())
+        } else {
+            Outcome::TimedOut(outcome.trim_start_matches("timeout ").parse().unwrap_or(0))
+        };
+        Ok(Recording {
+            dir: dir.to_owned(),
+            kernel: Kernel {
+                dir: field("kernel")?.into(),
+            },
+            stimulus: field("stimulus")?.into(),
+            outcome,
+        })
+    }
+}
+
+/// The qcow2 with the machine booted to the ready marker (snapshot [`machine::READY_SNAPSHOT`]),
+/// cached per kernel, disk and QEMU.
+pub fn ready_disk(kernel: &Kernel, rootfs: &Path, qemu_version: &str) -> anyhow::Result<PathBuf> {
+    let mut key = Key::default();
+    key.add("recipe", machine::RECIPE.as_bytes())
+        .add("cmdline", machine::CMDLINE.as_bytes())
+        .add("qemu", qemu_version.as_bytes())
+        .add_file("bzImage", &kernel.bzimage())?
+        .add_file("rootfs", rootfs)?;
+    let target = cache::root()?.join("snapshots").join(key.hex());
+    let disk = target.join("ready.qcow2");
+    if disk.is_file() {
+        return Ok(disk);
+    }
+    let stage = Staging::new(&target)?;
+    let staged = stage.dir.join("ready.qcow2");
+    std::fs::copy(rootfs, &staged)?;
+    let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());
+    let monitor = machine::monitor_path();
+    let cmd = machine::command(&kernel.bzimage(), &staged, &Mode::Boot, &monitor);
+    let mut vm = Vm::spawn(cmd, &stage.dir.join("boot.log"), &monitor)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        match vm.next_line(deadline) {
+            Ok(Some(l)) if l.trim() == rootfs::READY => break,
+            Ok(Some(l)) => bar.set_message(format!("booting: {}", l.trim())),
+            Ok(None) | Err(()) => {
+                let (_, stderr) = vm.quit()?;
+                let log = std::fs::read_to_string(stage.dir.join("boot.log")).unwrap_or_default();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                bail!(
+                    "the machine did not reach /init's ready marker; QEMU said:\n{}\nthe console's last lines:\n{}",
+                    stderr.trim_end(),
+                    tail.join("\n")
+                );
+            }
+        }
+    }
+    bar.set_message("saving the snapshot");
+    let out = vm.monitor(&format!("savevm {}", machine::READY_SNAPSHOT))?;
+    if !out.is_empty() {
+        bail!("QEMU could not save the snapshot: {out}");
+    }
+    let (status, stderr) = vm.quit()?;
+    machine::check_exit(status, &stderr, "saving the snapshot")?;
+    bar.finish_and_clear();
+    Ok(stage.commit()?.join("ready.qcow2"))
+}
+
+/// Records `stimulus` (inside `rootfs`) on `kernel` into the new directory `out`.
+pub fn record(
+    kernel: &Kernel,
+    stimulus: &Path,
+    rootfs: &Path,
+    out: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Recording> {
+    let qemu_version = crate::tools::require_qemu()?;
+    let ready = ready_disk(kernel, rootfs, &qemu_version)?;
+    let stimulus = stimulus
+        .canonicalize()
+        .with_context(|| format!("{} not found", stimulus.display()))?;
+    if out.exists() && !out.join(MANIFEST).is_file() {
+        bail!(
+            "{} exists and is not a recording: pick another --output",
+            out.display()
+        );
+    }
+    let stage = Staging::new(out)?;
+    let mut rec = Recording {
+        dir: stage.dir.clone(),
+        kernel: Kernel {
+            dir: kernel.dir.clone(),
+        },
+        stimulus,
+        outcome: Outcome::TimedOut(timeout.as_secs()),
+    };
+    std::fs::copy(&ready, rec.disk())?;
+    let monitor = machine::monitor_path();
+    let rrfile = rec.rrfile();
+    let cmd = machine::command(
+        &kernel.bzimage(),
+        &rec.disk(),
+        &Mode::Record { rrfile: &rrfile },
+        &monitor,
+    );
+    let bar = crate::progress::spinner("recording the stimulus".to_owned());
+    let mut vm = Vm::spawn(cmd, &rec.serial_log(), &monitor)?;
+    vm.send("go\n")?;
+    let mut deadline = Instant::now() + timeout;
+    let mut crashed: Option<String> = None;
+    let mut ended = None;
+    let exited = loop {
+        match vm.next_line(deadline) {
+            Ok(Some(line)) => {
+                bar.set_message(format!("recording: {}", line.trim()));
+                if let Some(s) = line.trim().strip_prefix(rootfs::END) {
+                    ended = Some(s.trim().parse().unwrap_or(-1));
+                } else if crashed.is_none() && CRASH_MARKERS.iter().any(|m| line.contains(m)) {
+                    crashed = Some(line.trim().to_owned());
+                    deadline = Instant::now() + REPORT_GRACE;
+                }
+            }
+            Ok(None) => break false,
+            Err(()) => break true,
+        }
+    };
+    let (status, stderr) = if exited {
+        vm.wait(Duration::from_secs(30))?
+    } else {
+        vm.quit()?
+    };
+    bar.finish_and_clear();
+    if exited && !status.success() {
+        machine::check_exit(status, &stderr, "recording")?;
+    }
+    rec.outcome = match (crashed, ended) {
+        (Some(line), _) => Outcome::Crashed(line),
+        (None, Some(s)) => Outcome::Ended(s),
+        (None, None) if exited => bail!(
+            "the machine stopped before the stimulus ended and without a crash report; see {}",
+            rec.serial_log().display()
+        ),
+        (None, None) => Outcome::TimedOut(timeout.as_secs()),
+    };
+    std::fs::write(
+        stage.dir.join(MANIFEST),
+        format!(
+            "kernel={}\nstimulus={}\noutcome={}\n",
+            kernel.dir.display(),
+            rec.stimulus.display(),
+            rec.outcome
+        ),
+    )?;
+    rec.dir = stage.commit()?;
+    Ok(rec)
+}
+
+/// Runs `rrr record`.
+pub fn run(args: RecordArgs) -> anyhow::Result<()> {
+    let kernel = Kernel {
+        dir: args.kernel.clone(),
+    };
+    if !kernel.bzimage().is_file() {
+        bail!(
+            "{} has no bzImage: pass the directory `rrr kernel` prints",
+            args.kernel.display()
+        );
+    }
+    let rootfs = rootfs::build(&args.stimulus)?;
+    let rec = record(
+        &kernel,
+        &args.stimulus,
+        &rootfs,
+        &args.output,
+        Duration::from_secs(args.timeout),
+    )?;
+    println!("{}", rec.dir.display());
+    eprintln!(
+        "rrr: recorded ({}); serial log: {}",
+        rec.outcome,
+        rec.serial_log().display()
+    );
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! `rrr rootfs`: the qcow2 disk that boots straight to the stimulus: static busybox, rrr's
+//! /init and the stimulus, built as an unprivileged user (`mkfs.ext4 -d`, `qemu-img convert`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use crate::cache::{self, Key, Staging};
+use crate::tools::require;
+
+/// The /init script.
+pub const INIT: &str = include_str!("../assets/init.sh");
+/// Printed by /init when it waits for the go line.
+pub const READY: &str = "RRR-READY";
+/// Printed by /init when the stimulus has exited.
+pub const END: &str = "RRR-END status=";
+/// Where `busybox-static` installs busybox.
+const BUSYBOX: &str = "/bin/busybox";
+/// Bumped when the image recipe changes.
+const RECIPE: &str = "rootfs-recipe-1";
+
+/// Arguments of `rrr rootfs`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RootfsArgs {
+    /// The static stimulus binary (`rrr stimulus` builds it).
+    #[arg(long)]
+    pub stimulus: PathBuf,
+}
+
+/// True if the ELF file at `path` has no program interpreter (is statically linked).
+fn is_static_elf(path: &Path) -> anyhow::Result<bool> {
+    let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+    };
+    if b.get(..5) != Some(b"\x7fELF\x02") {
+        return Ok(false);
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return Ok(false);
+    };
+    const PT_INTERP: u32 = 3;
+    Ok((0..phnum).all(|i| {
+        let at = phoff as usize + i * phentsize;
+        b.get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().expect("4 bytes")) != PT_INTERP)
+    }))
+}
+
+/// Builds (or finds in the cache) the disk image for `stimulus`; returns the qcow2's path.
+pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
+    let busybox = Path::new(BUSYBOX);
+    if !busybox.is_file() || !is_static_elf(busybox)? {
+        bail!("{BUSYBOX} is missing or not static: install busybox-static (scripts/setup does it)");
+    }
+    if !is_static_elf(stimulus)? {
+        bail!(
+            "{} is not a static x86-64 ELF: build it with `rrr stimulus FILE.c`",
+            stimulus.display()
+        );
+    }
+    let mkfs = require("mkfs.ext4", "e2fsprogs")?;
+    let qemu_img = require("qemu-img", "qemu-utils")?;
+    let mut key = Key::default();
+    key.add("recipe", RECIPE.as_bytes())
+        .add("init", INIT.as_bytes())
+        .add_file("busybox", busybox)?
+        .add_file("stimulus", stimulus)?;
+    let target = cache::root()?.join("rootfs").join(key.hex());
+    let image = target.join("rootfs.qcow2");
+    if image.is_file() {
+        return Ok(image);
+    }
+    let stage = Staging::new(&target)?;
+    let root = stage.dir.join("root");
+    for d in ["bin", "dev", "proc", "sys", "tmp"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy(busybox, root.join("bin/busybox"))?;
+    let list = Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if !applet.is_empty() && applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+        }
+    }
+    write_executable(&root.join("init"), INIT.as_bytes())?;
+    write_executable(&root.join("stimulus"), &std::fs::read(stimulus)?)?;
+    let raw = stage.dir.join("rootfs.ext4");
+    std::fs::File::create(&raw)?.set_len(64 << 20)?;
+    run(Command::new(mkfs)
+        .args(["-q", "-F", "-L", "rrr-root", "-d"])
+        .arg(&root)
+        .arg(&raw))?;
+    run(Command::new(qemu_img)
+        .args(["convert", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(stage.dir.join("rootfs.qcow2")))?;
+    std::fs::remove_file(&raw)?;
+    std::fs::remove_dir_all(&root)?;
+    Ok(stage.commit()?.join("rootfs.qcow2"))
+}
+
+fn write_executable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Runs a tool; on failure the error carries its output.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let what = format!("{:?}", cmd.get_program());
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `rrr rootfs`.
+pub fn run_cli(args: RootfsArgs) -> anyhow::Result<()> {
+    println!("{}", build(&args.stimulus)?.display());
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `rrr stimulus`: compiles a reproducer as a static binary with symbols and DWARF, cached.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use crate::cache::{self, Key, Staging};
+
+/// Where the stimulus's code is linked: away from busybox's (0x400000), so the tracer can tell
+/// the stimulus's user code from every other process's by address.
+pub const TEXT_BASE: &str = "0x10000000";
+/// Bumped when the compile recipe changes.
+const RECIPE: &str = "stimulus-recipe-1";
+
+/// Arguments of `rrr stimulus`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StimulusArgs {
+    /// The reproducer's C source.
+    pub source: PathBuf,
+    /// Also copy the binary here.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// The compiler flags (besides the output).
+fn flags() -> Vec<String> {
+    [
+        "-static",
+        "-g",
+        "-pthread",
+        "-O0",
+        "-fno-omit-frame-pointer",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("-Wl,-Ttext-segment={TEXT_BASE}")])
+    .collect()
+}
+
+/// Compiles (or finds in the cache) the stimulus; returns the binary's path.
+pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
+    crate::tools::require("gcc", "build-essential")?;
+    let gcc = Command::new("gcc").arg("--version").output()?;
+    let mut key = Key::default();
+    key.add("recipe", RECIPE.as_bytes())
+        .add("flags", flags().join(" ").as_bytes())
+        .add("gcc", &gcc.stdout)
+        .add_file("source", source)?;
+    let target = cache::root()?.join("stimuli").join(key.hex());
+    let bin = target.join("stimulus");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let stage = Staging::new(&target)?;
+    std::fs::copy(source, stage.dir.join("stimulus.c"))
+        .with_context(|| format!("reading {}", source.display()))?;
+    let out = Command::new("gcc")
+        .args(flags())
+        .arg("-o")
+        .arg(stage.dir.join("stimulus"))
+        .arg(stage.dir.join("stimulus.c"))
+        .output()
+        .context("running gcc")?;
+    if !out.status.success() {
+        bail!(
+            "{} does not compile (gcc {}):\n{}",
+            source.display(),
+            flags().join(" "),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    Ok(stage.commit()?.join("stimulus"))
+}
+
+/// Runs `rrr stimulus`.
+pub fn run(args: StimulusArgs) -> anyhow::Result<()> {
+    let bin = build(&args.source)?;
+    if let Some(out) = &args.output {
+        std::fs::copy(&bin, out).with_context(|| format!("writing {}", out.display()))?;
+    }
+    println!("{}", args.output.as_ref().unwrap_or(&bin).display());
+    Ok(())
+}

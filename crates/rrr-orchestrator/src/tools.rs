@@ -1,0 +1,69 @@
+//! The host tools rrr runs, found up front with a message that says what to install.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// The QEMU system emulator rrr drives.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Finds `tool` in PATH, or says which package provides it.
+pub fn require(tool: &str, package: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("`{tool}` not found in PATH: install {package} (scripts/setup installs everything rrr needs)")
+        })
+}
+
+/// Checks that QEMU is new enough for record/replay with TCG plugins (plugin API v4: QEMU
+/// 9.2 or later) and returns its version.
+pub fn require_qemu() -> anyhow::Result<String> {
+    let fix =
+        "install qemu-system-x86 10.x (Debian 12: from bookworm-backports; scripts/setup does it)";
+    let qemu = require(QEMU, "qemu-system-x86")?;
+    let out = Command::new(&qemu)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}", qemu.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (9, 2) {
+        bail!("{QEMU} {version} is too old for rrr's tracer plugin (needs 9.2+): {fix}");
+    }
+    let help = Command::new(&qemu).arg("--help").output()?;
+    if !String::from_utf8_lossy(&help.stdout).contains("-plugin") {
+        bail!("{QEMU} {version} was built without TCG plugin support: {fix}");
+    }
+    Ok(version)
+}
+
+/// The tracer plugin: `$RRR_QEMU_PLUGIN`, else `librrr_qemu.so` next to the `rrr` executable.
+pub fn plugin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("RRR_QEMU_PLUGIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating the rrr executable")?;
+    let dir = exe.parent().context("rrr executable without a directory")?;
+    // Test binaries live one level down, in deps/.
+    for d in [dir, dir.parent().unwrap_or(dir)] {
+        let p = d.join("librrr_qemu.so");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "the tracer plugin librrr_qemu.so is not next to {}: build it with `cargo build --release` (or set RRR_QEMU_PLUGIN)",
+        exe.display()
+    )
+}

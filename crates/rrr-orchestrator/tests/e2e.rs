@@ -1,0 +1,208 @@
+//! The end-to-end test: a real kernel (Debian's linux-source-6.1, built by `rrr kernel` and
+//! cached), a real stimulus, recorded and replayed by the distro's QEMU under rrr's tracer
+//! plugin, checked with Perfetto's own trace processor.
+
+#[path = "../../rrr-trace/tests/support/tp.rs"]
+mod tp;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rrr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rrr"))
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+/// Runs `rrr` and returns its stdout, failing with its stderr.
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const PATH_IN_EXAMPLE: &str = "/tmp/rrr-example.txt";
+
+#[test]
+fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().arg("kernel"));
+    let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
+    let rec = dir.path().join("rec");
+    ok(rrr()
+        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus, "-o"])
+        .arg(&rec));
+    let manifest = std::fs::read_to_string(rec.join("recording.txt")).unwrap();
+    assert!(manifest.contains("outcome=ended status=0"), "{manifest}");
+    let serial = std::fs::read_to_string(rec.join("serial.log")).unwrap();
+    assert!(serial.contains("rrr example: ok"), "{serial}");
+
+    let (t1, t2) = (dir.path().join("t1.pftrace"), dir.path().join("t2.pftrace"));
+    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t1));
+    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t2));
+    let (b1, b2) = (std::fs::read(&t1).unwrap(), std::fs::read(&t2).unwrap());
+    assert!(
+        b1.len() > 1_000_000,
+        "a whole run is traced: {} bytes",
+        b1.len()
+    );
+    assert!(
+        b1 == b2,
+        "two replays of one recording give identical traces"
+    );
+
+    let on_stimulus = "from slice s join thread_track tt on s.track_id = tt.id \
+        join thread t using (utid) join process p using (upid) \
+        where t.name = 'stimulus' and p.name = 'stimulus'";
+    let r = tp::query(
+        &t1,
+        &[
+            &format!(
+                "select count(*), sum(exists(select 1 from ancestor_slice(s.id) a \
+                 where a.name = 'do_syscall_64')) {on_stimulus} and s.name = 'do_sys_openat2' \
+                 and extract_arg(s.arg_set_id, 'debug.filename') = '{PATH_IN_EXAMPLE}'"
+            ),
+            &format!(
+                "select extract_arg(s.arg_set_id, 'debug.count'), \
+                 extract_arg(s.arg_set_id, 'debug.return') {on_stimulus} \
+                 and s.name = 'ksys_write' and extract_arg(s.arg_set_id, 'debug.fd') > 2"
+            ),
+            &format!(
+                "select s.category, t.tid = p.pid, (select name from slice where id = s.parent_id) \
+                 {on_stimulus} and s.name = 'main'"
+            ),
+            &format!("select count(distinct t.tid) {on_stimulus} and s.name = 'do_sys_openat2'"),
+            "select count(*) from slice where dur < 0",
+            "select count(*) from slice",
+            "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["2|2"],
+        "the writer and the reader thread open the file, inside the syscall"
+    );
+    assert_eq!(tp::lines(&r[1]), vec!["15|15"], "one write of 15 bytes");
+    assert_eq!(
+        tp::lines(&r[2]),
+        vec!["user|1|__libc_start_call_main"],
+        "main is user code on the main thread, called by libc"
+    );
+    assert_eq!(tp::lines(&r[3]), vec!["2"], "two threads opened the file");
+    assert_eq!(tp::lines(&r[4]), vec!["0"], "every slice is closed");
+    let slices: u64 = tp::lines(&r[5])[0].parse().unwrap();
+    assert!(slices > 100_000, "every kernel call is traced: {slices}");
+    assert_eq!(tp::lines(&r[6]), Vec::<String>::new(), "no import errors");
+
+    // A replay whose console output differs from the recording's is reported, and the trace
+    // written so far is kept.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    for f in ["recording.txt", "replay.bin", "disk.qcow2", "trace.rrrprof"] {
+        std::fs::copy(rec.join(f), bad.join(f)).unwrap();
+    }
+    std::fs::write(bad.join("serial.log"), format!("{serial}extra line\n")).unwrap();
+    let t3 = dir.path().join("t3.pftrace");
+    let err = fails(rrr().arg("trace").arg(&bad).arg("-o").arg(&t3));
+    assert!(
+        err.contains("diverged") && err.contains("t3.pftrace"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&t3).unwrap(),
+        b1,
+        "the trace is still written"
+    );
+
+    // `rrr run` chains it all (from the cache, apart from the recording).
+    let t4 = dir.path().join("t4.pftrace");
+    let out = rrr()
+        .args(["run", "--stimulus"])
+        .arg(example("open-write-read.c"))
+        .arg("-o")
+        .arg(&t4)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("trace written") && err.contains("ui.perfetto.dev"),
+        "{err}"
+    );
+    assert!(std::fs::metadata(&t4).unwrap().len() > 1_000_000);
+}
+
+#[test]
+fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().arg("kernel"));
+    let stimulus = ok(rrr().arg("stimulus").arg(example("never-ends.c")));
+    let rec = dir.path().join("rec");
+    ok(rrr()
+        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
+        .args(["--timeout", "4", "-o"])
+        .arg(&rec));
+    let manifest = std::fs::read_to_string(rec.join("recording.txt")).unwrap();
+    assert!(manifest.contains("outcome=timeout 4"), "{manifest}");
+    let t = dir.path().join("t.pftrace");
+    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
+    let r = tp::query(
+        &t,
+        &[
+            "select count(*) > 20 from slice s join thread_track tt on s.track_id = tt.id \
+           join thread t using (utid) where t.name = 'stimulus' and s.name = 'do_syscall_64'",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), vec!["1"]);
+}
+
+#[test]
+fn bad_input_gets_errors_that_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_c = dir.path().join("bad.c");
+    std::fs::write(&bad_c, "int main(void) { return undefined_thing; }\n").unwrap();
+    let err = fails(rrr().arg("stimulus").arg(&bad_c));
+    assert!(
+        err.contains("does not compile") && err.contains("undefined_thing"),
+        "{err}"
+    );
+
+    let err = fails(rrr().arg("trace").arg(dir.path()));
+    assert!(
+        err.contains("is not a recording") && err.contains("rrr record"),
+        "{err}"
+    );
+
+    let dynamic = dir.path().join("dyn");
+    std::fs::copy("/bin/true", &dynamic).unwrap();
+    let err = fails(rrr().args(["rootfs", "--stimulus"]).arg(&dynamic));
+    assert!(
+        err.contains("not a static") && err.contains("rrr stimulus"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("recording.txt"),
+        "kernel=/nonexistent\nstimulus=/nonexistent\noutcome=ended status=0\n",
+    )
+    .unwrap();
+    let err = fails(rrr().arg("trace").arg(dir.path()).env("PATH", dir.path()));
+    assert!(
+        err.contains("qemu-system-x86_64") && err.contains("install qemu-system-x86"),
+        "{err}"
+    );
+}

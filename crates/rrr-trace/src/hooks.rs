@@ -1,0 +1,149 @@
+//! Which guest instructions an engine hooks: the entry of every traced function, and every
+//! `ret` in kernel text or in the stimulus's text. Decided once per instruction, when the
+//! engine translates (or first sees) it.
+
+use std::ops::Range;
+
+use crate::guest::is_kernel_address;
+use osi_profile::Profile;
+
+/// What to call when an instruction is about to execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// The entry of the function with this id.
+    Enter(u32),
+    /// A return.
+    Return,
+}
+
+/// The hook plan for one profile.
+#[derive(Clone, Debug)]
+pub struct Hooks {
+    /// The stimulus's code (user functions of the profile); other user code is not traced.
+    user_text: Range<u64>,
+}
+
+impl Hooks {
+    /// Plans hooks for `profile`.
+    pub fn new(profile: &Profile) -> Self {
+        let user = profile.functions().filter(|f| f.is_user());
+        let user_text = user.fold(u64::MAX..0, |r, f| {
+            r.start.min(f.entry())..r.end.max(f.entry() + u64::from(f.size()).max(1))
+        });
+        Hooks { user_text }
+    }
+
+    /// True if code at `pc` is traced at all (kernel text, or the stimulus).
+    pub fn covers(&self, pc: u64) -> bool {
+        is_kernel_address(pc) || self.user_text.contains(&pc)
+    }
+
+    /// The hooks of the instruction at `pc` (of `size` bytes; `bytes` reads its encoding).
+    /// `pc` must be [covered](Self::covers).
+    pub fn at(
+        &self,
+        profile: &Profile,
+        pc: u64,
+        size: usize,
+        bytes: impl FnOnce(&mut [u8]) -> usize,
+    ) -> (Option<Hook>, Option<Hook>) {
+        let enter = profile
+            .function_at_entry(pc)
+            .filter(|&id| profile.function(id).is_some_and(|f| !f.is_denied()))
+            .map(Hook::Enter);
+        let ret = (size <= 3)
+            .then(|| {
+                let mut buf = [0u8; 3];
+                let n = bytes(&mut buf[..size]);
+                is_ret(&buf[..n])
+            })
+            .filter(|&r| r)
+            .map(|_| Hook::Return);
+        (enter, ret)
+    }
+}
+
+/// True for a near `ret` encoding: `c3`, `c2 iw`, and `rep`/`bnd`-prefixed `c3`.
+pub fn is_ret(insn: &[u8]) -> bool {
+    matches!(insn, [0xc3] | [0xc2, _, _] | [0xf3 | 0xf2, 0xc3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osi_profile::{flags, Function, ProfileData, TypeDesc};
+
+    fn profile() -> Profile {
+        let f = |name: &str, entry, fl| Function {
+            name: name.into(),
+            entry,
+            size: 0x40,
+            file: None,
+            line: 0,
+            ret: TypeDesc::void(),
+            params: vec![],
+            flags: fl,
+        };
+        let mut d = ProfileData::default();
+        d.functions = vec![
+            f("main", 0x1000_1000, flags::USER),
+            f("helper", 0x1000_2000, flags::USER),
+            f("do_sys_openat2", 0xffff_ffff_8120_0000, 0),
+            f("kasan_check_range", 0xffff_ffff_8130_0000, flags::DENIED),
+        ];
+        d.finish();
+        Profile::from_bytes(&d.to_bytes()).unwrap()
+    }
+
+    fn at(h: &Hooks, p: &Profile, pc: u64, insn: &[u8]) -> (Option<Hook>, Option<Hook>) {
+        h.at(p, pc, insn.len(), |buf| {
+            buf.copy_from_slice(insn);
+            insn.len()
+        })
+    }
+
+    #[test]
+    fn ret_encodings() {
+        assert!(is_ret(&[0xc3]));
+        assert!(is_ret(&[0xc2, 8, 0]));
+        assert!(is_ret(&[0xf3, 0xc3]));
+        assert!(!is_ret(&[0xcb]), "far ret is not a function return");
+        assert!(!is_ret(&[0x48, 0xcf]), "iretq");
+        assert!(!is_ret(&[0x0f, 0x07]), "sysret");
+    }
+
+    #[test]
+    fn kernel_and_stimulus_code_is_covered_other_user_code_is_not() {
+        let p = profile();
+        let h = Hooks::new(&p);
+        assert!(h.covers(0xffff_ffff_8100_0000));
+        assert!(h.covers(0x1000_1000) && h.covers(0x1000_203f));
+        assert!(!h.covers(0x1000_2040), "past the stimulus's last function");
+        assert!(!h.covers(0x40_1000), "busybox");
+    }
+
+    #[test]
+    fn entries_of_traced_functions_and_returns_are_hooked() {
+        let p = profile();
+        let h = Hooks::new(&p);
+        let id = |n| p.function_by_name(n).unwrap();
+        let push_rbp = [0x55];
+        assert_eq!(
+            at(&h, &p, 0xffff_ffff_8120_0000, &push_rbp),
+            (Some(Hook::Enter(id("do_sys_openat2"))), None)
+        );
+        assert_eq!(at(&h, &p, 0xffff_ffff_8130_0000, &push_rbp), (None, None));
+        assert_eq!(
+            at(&h, &p, 0x1000_1000, &[0xc3]),
+            (Some(Hook::Enter(id("main"))), Some(Hook::Return))
+        );
+        assert_eq!(
+            at(&h, &p, 0xffff_ffff_8120_0010, &[0xc3]),
+            (None, Some(Hook::Return))
+        );
+        assert_eq!(
+            at(&h, &p, 0xffff_ffff_8120_0010, &[0x48, 0x89, 0xe5, 0x90]),
+            (None, None)
+        );
+    }
+}
