@@ -36,6 +36,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Replay a recording under the tracer into a Perfetto trace.
     Trace(trace::TraceArgs),
+    /// Replay a recording without the tracer.
+    Replay(trace::ReplayArgs),
     /// Everything: build the kernel, stimulus and disk, record, trace.
     Run(run::RunArgs),
 }
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Rootfs(args) => rootfs::run_cli(args),
         Command::Record(args) => record::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Replay(args) => trace::run_bare(args),
         Command::Run(args) => run::run(args),
     };
     match result {

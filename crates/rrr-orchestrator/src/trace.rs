@@ -174,3 +174,26 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     report(&args.output, &t);
     Ok(())
 }
+
+/// Arguments of `rrr replay`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReplayArgs {
+    /// The recording directory (`rrr record` makes it).
+    pub recording: PathBuf,
+    /// Give up on a replay that runs longer than this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+}
+
+/// Runs `rrr replay`: the recording replayed without the tracer (checks it still replays, and
+/// is the baseline the tracer's cost is measured against).
+pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
+    let rec = Recording::open(&args.recording)?;
+    let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
+    eprintln!(
+        "rrr: replayed {} in {:.2} s, identical console output",
+        rec.dir.display(),
+        t.elapsed.as_secs_f64()
+    );
+    Ok(())
+}

@@ -27,10 +27,13 @@ impl Hooks {
     /// Plans hooks for `profile`.
     pub fn new(profile: &Profile) -> Self {
         let user = profile.functions().filter(|f| f.is_user());
-        let user_text = user.fold(u64::MAX..0, |r, f| {
-            r.start.min(f.entry())..r.end.max(f.entry() + u64::from(f.size()).max(1))
+        let (start, end) = user.fold((u64::MAX, 0), |(start, end), f| {
+            let f_end = f.entry() + u64::from(f.size()).max(1);
+            (start.min(f.entry()), end.max(f_end))
         });
-        Hooks { user_text }
+        Hooks {
+            user_text: start..end,
+        }
     }
 
     /// True if code at `pc` is traced at all (kernel text, or the stimulus).
@@ -84,13 +87,15 @@ mod tests {
             params: vec![],
             flags: fl,
         };
-        let mut d = ProfileData::default();
-        d.functions = vec![
-            f("main", 0x1000_1000, flags::USER),
-            f("helper", 0x1000_2000, flags::USER),
-            f("do_sys_openat2", 0xffff_ffff_8120_0000, 0),
-            f("kasan_check_range", 0xffff_ffff_8130_0000, flags::DENIED),
-        ];
+        let mut d = ProfileData {
+            functions: vec![
+                f("main", 0x1000_1000, flags::USER),
+                f("helper", 0x1000_2000, flags::USER),
+                f("do_sys_openat2", 0xffff_ffff_8120_0000, 0),
+                f("kasan_check_range", 0xffff_ffff_8130_0000, flags::DENIED),
+            ],
+            ..Default::default()
+        };
         d.finish();
         Profile::from_bytes(&d.to_bytes()).unwrap()
     }
