@@ -19,6 +19,19 @@ pub fn root() -> anyhow::Result<PathBuf> {
     Ok(base.join("rrr"))
 }
 
+/// Takes the exclusive lock of the cache entry `target` (waiting for another rrr building the
+/// same entry); held until the returned file is dropped. Check for the entry after taking it.
+pub fn lock(target: &Path) -> anyhow::Result<std::fs::File> {
+    let parent = target.parent().context("cache entry without a parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let path = target.with_extension("lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
 /// Hashes the inputs of a cache entry.
 #[derive(Default)]
 pub struct Key(Sha256);

@@ -119,6 +119,7 @@ fn key(args: &KernelArgs) -> anyhow::Result<String> {
 pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
     let key = key(args)?;
     let target = cache::root()?.join("kernels").join(&key);
+    let _lock = cache::lock(&target)?;
     if target.join("vmlinux.rrrprof").is_file() {
         tracing::info!("kernel {key} found in the cache");
         return Ok(Kernel { dir: target });

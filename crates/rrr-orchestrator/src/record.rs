@@ -138,6 +138,7 @@ pub fn ready_disk(kernel: &Kernel, rootfs: &Path, qemu_version: &str) -> anyhow:
         .add_file("rootfs", rootfs)?;
     let target = cache::root()?.join("snapshots").join(key.hex());
     let disk = target.join("ready.qcow2");
+    let _lock = cache::lock(&target)?;
     if disk.is_file() {
         return Ok(disk);
     }

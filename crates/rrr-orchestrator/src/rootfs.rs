@@ -75,6 +75,7 @@ pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
         .add_file("stimulus", stimulus)?;
     let target = cache::root()?.join("rootfs").join(key.hex());
     let image = target.join("rootfs.qcow2");
+    let _lock = cache::lock(&target)?;
     if image.is_file() {
         return Ok(image);
     }

@@ -47,6 +47,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .add("timeout", &args.timeout.to_le_bytes())
         .add_file("rootfs", &disk)?;
     let dir = cache::root()?.join("recordings").join(key.hex());
+    let _lock = cache::lock(&dir)?;
     let rec = match Recording::open(&dir) {
         Ok(rec) if !args.rerecord => rec,
         _ => record::record(

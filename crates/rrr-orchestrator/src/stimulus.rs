@@ -49,6 +49,7 @@ pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
         .add_file("source", source)?;
     let target = cache::root()?.join("stimuli").join(key.hex());
     let bin = target.join("stimulus");
+    let _lock = cache::lock(&target)?;
     if bin.is_file() {
         return Ok(bin);
     }
