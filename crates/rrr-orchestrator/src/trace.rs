@@ -161,10 +161,7 @@ pub fn report(out: &Path, t: &Traced) {
         t.bytes as f64 / 1e6,
         t.elapsed.as_secs_f64()
     );
-    eprintln!(
-        "rrr: open it at https://ui.perfetto.dev (Open trace file), or run `rrr serve {}`",
-        out.display()
-    );
+    eprintln!("rrr: open it at https://ui.perfetto.dev (Open trace file)");
 }
 
 /// Runs `rrr trace`.
