@@ -19,12 +19,22 @@ pub fn root() -> anyhow::Result<PathBuf> {
     Ok(base.join("rrr"))
 }
 
-/// Takes the exclusive lock of the cache entry `target` (waiting for another rrr building the
-/// same entry); held until the returned file is dropped. Check for the entry after taking it.
+/// Takes the exclusive lock of the cache entry `target` (`<root>/<kind>/<key>`), waiting for
+/// another rrr building the same entry; held until the returned file is dropped. Check for the
+/// entry after taking it. Lock files live apart, in `<root>/locks/`.
 pub fn lock(target: &Path) -> anyhow::Result<std::fs::File> {
-    let parent = target.parent().context("cache entry without a parent")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let path = target.with_extension("lock");
+    let name = |p: Option<&Path>| {
+        p.and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("cache entry outside the cache")
+    };
+    let kind_dir = target.parent();
+    let locks = kind_dir
+        .and_then(Path::parent)
+        .context("cache entry outside the cache")?
+        .join("locks");
+    std::fs::create_dir_all(&locks).with_context(|| format!("creating {}", locks.display()))?;
+    let path = locks.join(format!("{}-{}.lock", name(kind_dir)?, name(Some(target))?));
     let file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     file.lock()
