@@ -146,12 +146,7 @@ impl ProfileData {
     /// Adds `other`'s functions and enums (a stimulus binary next to its kernel), keeping this
     /// profile's facts where both have one, and sorts the result.
     pub fn merge(&mut self, other: ProfileData) {
-        let base = self.enums.len() as u32;
-        self.enums.extend(other.enums);
-        for mut f in other.functions {
-            f.remap_enums(base);
-            self.functions.push(f);
-        }
+        self.append(other.functions, other.enums);
         for (k, v) in other.facts {
             self.facts.entry(k).or_insert(v);
         }
@@ -159,6 +154,16 @@ impl ProfileData {
             self.text_facts.entry(k).or_insert(v);
         }
         self.finish();
+    }
+
+    /// Appends functions whose enum indexes refer to `enums`, appended too (not sorted yet).
+    pub(crate) fn append(&mut self, functions: Vec<Function>, enums: Vec<EnumType>) {
+        let base = self.enums.len() as u32;
+        self.enums.extend(enums);
+        for mut f in functions {
+            f.remap_enums(base);
+            self.functions.push(f);
+        }
     }
 
     /// Sorts functions by entry address and drops duplicates of an entry address (keeping the

@@ -64,12 +64,7 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
         let part = part.map_err(dwarf_err)?;
         units_seen += part.units;
         skeletons += part.skeleton_units;
-        let base = data.enums.len() as u32;
-        data.enums.extend(part.enums);
-        for mut f in part.functions {
-            f.remap_enums(base);
-            data.functions.push(f);
-        }
+        data.append(part.functions, part.enums);
         for (k, v) in part.layouts {
             layouts.entry(k).or_insert(v);
         }
