@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
+use crate::tools::run_quiet;
 
 /// The fragment merged over `tinyconfig` (or over `--config`).
 const TINY_FRAGMENT: &str = include_str!("../assets/tiny-kernel.config");
@@ -167,10 +168,10 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
         Some(base) => {
             std::fs::copy(base, out.join(".config"))
                 .with_context(|| format!("copying {}", base.display()))?;
-            run_quiet(make(&["olddefconfig"]), "make olddefconfig")?;
+            run_quiet(&mut make(&["olddefconfig"]), "make olddefconfig")?;
         }
         None => {
-            run_quiet(make(&["tinyconfig"]), "make tinyconfig")?;
+            run_quiet(&mut make(&["tinyconfig"]), "make tinyconfig")?;
         }
     }
     let frag_dir = stage.dir.join("fragments");
@@ -188,8 +189,8 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
         .arg(&out)
         .arg(out.join(".config"))
         .args(&frags);
-    run_quiet(merge, "merge_config.sh")?;
-    run_quiet(make(&["olddefconfig"]), "make olddefconfig")?;
+    run_quiet(&mut merge, "merge_config.sh")?;
+    run_quiet(&mut make(&["olddefconfig"]), "make olddefconfig")?;
     let config = std::fs::read_to_string(out.join(".config"))?;
     for need in ["CONFIG_DEBUG_INFO_DWARF5=y", "CONFIG_FRAME_POINTER=y"] {
         if !config.lines().any(|l| l == need) {
@@ -235,20 +236,6 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
 fn write(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
     std::fs::write(path, text)?;
     Ok(path.to_owned())
-}
-
-fn run_quiet(mut cmd: Command, what: &str) -> anyhow::Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {what} (is `make` installed? run scripts/setup)"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// Runs make with a spinner showing its progress; on failure, the error holds the output's tail.

@@ -55,7 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Profile(args) => profile::run(args),
         Command::Kernel(args) => kernel::run(args),
         Command::Stimulus(args) => stimulus::run(args),
-        Command::Rootfs(args) => rootfs::run_cli(args),
+        Command::Rootfs(args) => rootfs::run(args),
         Command::Record(args) => record::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Replay(args) => trace::run_bare(args),

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
-use crate::tools::require;
+use crate::tools::{require, run_quiet};
 
 /// The /init script.
 pub const INIT: &str = include_str!("../assets/init.sh");
@@ -95,14 +95,20 @@ pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
     write_executable(&root.join("stimulus"), &std::fs::read(stimulus)?)?;
     let raw = stage.dir.join("rootfs.ext4");
     std::fs::File::create(&raw)?.set_len(64 << 20)?;
-    run(Command::new(mkfs)
-        .args(["-q", "-F", "-L", "rrr-root", "-d"])
-        .arg(&root)
-        .arg(&raw))?;
-    run(Command::new(qemu_img)
-        .args(["convert", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(stage.dir.join("rootfs.qcow2")))?;
+    run_quiet(
+        Command::new(mkfs)
+            .args(["-q", "-F", "-L", "rrr-root", "-d"])
+            .arg(&root)
+            .arg(&raw),
+        "mkfs.ext4",
+    )?;
+    run_quiet(
+        Command::new(qemu_img)
+            .args(["convert", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(stage.dir.join("rootfs.qcow2")),
+        "qemu-img convert",
+    )?;
     std::fs::remove_file(&raw)?;
     std::fs::remove_dir_all(&root)?;
     Ok(stage.commit()?.join("rootfs.qcow2"))
@@ -115,23 +121,8 @@ fn write_executable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a tool; on failure the error carries its output.
-pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let what = format!("{:?}", cmd.get_program());
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// Runs `rrr rootfs`.
-pub fn run_cli(args: RootfsArgs) -> anyhow::Result<()> {
+pub fn run(args: RootfsArgs) -> anyhow::Result<()> {
     println!("{}", build(&args.stimulus)?.display());
     Ok(())
 }

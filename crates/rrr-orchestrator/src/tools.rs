@@ -67,3 +67,18 @@ pub fn plugin() -> anyhow::Result<PathBuf> {
         exe.display()
     )
 }
+
+/// Runs a build step quietly; on failure the error carries its output.
+pub fn run_quiet(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {what} (is it installed? run scripts/setup)"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
