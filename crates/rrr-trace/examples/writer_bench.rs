@@ -223,18 +223,43 @@ fn main() {
         .unwrap_or(20_000_000);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let profile = profile(&mut rng);
-    let mut stream = Stream::new(rng);
+    // The stream is generated on its own thread and handed over in batches, as the engine
+    // thread does: the generator's work (and its cache traffic) stays off the writer's core.
+    // Spent batches go back to be refilled, so no allocation is timed either.
+    let (full_tx, full_rx) = crossbeam_channel::bounded::<Batch>(8);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Batch>(16);
+    for _ in 0..16 {
+        empty_tx
+            .send(Batch::with_capacity(4096))
+            .expect("room for 16");
+    }
+    let gen_profile = Arc::clone(&profile);
+    let generator = std::thread::spawn(move || {
+        let mut stream = Stream::new(rng);
+        while let Ok(mut batch) = empty_rx.recv() {
+            stream.fill(&gen_profile, &mut batch);
+            if full_tx.send(batch).is_err() {
+                break;
+            }
+        }
+    });
     let mut writer = TraceWriter::new(Sink(0), Arc::clone(&profile));
-    let mut batch = Batch::with_capacity(4096);
-    // Only the writer's work is timed; each batch is generated just before, as the engine
-    // thread would have filled it.
+    // Only the writer's work is timed, not its waits for the next batch.
     let mut busy = Duration::ZERO;
     while writer.summary().events < events {
-        stream.fill(&profile, &mut batch);
+        let batch = full_rx
+            .recv()
+            .expect("the generator runs until told to stop");
         let t = Instant::now();
         writer.write_batch(&batch).expect("sink never fails");
         busy += t.elapsed();
+        // The generator may be blocked on a full channel with no empty batch: ignore a
+        // closed or full return path at the end.
+        let _ = empty_tx.try_send(batch);
     }
+    drop(full_rx);
+    drop(empty_tx);
+    generator.join().expect("generator thread");
     let t = Instant::now();
     let summary = writer.finish().expect("sink never fails");
     busy += t.elapsed();

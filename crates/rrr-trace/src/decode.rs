@@ -86,6 +86,9 @@ pub(crate) struct PlanParam {
 /// writer's flat parameter table (one array: one cache miss per cold function, not two).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
+    /// Event name iid, handed out in order of first use: functions used early (the hot
+    /// ones) get short varints.
+    pub iid: u32,
     pub first: u32,
     pub len: u32,
     pub ret: Kind,
@@ -98,6 +101,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// A function not used yet.
     pub const NONE: Plan = Plan {
+        iid: 0,
         first: 0,
         len: 0,
         ret: Kind::Skip,

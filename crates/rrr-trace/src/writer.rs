@@ -2,8 +2,8 @@
 //!
 //! Everything goes on one trusted packet sequence (id 1). Timestamps are guest instruction
 //! counts on a sequence-scoped incremental clock (so most timestamps take one or two bytes),
-//! declared equal to BOOTTIME nanoseconds at the first event. Names are interned: function
-//! `id` is event name iid `id + 1`; annotation names and struct type names get iids on a
+//! declared equal to BOOTTIME nanoseconds at the first event. Names are interned: event name
+//! iids are handed out in order of first use; annotation names and struct type names get iids on a
 //! function's first use. Output is flushed in whole packets, so a killed process leaves a file
 //! Perfetto reads up to the last flush.
 
@@ -98,8 +98,10 @@ pub struct TraceWriter<W: Write> {
     plan_params: Vec<PlanParam>,
     /// Annotation names (parameter names, struct type names) to iids.
     names: HashMap<String, u64>,
-    /// Interned event names that are not functions, after the function range.
+    /// Interned event names that are not functions.
     extra_names: HashMap<&'static str, u64>,
+    /// Event name iids handed out.
+    event_iids: u64,
     started: bool,
     first_ts: u64,
     last_ts: u64,
@@ -126,6 +128,7 @@ impl<W: Write> TraceWriter<W> {
             plan_params: Vec::new(),
             names: HashMap::from([("return".to_owned(), IID_RETURN)]),
             extra_names: HashMap::new(),
+            event_iids: 0,
             started: false,
             first_ts: 0,
             last_ts: 0,
@@ -429,7 +432,8 @@ impl<W: Write> TraceWriter<W> {
         if let Some(&iid) = self.extra_names.get(name) {
             return iid;
         }
-        let iid = self.profile.len() as u64 + 1 + self.extra_names.len() as u64;
+        self.event_iids += 1;
+        let iid = self.event_iids;
         self.extra_names.insert(name, iid);
         let interned = proto::InternedData {
             event_names: vec![proto::EventName {
@@ -464,7 +468,8 @@ impl<W: Write> TraceWriter<W> {
             if new {
                 w.intern_function(func);
             }
-            let te = open_event(&mut w.enc, BEGIN, uuid, Some(func as u64 + 1));
+            let iid = w.plans[func as usize].iid as u64;
+            let te = open_event(&mut w.enc, BEGIN, uuid, Some(iid));
             let TraceWriter {
                 enc,
                 plans,
@@ -521,7 +526,8 @@ impl<W: Write> TraceWriter<W> {
             if new {
                 w.intern_function(func);
             }
-            let te = open_event(&mut w.enc, BEGIN, uuid, Some(func as u64 + 1));
+            let iid = w.plans[func as usize].iid as u64;
+            let te = open_event(&mut w.enc, BEGIN, uuid, Some(iid));
             w.enc.close(te);
         });
         self.summary.events += 1;
@@ -575,9 +581,11 @@ impl<W: Write> TraceWriter<W> {
         let Some(f) = profile.function(func) else {
             return;
         };
+        self.event_iids += 1;
+        let iid = self.event_iids;
         let idata = self.enc.open(P_INTERNED);
         let en = self.enc.open(I_EVENT_NAMES);
-        self.enc.uint(1, func as u64 + 1);
+        self.enc.uint(1, iid);
         self.enc.bytes(2, f.name().as_bytes());
         self.enc.close(en);
         let first = self.plan_params.len() as u32;
@@ -594,6 +602,7 @@ impl<W: Write> TraceWriter<W> {
         let ret = self.kind(f.ret_class());
         self.enc.close(idata);
         self.plans[func as usize] = Plan {
+            iid: iid as u32,
             first,
             len,
             ret,
