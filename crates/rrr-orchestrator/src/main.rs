@@ -8,6 +8,7 @@ mod progress;
 mod record;
 mod rootfs;
 mod run;
+mod serve;
 mod stimulus;
 mod tools;
 mod trace;
@@ -40,6 +41,8 @@ enum Command {
     Replay(trace::ReplayArgs),
     /// Everything: build the kernel, stimulus and disk, record, trace.
     Run(run::RunArgs),
+    /// Serve a trace to ui.perfetto.dev from 127.0.0.1.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Trace(args) => trace::run(args),
         Command::Replay(args) => trace::run_bare(args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

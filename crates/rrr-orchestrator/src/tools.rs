@@ -8,13 +8,22 @@ use anyhow::{bail, Context};
 /// The QEMU system emulator rrr drives.
 pub const QEMU: &str = "qemu-system-x86_64";
 
-/// Finds `tool` in PATH, or says which package provides it.
-pub fn require(tool: &str, package: &str) -> anyhow::Result<PathBuf> {
+/// `tool`'s path, if it is in PATH.
+pub fn find(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
         .find(|p| p.is_file())
-        .with_context(|| {
+}
+
+/// Whether `tool` is in PATH.
+pub fn on_path(tool: &str) -> bool {
+    find(tool).is_some()
+}
+
+/// Finds `tool` in PATH, or says which package provides it.
+pub fn require(tool: &str, package: &str) -> anyhow::Result<PathBuf> {
+    find(tool).with_context(|| {
             format!("`{tool}` not found in PATH: install {package} (scripts/setup installs everything rrr needs)")
         })
 }

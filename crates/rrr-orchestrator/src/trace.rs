@@ -161,7 +161,10 @@ pub fn report(out: &Path, t: &Traced) {
         t.bytes as f64 / 1e6,
         t.elapsed.as_secs_f64()
     );
-    eprintln!("rrr: open it at https://ui.perfetto.dev (Open trace file)");
+    eprintln!(
+        "rrr: open it in ui.perfetto.dev: `rrr serve {} --open` (or Open trace file there)",
+        out.display()
+    );
 }
 
 /// Runs `rrr trace`.
