@@ -1,5 +1,6 @@
-//! `rrr kernel`: builds a kernel that rrr can trace (DWARF on, KASLR off, frame pointers),
-//! out of tree, cached by its real inputs; keeps vmlinux, bzImage, .config and the profile.
+//! `rrr kernel`: builds a kernel that rrr can trace (DWARF on, KASLR off, the sanitizers and
+//! debug options the bug does not need off: see [`crate::reduce`]), out of tree, cached by its
+//! real inputs; keeps vmlinux, bzImage, .config and the profile.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,14 +9,13 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
+use crate::reduce;
 use crate::tools::run_quiet;
 
 /// The fragment merged over `tinyconfig` (or over `--config`).
 const TINY_FRAGMENT: &str = include_str!("../assets/tiny-kernel.config");
-/// Options rrr needs whatever the base config says.
-const REQUIRED: &str = "CONFIG_DEBUG_INFO=y\nCONFIG_DEBUG_INFO_DWARF5=y\n# CONFIG_DEBUG_INFO_REDUCED is not set\n# CONFIG_DEBUG_INFO_SPLIT is not set\n# CONFIG_RANDOMIZE_BASE is not set\nCONFIG_FRAME_POINTER=y\n";
 /// Bumped when the recipe below changes, so old entries are not reused.
-const RECIPE: &str = "kernel-recipe-1";
+const RECIPE: &str = "kernel-recipe-2";
 /// The kernel source `scripts/setup` installs.
 pub const DISTRO_SOURCE: &str = "/usr/src/linux-source-6.1.tar.xz";
 
@@ -25,15 +25,62 @@ pub struct KernelArgs {
     /// Kernel source: a tree or a .tar.xz/.tar.gz tarball.
     #[arg(long, default_value = DISTRO_SOURCE)]
     pub src: PathBuf,
+    /// Kernel source from git instead: this repository, at --commit (fetched shallow into a
+    /// cached repository shared by all kernels).
+    #[arg(long, requires = "commit")]
+    pub git: Option<String>,
+    /// The commit to build from --git.
+    #[arg(long, requires = "git")]
+    pub commit: Option<String>,
     /// Base .config (default: `make tinyconfig` plus rrr's fragment).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The crash report the kernel is built for: sanitizers and debug options it does not
+    /// involve are switched off.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// The crash's title (default: read from the report).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Build with this compiler instead of the one the config names (gcc or clang).
+    #[arg(long)]
+    pub cc: Option<CcChoice>,
+    /// Print each config change and why, then stop.
+    #[arg(long)]
+    pub explain: bool,
     /// Extra config fragments merged last.
     #[arg(long = "fragment")]
     pub fragments: Vec<PathBuf>,
     /// Parallel make jobs (default: number of cores).
     #[arg(short, long)]
     pub jobs: Option<usize>,
+}
+
+/// A compiler to build the kernel with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CcChoice {
+    /// GNU gcc.
+    Gcc,
+    /// LLVM clang (`make LLVM=1`).
+    Clang,
+}
+
+impl KernelArgs {
+    /// The default kernel: the distro's source, tinyconfig, no crash.
+    pub fn tiny(src: PathBuf) -> Self {
+        KernelArgs {
+            src,
+            git: None,
+            commit: None,
+            config: None,
+            report: None,
+            title: None,
+            cc: None,
+            fragments: vec![],
+            jobs: None,
+            explain: false,
+        }
+    }
 }
 
 /// A built kernel in the cache.
@@ -56,27 +103,124 @@ impl Kernel {
     pub fn profile(&self) -> PathBuf {
         self.dir.join("vmlinux.rrrprof")
     }
+
+    /// Guest memory for this kernel: 256M for a small kernel like rrr's tiny one, 2G for a
+    /// full (syzbot-like) config, whose boot and sanitizers need it. Derived from the
+    /// kernel's config only, so a recording and its replays always agree.
+    pub fn memory(&self) -> &'static str {
+        let options = std::fs::read_to_string(self.dir.join("config"))
+            .map(|c| c.lines().filter(|l| l.ends_with("=y")).count())
+            .unwrap_or(0);
+        if options < 1500 {
+            "256M"
+        } else {
+            "2G"
+        }
+    }
 }
 
-fn compiler_version() -> anyhow::Result<String> {
-    let out = Command::new("gcc")
-        .arg("--version")
-        .output()
-        .context("gcc not found: run scripts/setup (apt-get install build-essential)")?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned())
+/// How the kernel is configured and compiled, decided before building.
+struct Plan {
+    /// The base config's text (the tiny fragment when there is no --config).
+    base: String,
+    /// The compiler and its `--version` line.
+    cc: CcChoice,
+    cc_version: String,
+    /// The reduction's changes.
+    changes: Vec<reduce::Change>,
+    /// What the crash keeps (for --explain).
+    kept: Vec<String>,
 }
 
-/// The cache key: source identity, configs, compiler, recipe.
-fn key(args: &KernelArgs) -> anyhow::Result<String> {
+fn version_line(tool: &str) -> Option<String> {
+    let out = Command::new(tool).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().next().unwrap_or("").to_owned())
+}
+
+fn pahole_for_btf() -> bool {
+    let Some(v) = version_line("pahole") else {
+        return false;
+    };
+    let v = v.trim().trim_start_matches('v');
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (1, 22)
+}
+
+fn plan(args: &KernelArgs) -> anyhow::Result<Plan> {
+    let base = match &args.config {
+        Some(c) => std::fs::read_to_string(c)
+            .with_context(|| format!("reading the kernel config {}", c.display()))?,
+        None => TINY_FRAGMENT.to_owned(),
+    };
+    let wanted = reduce::Compiler::of_config(&base);
+    let cc = args.cc.unwrap_or(match wanted {
+        Some(reduce::Compiler::Clang(_)) => CcChoice::Clang,
+        _ => CcChoice::Gcc,
+    });
+    let cc_version = match cc {
+        CcChoice::Gcc => version_line("gcc")
+            .context("gcc not found: run scripts/setup (apt-get install build-essential)")?,
+        CcChoice::Clang => {
+            let found = version_line("clang").filter(|_| crate::tools::on_path("ld.lld"));
+            found.with_context(|| {
+                format!(
+                    "this kernel's config was made with {} (CONFIG_CC_VERSION_TEXT), and clang                      or ld.lld is missing: apt-get install clang lld llvm, or pass --cc gcc to                      build it with gcc",
+                    wanted.as_ref().map_or("clang".into(), |c| c.to_string())
+                )
+            })?
+        }
+    };
+    let host = reduce::Compiler::from_version_text(&cc_version);
+    if let (Some(w), Some(h)) = (&wanted, &host) {
+        if w != h {
+            eprintln!(
+                "rrr: note: the config was made with {w}, this machine builds with {h};                  compiler-dependent options may differ"
+            );
+        }
+    }
+    let tools = reduce::Toolchain {
+        dwarf5: host.as_ref().is_some_and(reduce::Compiler::dwarf5),
+        pahole_for_btf: pahole_for_btf(),
+    };
+    let crash = match &args.report {
+        Some(path) => {
+            let report = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the crash report {}", path.display()))?;
+            let title = args
+                .title
+                .clone()
+                .unwrap_or_else(|| reduce::Crash::title_from_report(&report));
+            Some(reduce::Crash::from_report(&title, &report))
+        }
+        None => args.title.as_deref().map(|t| reduce::Crash {
+            title: t.to_owned(),
+            ..Default::default()
+        }),
+    };
+    let changes = reduce::reduce(&base, crash.as_ref(), &tools);
+    let kept = crash
+        .as_ref()
+        .map(|c| reduce::kept(&base, c))
+        .unwrap_or_default();
+    Ok(Plan {
+        base,
+        cc,
+        cc_version,
+        changes,
+        kept,
+    })
+}
+/// The cache key: source identity, configs, reduction, compiler, recipe.
+fn key(args: &KernelArgs, plan: &Plan) -> anyhow::Result<String> {
     let mut k = Key::default();
     k.add("recipe", RECIPE.as_bytes())
-        .add("fragment", TINY_FRAGMENT.as_bytes())
-        .add("required", REQUIRED.as_bytes());
-    if args.src.is_file() {
+        .add("base", plan.base.as_bytes())
+        .add("reduction", reduce::fragment(&plan.changes).as_bytes());
+    if let (Some(_), Some(commit)) = (&args.git, &args.commit) {
+        // A commit names its tree wherever it is fetched from.
+        k.add("git-commit", commit.as_bytes());
+    } else if args.src.is_file() {
         k.add_file("tarball", &args.src)?;
     } else if args.src.join("Makefile").is_file() {
         // A git tree: its commit and uncommitted changes; otherwise its path and Makefile.
@@ -106,19 +250,31 @@ fn key(args: &KernelArgs) -> anyhow::Result<String> {
     } else {
         bail!("{}: not a kernel tree (no Makefile) nor a tarball; pass --src DIR|TARBALL (scripts/setup installs {DISTRO_SOURCE})", args.src.display());
     }
-    if let Some(c) = &args.config {
-        k.add_file("config", c)?;
-    }
     for f in &args.fragments {
         k.add_file("extra", f)?;
     }
-    k.add("cc", compiler_version()?.as_bytes());
+    k.add("cc", plan.cc_version.as_bytes());
     Ok(k.hex())
+}
+
+/// Prints the plan's config changes, and what the crash keeps.
+fn explain(plan: &Plan) {
+    println!("# compiler: {}", plan.cc_version);
+    if plan.changes.is_empty() {
+        println!("# the config needs no change");
+    }
+    for c in &plan.changes {
+        println!("{c}");
+    }
+    for k in &plan.kept {
+        println!("{k}");
+    }
 }
 
 /// Builds (or finds in the cache) the kernel.
 pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
-    let key = key(args)?;
+    let plan = plan(args)?;
+    let key = key(args, &plan)?;
     let target = cache::root()?.join("kernels").join(&key);
     let _lock = cache::lock(&target)?;
     if target.join("vmlinux.rrrprof").is_file() {
@@ -126,8 +282,13 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
         return Ok(Kernel { dir: target });
     }
     let stage = Staging::new(&target)?;
-    let src = match args.src.is_file() {
-        true => {
+    let src = match (&args.git, &args.commit) {
+        (Some(url), Some(commit)) => {
+            let dir = stage.dir.join("src");
+            crate::git::checkout(url, commit, &dir)?;
+            dir
+        }
+        _ if args.src.is_file() => {
             let dir = stage.dir.join("src");
             std::fs::create_dir_all(&dir)?;
             let bar = crate::progress::spinner(format!("unpacking {}", args.src.display()));
@@ -148,7 +309,7 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
             }
             dir
         }
-        false => args.src.canonicalize()?,
+        _ => args.src.canonicalize()?,
     };
     let out = stage.dir.join("build");
     std::fs::create_dir_all(&out)?;
@@ -157,10 +318,11 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let make = |what: &[&str]| -> Command {
         let mut c = Command::new("make");
-        c.arg("-C")
-            .arg(&src)
-            .arg(format!("O={}", out.display()))
-            .args(what);
+        c.arg("-C").arg(&src).arg(format!("O={}", out.display()));
+        if plan.cc == CcChoice::Clang {
+            c.arg("LLVM=1");
+        }
+        c.args(what);
         c
     };
     // Configuration.
@@ -181,7 +343,10 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
         frags.push(write(&frag_dir.join("tiny.config"), TINY_FRAGMENT)?);
     }
     frags.extend(args.fragments.iter().cloned());
-    frags.push(write(&frag_dir.join("rrr-required.config"), REQUIRED)?);
+    frags.push(write(
+        &frag_dir.join("rrr-reduction.config"),
+        &reduce::fragment(&plan.changes),
+    )?);
     let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
     merge
         .current_dir(&src)
@@ -191,15 +356,10 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
         .args(&frags);
     run_quiet(&mut merge, "merge_config.sh")?;
     run_quiet(&mut make(&["olddefconfig"]), "make olddefconfig")?;
-    let config = std::fs::read_to_string(out.join(".config"))?;
-    for need in ["CONFIG_DEBUG_INFO_DWARF5=y", "CONFIG_FRAME_POINTER=y"] {
-        if !config.lines().any(|l| l == need) {
-            bail!("the kernel config refuses {need} (a dependency is missing); check --config/--fragment");
-        }
-    }
-    if config.lines().any(|l| l == "CONFIG_RANDOMIZE_BASE=y") {
-        bail!("the kernel config keeps CONFIG_RANDOMIZE_BASE=y; rrr needs KASLR off");
-    }
+    check_config(
+        &std::fs::read_to_string(out.join(".config"))?,
+        &plan.changes,
+    )?;
     // Build.
     let mut cmd = make(&[&format!("-j{jobs}"), "bzImage"]);
     run_make(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))?;
@@ -231,6 +391,29 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
     std::fs::remove_dir(&boot)?;
     let dir = stage.commit()?;
     Ok(Kernel { dir })
+}
+
+/// Checks that the final config took the changes rrr needs (DWARF on, KASLR off), and warns
+/// about the ones Kconfig overrode (an option selected by another).
+fn check_config(config: &str, changes: &[reduce::Change]) -> anyhow::Result<()> {
+    let has = |line: &str| config.lines().any(|l| l == line);
+    if !has("CONFIG_DEBUG_INFO=y")
+        || !(has("CONFIG_DEBUG_INFO_DWARF5=y") || has("CONFIG_DEBUG_INFO_DWARF4=y"))
+    {
+        bail!("the kernel config refuses DWARF debug info (a dependency is missing); check --config/--fragment");
+    }
+    if has("CONFIG_RANDOMIZE_BASE=y") {
+        bail!("the kernel config keeps CONFIG_RANDOMIZE_BASE=y; rrr needs KASLR off");
+    }
+    for c in changes.iter().filter(|c| !c.on) {
+        if has(&format!("CONFIG_{}=y", c.option)) {
+            eprintln!(
+                "rrr: note: CONFIG_{} stays on: another option selects it",
+                c.option
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
@@ -276,6 +459,10 @@ fn run_make(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Runs `rrr kernel`.
 pub fn run(args: KernelArgs) -> anyhow::Result<()> {
+    if args.explain {
+        explain(&plan(&args)?);
+        return Ok(());
+    }
     let k = build(&args)?;
     println!("{}", k.dir.display());
     eprintln!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::kernel::Kernel;
 use crate::tools::QEMU;
 
 /// Kernel command line: serial console, no KASLR, no speculation mitigations (RSB stuffing
@@ -44,26 +45,25 @@ pub enum Mode<'a> {
     },
 }
 
-/// QEMU's command line for `bzimage` booting from `disk` in `mode`, monitor on `monitor`.
-pub fn command(bzimage: &Path, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
+/// QEMU's command line for `kernel` booting from `disk` in `mode`, monitor on `monitor`.
+pub fn command(kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
     let mut c = Command::new(QEMU);
-    c.args([
-        "-machine", "q35", "-cpu", "qemu64", "-smp", "1", "-m", "256M",
-    ])
-    .args([
-        "-display",
-        "none",
-        "-no-reboot",
-        "-nic",
-        "none",
-        "-serial",
-        "stdio",
-    ])
-    .arg("-kernel")
-    .arg(bzimage)
-    .args(["-append", CMDLINE])
-    .arg("-monitor")
-    .arg(format!("unix:{},server=on,wait=off", monitor.display()));
+    c.args(["-machine", "q35", "-cpu", "qemu64", "-smp", "1", "-m"])
+        .arg(kernel.memory())
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kernel.bzimage())
+        .args(["-append", CMDLINE])
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()));
     let drive = format!("file={},if=none,id=img-direct", disk.display());
     let icount = match mode {
         Mode::Boot => "shift=auto".to_owned(),

@@ -1,15 +1,18 @@
 //! `rrr`: record a kernel reproducer once, replay it under a tracer into a Perfetto trace.
 
 mod cache;
+mod git;
 mod kernel;
 mod machine;
 mod profile;
 mod progress;
 mod record;
+mod reduce;
 mod rootfs;
 mod run;
 mod serve;
 mod stimulus;
+mod syzbot;
 mod tools;
 mod trace;
 
@@ -41,6 +44,8 @@ enum Command {
     Replay(trace::ReplayArgs),
     /// Everything: build the kernel, stimulus and disk, record, trace.
     Run(run::RunArgs),
+    /// Fetch a syzbot bug's config, reproducers and crash report (cached): prints the directory.
+    Syzbot(syzbot::SyzbotArgs),
     /// Serve a trace to ui.perfetto.dev from 127.0.0.1.
     Serve(serve::ServeArgs),
 }
@@ -64,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => trace::run_bare(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Syzbot(args) => syzbot::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

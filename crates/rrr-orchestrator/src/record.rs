@@ -147,7 +147,7 @@ pub fn ready_disk(kernel: &Kernel, rootfs: &Path, qemu_version: &str) -> anyhow:
     std::fs::copy(rootfs, &staged)?;
     let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());
     let monitor = machine::monitor_path();
-    let cmd = machine::command(&kernel.bzimage(), &staged, &Mode::Boot, &monitor);
+    let cmd = machine::command(kernel, &staged, &Mode::Boot, &monitor);
     let mut vm = Vm::spawn(cmd, &stage.dir.join("boot.log"), &monitor)?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -216,7 +216,7 @@ pub fn record(
     let monitor = machine::monitor_path();
     let rrfile = rec.rrfile();
     let cmd = machine::command(
-        &kernel.bzimage(),
+        kernel,
         &rec.disk(),
         &Mode::Record { rrfile: &rrfile },
         &monitor,

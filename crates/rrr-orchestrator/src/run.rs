@@ -1,5 +1,5 @@
-//! `rrr run`: the whole chain for one stimulus: kernel, stimulus, rootfs, snapshot, recording
-//! (each cached), then a traced replay.
+//! `rrr run`: the whole chain for one stimulus or one syzbot bug: kernel, stimulus, rootfs,
+//! snapshot, recording (each cached), then a traced replay.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,14 +7,24 @@ use std::time::Duration;
 use crate::cache::{self, Key};
 use crate::kernel::{self, KernelArgs};
 use crate::record::{self, Recording};
-use crate::{rootfs, stimulus, trace};
+use crate::{rootfs, stimulus, syzbot, trace};
 
 /// Arguments of `rrr run`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
     /// The reproducer's C source.
+    #[arg(long, required_unless_present = "syzbot", conflicts_with = "syzbot")]
+    pub stimulus: Option<PathBuf>,
+    /// A syzbot bug (extid, id or URL) instead: its kernel commit and config (reduced for the
+    /// crash) and its C reproducer.
     #[arg(long)]
-    pub stimulus: PathBuf,
+    pub syzbot: Option<String>,
+    /// With --syzbot: this crash of the bug instead of the newest with a C reproducer.
+    #[arg(long, requires = "syzbot")]
+    pub crash: Option<usize>,
+    /// With --syzbot: the dashboard to ask.
+    #[arg(long, env = "RRR_SYZBOT_URL", default_value = syzbot::DEFAULT_URL)]
+    pub syzbot_url: String,
     /// Kernel source tree or tarball (default: the distro's linux-source tarball).
     #[arg(long, default_value = kernel::DISTRO_SOURCE)]
     pub kernel_src: PathBuf,
@@ -34,13 +44,20 @@ pub struct RunArgs {
 
 /// Runs `rrr run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let kernel = kernel::build(&KernelArgs {
-        src: args.kernel_src.clone(),
-        config: args.config.clone(),
-        fragments: vec![],
-        jobs: None,
-    })?;
-    let stim = stimulus::build(&args.stimulus)?;
+    let (kernel_args, source) = match &args.syzbot {
+        Some(bug) => syzbot_inputs(&args, bug)?,
+        None => (
+            KernelArgs {
+                config: args.config.clone(),
+                ..KernelArgs::tiny(args.kernel_src.clone())
+            },
+            args.stimulus
+                .clone()
+                .expect("clap requires --stimulus without --syzbot"),
+        ),
+    };
+    let kernel = kernel::build(&kernel_args)?;
+    let stim = stimulus::build(&source)?;
     let disk = rootfs::build(&stim)?;
     let mut key = Key::default();
     key.add("kernel", kernel.dir.to_string_lossy().as_bytes())
@@ -62,4 +79,45 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let t = trace::replay(&rec, Some(&args.output), Duration::from_secs(3600))?;
     trace::report(&args.output, &t);
     Ok(())
+}
+
+/// The kernel (the bug's commit, its config reduced for its crash) and the C reproducer of a
+/// syzbot bug.
+fn syzbot_inputs(args: &RunArgs, bug: &str) -> anyhow::Result<(KernelArgs, PathBuf)> {
+    let f = syzbot::fetch(&syzbot::BugArgs {
+        bug: bug.to_owned(),
+        crash: args.crash,
+        syzbot_url: args.syzbot_url.clone(),
+    })?;
+    let crash = f.crash();
+    eprintln!("rrr: {} (crash #{}: {})", f.bug.title, f.index, crash.title);
+    if let Some(arch) = crash.architecture.as_deref().filter(|a| *a != "amd64") {
+        anyhow::bail!(
+            "this crash is on {arch}; rrr records x86_64 (amd64) kernels: pick an amd64 crash \
+             with --crash"
+        );
+    }
+    let Some(repro) = f.repro_c() else {
+        anyhow::bail!(
+            "crash #{} of this bug has only a syz reproducer ({}); rrr runs C reproducers, and \
+             building syz-execprog/syz-executor from syzkaller {} is not supported yet: pick a \
+             crash with a C reproducer (--crash), or turn the program into C with syz-prog2c",
+            f.index,
+            f.repro_syz()
+                .map_or("-".into(), |p| p.display().to_string()),
+            crash.syzkaller_commit.as_deref().unwrap_or("?")
+        );
+    };
+    let (Some(link), Some(commit)) = (&crash.kernel_source_git, &crash.kernel_source_commit) else {
+        anyhow::bail!("syzbot gives no kernel tree and commit for this crash");
+    };
+    let kernel = KernelArgs {
+        git: Some(syzbot::clone_url(link)?),
+        commit: Some(commit.clone()),
+        config: Some(f.config()),
+        report: f.report(),
+        title: Some(crash.title.clone()),
+        ..KernelArgs::tiny(args.kernel_src.clone())
+    };
+    Ok((kernel, repro))
 }

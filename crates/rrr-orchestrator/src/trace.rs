@@ -79,7 +79,7 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         .tempfile_in(&rec.dir)?;
     std::fs::copy(rec.disk(), disk.path())?;
     let serial = disk.path().with_extension("serial.log");
-    let cmd = machine::command(&rec.kernel.bzimage(), disk.path(), &mode, &monitor);
+    let cmd = machine::command(&rec.kernel, disk.path(), &mode, &monitor);
     let what = if output.is_some() {
         "replaying under the tracer"
     } else {
