@@ -1,6 +1,7 @@
 //! `rrr`: record a kernel reproducer once, replay it under a tracer into a Perfetto trace.
 
 mod cache;
+mod cache_admin;
 mod git;
 mod kernel;
 mod machine;
@@ -46,6 +47,8 @@ enum Command {
     Run(run::RunArgs),
     /// Fetch a syzbot bug's config, reproducers and crash report (cached): prints the directory.
     Syzbot(syzbot::SyzbotArgs),
+    /// Show or clean the cache.
+    Cache(cache_admin::CacheArgs),
     /// Serve a trace to ui.perfetto.dev from 127.0.0.1.
     Serve(serve::ServeArgs),
 }
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => trace::run_bare(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Cache(args) => cache_admin::run(args),
         Command::Syzbot(args) => syzbot::run(args),
     };
     match result {
