@@ -60,7 +60,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let stim = stimulus::build(&source)?;
     let disk = rootfs::build(&stim)?;
     let mut key = Key::default();
+    // A recording replays only on the QEMU that made it.
+    let qemu = crate::tools::require_qemu()?;
     key.add("kernel", kernel.dir.to_string_lossy().as_bytes())
+        .add("qemu", qemu.as_bytes())
         .add("timeout", &args.timeout.to_le_bytes())
         .add_file("rootfs", &disk)?;
     let dir = cache::root()?.join("recordings").join(key.hex());

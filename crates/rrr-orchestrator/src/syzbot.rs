@@ -222,8 +222,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bug's JSON: fresh from syzbot, or the cached copy when syzbot is unreachable.
-fn bug_json(args: &BugArgs, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result<Vec<u8>> {
+/// The bug: fresh from syzbot (then cached), or the cached copy when syzbot is unreachable.
+fn bug(args: &BugArgs, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result<Bug> {
     let base = args.syzbot_url.trim_end_matches('/');
     let url = format!("{base}/bug?{}&json=1", bug.query());
     let cached = cache::root()?
@@ -231,8 +231,9 @@ fn bug_json(args: &BugArgs, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result
         .join(format!("{}.json", bug.name()));
     match get(agent, &url) {
         Ok(body) => {
+            let parsed = parse_bug(&body, bug.name())?;
             write_atomic(&cached, &body)?;
-            Ok(body)
+            Ok(parsed)
         }
         Err(GetError::Status(404)) => bail!(
             "syzbot has no bug `{}` ({url} is 404): check the id; it is the extid= of the \
@@ -248,7 +249,7 @@ fn bug_json(args: &BugArgs, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result
                     bug.name(),
                     cached.display()
                 );
-                Ok(body)
+                parse_bug(&body, bug.name())
             }
             Err(_) => bail!(
                 "cannot reach syzbot at {base} ({why}), and bug {} is not in the cache: check \
@@ -302,8 +303,7 @@ pub fn choose_crash(bug: &Bug, wanted: Option<usize>) -> anyhow::Result<usize> {
 pub fn fetch(args: &BugArgs) -> anyhow::Result<Fetched> {
     let bug_ref = BugRef::parse(&args.bug)?;
     let agent = agent();
-    let body = bug_json(args, &bug_ref, &agent)?;
-    let bug = parse_bug(&body, bug_ref.name())?;
+    let bug = bug(args, &bug_ref, &agent)?;
     let index = choose_crash(&bug, args.crash)?;
     let crash = &bug.crashes[index];
     let crash_json = serde_json::to_vec(crash)?;
@@ -372,9 +372,10 @@ pub fn clone_url(link: &str) -> anyhow::Result<String> {
         parts.pop();
     }
     let url = parts.join("/");
-    if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("git://"))
-        || url.split('/').count() < 4
-    {
+    let scheme_ok = ["https://", "http://", "git://", "file://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok || url.split('/').count() < 4 {
         bail!("cannot tell the git repository from syzbot's link {link:?}");
     }
     Ok(url)

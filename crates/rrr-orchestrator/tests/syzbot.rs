@@ -2,86 +2,46 @@
 //! chosen crash's files land in the cache; a bad id, a bug without a reproducer, malformed
 //! JSON and an unreachable syzbot give clear errors; the cache serves offline.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+
+use support::fake_syzbot::{fixture, FakeSyzbot};
 
 const EXTID: &str = "c6d438f2d77f96cae7c2";
 const NOREPRO: &str = "0000000000000000000a";
 const MALFORMED: &str = "0000000000000000000b";
 const SYZ_ONLY: &str = "0000000000000000000c";
 
-fn fixture(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syzbot");
-    std::fs::read(dir.join(name)).unwrap()
-}
-
-/// A syzbot dashboard on 127.0.0.1 serving fixtures until dropped.
-struct FakeSyzbot {
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeSyzbot {
-    fn start() -> Self {
-        let mut routes: HashMap<String, Vec<u8>> = HashMap::new();
-        routes.insert(
-            format!("/bug?extid={EXTID}&json=1"),
-            fixture("bug-uaf.json"),
-        );
-        routes.insert(
-            format!("/bug?extid={NOREPRO}&json=1"),
-            fixture("bug-norepro.json"),
-        );
-        routes.insert(
-            format!("/bug?extid={SYZ_ONLY}&json=1"),
-            fixture("bug-syzonly.json"),
-        );
-        routes.insert(
-            format!("/bug?extid={MALFORMED}&json=1"),
-            b"<!doctype html><title>syzbot</title>".to_vec(),
-        );
-        for (link, file) in [
-            ("/text?tag=ReproSyz&x=1488d6a7980000", "repro.syz"),
-            ("/text?tag=ReproC&x=16c7a2d0580000", "repro.c"),
-            ("/text?tag=KernelConfig&x=7a2f6c0b4e1d3f59", "syzbot.config"),
-            ("/text?tag=CrashReport&x=10f3a2d0580000", "kasan-uaf.report"),
-        ] {
-            routes.insert(link.to_owned(), fixture(file));
-        }
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let s = Arc::clone(&server);
-        let thread = std::thread::spawn(move || {
-            for req in s.incoming_requests() {
-                let resp = match routes.get(req.url()) {
-                    Some(body) => tiny_http::Response::from_data(body.clone()),
-                    None => {
-                        tiny_http::Response::from_data(b"not found".to_vec()).with_status_code(404)
-                    }
-                };
-                let _ = req.respond(resp);
-            }
-        });
-        FakeSyzbot {
-            server,
-            thread: Some(thread),
-        }
+fn routes() -> HashMap<String, Vec<u8>> {
+    let mut routes: HashMap<String, Vec<u8>> = HashMap::new();
+    routes.insert(
+        format!("/bug?extid={EXTID}&json=1"),
+        fixture("bug-uaf.json"),
+    );
+    routes.insert(
+        format!("/bug?extid={NOREPRO}&json=1"),
+        fixture("bug-norepro.json"),
+    );
+    routes.insert(
+        format!("/bug?extid={SYZ_ONLY}&json=1"),
+        fixture("bug-syzonly.json"),
+    );
+    routes.insert(
+        format!("/bug?extid={MALFORMED}&json=1"),
+        b"<!doctype html><title>syzbot</title>".to_vec(),
+    );
+    for (link, file) in [
+        ("/text?tag=ReproSyz&x=1488d6a7980000", "repro.syz"),
+        ("/text?tag=ReproC&x=16c7a2d0580000", "repro.c"),
+        ("/text?tag=KernelConfig&x=7a2f6c0b4e1d3f59", "syzbot.config"),
+        ("/text?tag=CrashReport&x=10f3a2d0580000", "kasan-uaf.report"),
+    ] {
+        routes.insert(link.to_owned(), fixture(file));
     }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.server.server_addr().to_ip().unwrap())
-    }
-}
-
-impl Drop for FakeSyzbot {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
+    routes
 }
 
 fn rrr_syzbot(cache: &Path, url: &str, args: &[&str]) -> Output {
@@ -120,7 +80,7 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn a_bug_is_fetched_into_the_cache_and_served_offline() {
     let cache = tempfile::tempdir().unwrap();
-    let syzbot = FakeSyzbot::start();
+    let syzbot = FakeSyzbot::start(routes());
     let url = syzbot.url();
     let link = format!("https://syzkaller.appspot.com/bug?extid={EXTID}");
     let out = rrr_syzbot(cache.path(), &url, &[&link]);
@@ -185,7 +145,7 @@ fn a_bug_is_fetched_into_the_cache_and_served_offline() {
 #[test]
 fn bad_ids_missing_reproducers_and_bad_answers_are_clear_errors() {
     let cache = tempfile::tempdir().unwrap();
-    let syzbot = FakeSyzbot::start();
+    let syzbot = FakeSyzbot::start(routes());
     let url = syzbot.url();
 
     let e = stderr(&rrr_syzbot(cache.path(), &url, &["ffffffffffffffffffff"]));
