@@ -38,10 +38,12 @@ pub enum Mode<'a> {
     Boot,
     /// Record from the ready snapshot into `rrfile`.
     Record { rrfile: &'a Path },
-    /// Replay `rrfile`, with the tracer plugin if given (`path`, `args`).
+    /// Replay `rrfile`, with the tracer plugin if given (`path`, `args`), or paused at the
+    /// start with a gdb stub on this 127.0.0.1 port.
     Replay {
         rrfile: &'a Path,
         plugin: Option<(&'a Path, String)>,
+        gdb: Option<u16>,
     },
 }
 
@@ -74,9 +76,16 @@ pub fn command(kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) -> Com
                 rrfile.display()
             )
         }
-        Mode::Replay { rrfile, plugin } => {
+        Mode::Replay {
+            rrfile,
+            plugin,
+            gdb,
+        } => {
             if let Some((path, args)) = plugin {
                 c.arg("-plugin").arg(format!("{},{args}", path.display()));
+            }
+            if let Some(port) = gdb {
+                c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
             }
             format!(
                 "shift=auto,rr=replay,rrfile={},rrsnapshot={START_SNAPSHOT}",

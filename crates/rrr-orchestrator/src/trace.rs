@@ -69,6 +69,7 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     let mode = Mode::Replay {
         rrfile: &rrfile,
         plugin: plugin.as_ref().map(|(p, a)| (p.as_path(), a.clone())),
+        gdb: None,
     };
     let monitor = machine::monitor_path();
     // Each replay runs on its own copy of the disk (QEMU locks a disk it writes), so one
@@ -183,12 +184,68 @@ pub struct ReplayArgs {
     /// Give up on a replay that runs longer than this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
+    /// Start the replay paused with a gdb stub; prints the gdb command.
+    #[arg(long)]
+    pub gdb: bool,
+    /// The gdb stub's port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 1234, requires = "gdb")]
+    pub port: u16,
+}
+
+/// A free port on 127.0.0.1 (bound, then released for QEMU).
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Replays `rec` paused at its start under a gdb stub until QEMU exits (gdb's `kill`, or the
+/// end of the recording). Reverse execution is not offered: QEMU 10.0 never answers gdb's
+/// reverse-step packet (`bs`) on these recordings, although they carry the start snapshot.
+fn replay_gdb(rec: &Recording, port: u16) -> anyhow::Result<()> {
+    crate::tools::require_qemu()?;
+    let port = if port == 0 { free_port()? } else { port };
+    let rrfile = rec.rrfile();
+    let mode = Mode::Replay {
+        rrfile: &rrfile,
+        plugin: None,
+        gdb: Some(port),
+    };
+    let monitor = machine::monitor_path();
+    let disk = tempfile::Builder::new()
+        .prefix(".replay-")
+        .suffix(".qcow2")
+        .tempfile_in(&rec.dir)?;
+    std::fs::copy(rec.disk(), disk.path())?;
+    let serial = disk.path().with_extension("serial.log");
+    let cmd = machine::command(&rec.kernel, disk.path(), &mode, &monitor);
+    let mut vm = Vm::spawn(cmd, &serial, &monitor)?;
+    println!(
+        "gdb -ex 'target remote 127.0.0.1:{port}' {}",
+        rec.kernel.vmlinux().display()
+    );
+    eprintln!(
+        "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at the recording's start; \
+         run the command above. Breakpoints, `continue` and stepping run forward through the \
+         recorded execution, the same on every replay; `kill` ends it."
+    );
+    let (status, stderr) = vm.wait(Duration::from_secs(u32::MAX as u64))?;
+    let _ = std::fs::remove_file(&serial);
+    if !status.success() && status.code().is_some() {
+        bail!(
+            "the replay failed ({status}); QEMU said:\n{}",
+            stderr.trim_end()
+        );
+    }
+    Ok(())
 }
 
 /// Runs `rrr replay`: the recording replayed without the tracer (checks it still replays, and
 /// is the baseline the tracer's cost is measured against).
 pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
     let rec = Recording::open(&args.recording)?;
+    if args.gdb {
+        return replay_gdb(&rec, args.port);
+    }
     let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
     eprintln!(
         "rrr: replayed {} in {:.2} s, identical console output",

@@ -108,6 +108,49 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
     assert!(slices > 100_000, "every kernel call is traced: {slices}");
     assert_eq!(tp::lines(&r[6]), Vec::<String>::new(), "no import errors");
 
+    // `rrr replay --gdb`: the replay waits for gdb, which stops in the kernel at the
+    // stimulus's open and reads its arguments.
+    let mut server = rrr()
+        .args(["replay", "--gdb", "--port", "0"])
+        .arg(&rec)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gdb_cmd = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut gdb_cmd,
+    )
+    .unwrap();
+    let target = gdb_cmd
+        .split('\'')
+        .nth(1)
+        .expect("the gdb command names its target")
+        .to_owned();
+    assert!(gdb_cmd.trim_end().ends_with("/vmlinux"), "{gdb_cmd}");
+    let gdb = Command::new("gdb")
+        .args(["-q", "-batch", "-ex", &target])
+        .args([
+            "-ex",
+            "break do_sys_openat2",
+            "-ex",
+            "continue",
+            "-ex",
+            "kill",
+        ])
+        .arg(Path::new(&kernel).join("vmlinux"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&gdb.stdout);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        said.contains("Breakpoint 1, do_sys_openat2") && said.contains(PATH_IN_EXAMPLE),
+        "gdb stops at the open with its filename:\n{said}\n{}",
+        String::from_utf8_lossy(&gdb.stderr)
+    );
+
     // A replay whose console output differs from the recording's is reported, and the trace
     // written so far is kept.
     let bad = dir.path().join("bad");
