@@ -1,6 +1,7 @@
 //! `rrr trace`: replays a recording under the tracer plugin into a Perfetto trace.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -51,6 +52,32 @@ fn profile(rec: &Recording) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// QEMU's replay of `rec` (with the plugin or gdb stub given), on a private copy of the disk:
+/// QEMU locks a disk it writes, so one recording can be replayed by several runs at once and
+/// stays as recorded. Returns the command, the copy (removed when dropped), the serial log's
+/// path and the monitor's.
+fn replay_command(
+    rec: &Recording,
+    plugin: Option<(&Path, String)>,
+    gdb: Option<u16>,
+) -> anyhow::Result<(Command, tempfile::NamedTempFile, PathBuf, PathBuf)> {
+    let rrfile = rec.rrfile();
+    let mode = Mode::Replay {
+        rrfile: &rrfile,
+        plugin,
+        gdb,
+    };
+    let monitor = machine::monitor_path();
+    let disk = tempfile::Builder::new()
+        .prefix(".replay-")
+        .suffix(".qcow2")
+        .tempfile_in(&rec.dir)?;
+    std::fs::copy(rec.disk(), disk.path())?;
+    let serial = disk.path().with_extension("serial.log");
+    let cmd = machine::command(&rec.kernel, disk.path(), &mode, &monitor);
+    Ok((cmd, disk, serial, monitor))
+}
+
 /// Replays `rec` with the tracer (or bare, with no `output`), writing the trace to `output`.
 pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyhow::Result<Traced> {
     crate::tools::require_qemu()?;
@@ -65,22 +92,11 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         )),
         None => None,
     };
-    let rrfile = rec.rrfile();
-    let mode = Mode::Replay {
-        rrfile: &rrfile,
-        plugin: plugin.as_ref().map(|(p, a)| (p.as_path(), a.clone())),
-        gdb: None,
-    };
-    let monitor = machine::monitor_path();
-    // Each replay runs on its own copy of the disk (QEMU locks a disk it writes), so one
-    // recording can be replayed by several runs at once and stays as recorded.
-    let disk = tempfile::Builder::new()
-        .prefix(".replay-")
-        .suffix(".qcow2")
-        .tempfile_in(&rec.dir)?;
-    std::fs::copy(rec.disk(), disk.path())?;
-    let serial = disk.path().with_extension("serial.log");
-    let cmd = machine::command(&rec.kernel, disk.path(), &mode, &monitor);
+    let (cmd, _disk, serial, monitor) = replay_command(
+        rec,
+        plugin.as_ref().map(|(p, a)| (p.as_path(), a.clone())),
+        None,
+    )?;
     let what = if output.is_some() {
         "replaying under the tracer"
     } else {
@@ -204,20 +220,7 @@ fn free_port() -> anyhow::Result<u16> {
 fn replay_gdb(rec: &Recording, port: u16) -> anyhow::Result<()> {
     crate::tools::require_qemu()?;
     let port = if port == 0 { free_port()? } else { port };
-    let rrfile = rec.rrfile();
-    let mode = Mode::Replay {
-        rrfile: &rrfile,
-        plugin: None,
-        gdb: Some(port),
-    };
-    let monitor = machine::monitor_path();
-    let disk = tempfile::Builder::new()
-        .prefix(".replay-")
-        .suffix(".qcow2")
-        .tempfile_in(&rec.dir)?;
-    std::fs::copy(rec.disk(), disk.path())?;
-    let serial = disk.path().with_extension("serial.log");
-    let cmd = machine::command(&rec.kernel, disk.path(), &mode, &monitor);
+    let (cmd, _disk, serial, monitor) = replay_command(rec, None, Some(port))?;
     let mut vm = Vm::spawn(cmd, &serial, &monitor)?;
     println!(
         "gdb -ex 'target remote 127.0.0.1:{port}' {}",
