@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
 use crate::reduce;
-use crate::tools::run_quiet;
+use crate::tools::{major_minor, run_quiet, version_line};
 
 /// The fragment merged over `tinyconfig` (or over `--config`).
 const TINY_FRAGMENT: &str = include_str!("../assets/tiny-kernel.config");
@@ -132,19 +132,8 @@ struct Plan {
     kept: Vec<String>,
 }
 
-fn version_line(tool: &str) -> Option<String> {
-    let out = Command::new(tool).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Some(text.lines().next().unwrap_or("").to_owned())
-}
-
 fn pahole_for_btf() -> bool {
-    let Some(v) = version_line("pahole") else {
-        return false;
-    };
-    let v = v.trim().trim_start_matches('v');
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (1, 22)
+    version_line("pahole").is_some_and(|v| major_minor(v.trim().trim_start_matches('v')) >= (1, 22))
 }
 
 fn plan(args: &KernelArgs) -> anyhow::Result<Plan> {
@@ -165,7 +154,9 @@ fn plan(args: &KernelArgs) -> anyhow::Result<Plan> {
             let found = version_line("clang").filter(|_| crate::tools::on_path("ld.lld"));
             found.with_context(|| {
                 format!(
-                    "this kernel's config was made with {} (CONFIG_CC_VERSION_TEXT), and clang                      or ld.lld is missing: apt-get install clang lld llvm, or pass --cc gcc to                      build it with gcc",
+                    "this kernel's config was made with {} (CONFIG_CC_VERSION_TEXT), and clang \
+                     or ld.lld is missing: apt-get install clang lld llvm, or pass --cc gcc to \
+                     build it with gcc",
                     wanted.as_ref().map_or("clang".into(), |c| c.to_string())
                 )
             })?
@@ -175,7 +166,8 @@ fn plan(args: &KernelArgs) -> anyhow::Result<Plan> {
     if let (Some(w), Some(h)) = (&wanted, &host) {
         if w != h {
             eprintln!(
-                "rrr: note: the config was made with {w}, this machine builds with {h};                  compiler-dependent options may differ"
+                "rrr: note: the config was made with {w}, this machine builds with {h}; \
+                 compiler-dependent options may differ"
             );
         }
     }
@@ -211,44 +203,63 @@ fn plan(args: &KernelArgs) -> anyhow::Result<Plan> {
         kept,
     })
 }
+
+/// Where the kernel's source comes from.
+enum Source<'a> {
+    /// A commit fetched from a git repository.
+    Git { url: &'a str, commit: &'a str },
+    /// A tarball, unpacked into the build.
+    Tarball(&'a Path),
+    /// A tree, built in place (out of tree).
+    Tree(&'a Path),
+}
+
+fn source(args: &KernelArgs) -> anyhow::Result<Source<'_>> {
+    Ok(match (&args.git, &args.commit) {
+        (Some(url), Some(commit)) => Source::Git { url, commit },
+        _ if args.src.is_file() => Source::Tarball(&args.src),
+        _ if args.src.join("Makefile").is_file() => Source::Tree(&args.src),
+        _ => bail!("{}: not a kernel tree (no Makefile) nor a tarball; pass --src DIR|TARBALL (scripts/setup installs {DISTRO_SOURCE})", args.src.display()),
+    })
+}
+
 /// The cache key: source identity, configs, reduction, compiler, recipe.
-fn key(args: &KernelArgs, plan: &Plan) -> anyhow::Result<String> {
+fn key(args: &KernelArgs, source: &Source, plan: &Plan) -> anyhow::Result<String> {
     let mut k = Key::default();
     k.add("recipe", RECIPE.as_bytes())
         .add("base", plan.base.as_bytes())
         .add("reduction", reduce::fragment(&plan.changes).as_bytes());
-    if let (Some(_), Some(commit)) = (&args.git, &args.commit) {
+    match *source {
         // A commit names its tree wherever it is fetched from.
-        k.add("git-commit", commit.as_bytes());
-    } else if args.src.is_file() {
-        k.add_file("tarball", &args.src)?;
-    } else if args.src.join("Makefile").is_file() {
-        // A git tree: its commit and uncommitted changes; otherwise its path and Makefile.
-        let head = Command::new("git")
-            .arg("-C")
-            .arg(&args.src)
-            .args(["rev-parse", "HEAD"])
-            .output();
-        match head {
-            Ok(o) if o.status.success() => {
-                k.add("commit", &o.stdout);
-                let diff = Command::new("git")
-                    .arg("-C")
-                    .arg(&args.src)
-                    .args(["diff", "HEAD"])
-                    .output()?;
-                k.add("diff", &diff.stdout);
-            }
-            _ => {
-                k.add(
-                    "tree",
-                    args.src.canonicalize()?.to_string_lossy().as_bytes(),
-                );
-                k.add_file("makefile", &args.src.join("Makefile"))?;
+        Source::Git { commit, .. } => {
+            k.add("git-commit", commit.as_bytes());
+        }
+        Source::Tarball(tarball) => {
+            k.add_file("tarball", tarball)?;
+        }
+        Source::Tree(tree) => {
+            // A git tree: its commit and uncommitted changes; otherwise its path and Makefile.
+            let head = Command::new("git")
+                .arg("-C")
+                .arg(tree)
+                .args(["rev-parse", "HEAD"])
+                .output();
+            match head {
+                Ok(o) if o.status.success() => {
+                    k.add("commit", &o.stdout);
+                    let diff = Command::new("git")
+                        .arg("-C")
+                        .arg(tree)
+                        .args(["diff", "HEAD"])
+                        .output()?;
+                    k.add("diff", &diff.stdout);
+                }
+                _ => {
+                    k.add("tree", tree.canonicalize()?.to_string_lossy().as_bytes());
+                    k.add_file("makefile", &tree.join("Makefile"))?;
+                }
             }
         }
-    } else {
-        bail!("{}: not a kernel tree (no Makefile) nor a tarball; pass --src DIR|TARBALL (scripts/setup installs {DISTRO_SOURCE})", args.src.display());
     }
     for f in &args.fragments {
         k.add_file("extra", f)?;
@@ -274,7 +285,8 @@ fn explain(plan: &Plan) {
 /// Builds (or finds in the cache) the kernel.
 pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
     let plan = plan(args)?;
-    let key = key(args, &plan)?;
+    let source = source(args)?;
+    let key = key(args, &source, &plan)?;
     let target = cache::root()?.join("kernels").join(&key);
     let _lock = cache::lock(&target)?;
     if target.join("vmlinux.rrrprof").is_file() {
@@ -282,19 +294,19 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
         return Ok(Kernel { dir: target });
     }
     let stage = Staging::new(&target)?;
-    let src = match (&args.git, &args.commit) {
-        (Some(url), Some(commit)) => {
+    let src = match source {
+        Source::Git { url, commit } => {
             let dir = stage.dir.join("src");
             crate::git::checkout(url, commit, &dir)?;
             dir
         }
-        _ if args.src.is_file() => {
+        Source::Tarball(tarball) => {
             let dir = stage.dir.join("src");
             std::fs::create_dir_all(&dir)?;
-            let bar = crate::progress::spinner(format!("unpacking {}", args.src.display()));
+            let bar = crate::progress::spinner(format!("unpacking {}", tarball.display()));
             let st = Command::new("tar")
                 .arg("-xf")
-                .arg(&args.src)
+                .arg(tarball)
                 .arg("--strip-components=1")
                 .arg("-C")
                 .arg(&dir)
@@ -304,12 +316,12 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
             if !st.success() {
                 bail!(
                     "unpacking {} failed; is it a kernel source tarball?",
-                    args.src.display()
+                    tarball.display()
                 );
             }
             dir
         }
-        _ => args.src.canonicalize()?,
+        Source::Tree(tree) => tree.canonicalize()?,
     };
     let out = stage.dir.join("build");
     std::fs::create_dir_all(&out)?;

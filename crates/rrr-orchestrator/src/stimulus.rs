@@ -41,11 +41,11 @@ fn flags() -> Vec<String> {
 /// Compiles (or finds in the cache) the stimulus; returns the binary's path.
 pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
     crate::tools::require("gcc", "build-essential")?;
-    let gcc = Command::new("gcc").arg("--version").output()?;
+    let gcc = crate::tools::version_line("gcc").context("running gcc --version")?;
     let mut key = Key::default();
     key.add("recipe", RECIPE.as_bytes())
         .add("flags", flags().join(" ").as_bytes())
-        .add("gcc", &gcc.stdout)
+        .add("gcc", gcc.as_bytes())
         .add_file("source", source)?;
     let target = cache::root()?.join("stimuli").join(key.hex());
     let bin = target.join("stimulus");

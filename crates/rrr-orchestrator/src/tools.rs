@@ -28,9 +28,32 @@ pub fn require(tool: &str, package: &str) -> anyhow::Result<PathBuf> {
         })
 }
 
+/// The first line of `tool --version`, if the tool runs.
+pub fn version_line(tool: &str) -> Option<String> {
+    let out = Command::new(tool).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().next().unwrap_or("").to_owned())
+}
+
+/// The (major, minor) of a dotted version (`10.0.2`, `1.24`); missing parts are 0.
+pub fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 /// Checks that QEMU is new enough for record/replay with TCG plugins (plugin API v4: QEMU
-/// 9.2 or later) and returns its version.
+/// 9.2 or later) and returns its version. Checked once per process: `rrr run` needs it for
+/// its cache key, the recording and the replay.
 pub fn require_qemu() -> anyhow::Result<String> {
+    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(version) = CHECKED.get() {
+        return Ok(version.clone());
+    }
+    let version = check_qemu()?;
+    Ok(CHECKED.get_or_init(|| version).clone())
+}
+
+fn check_qemu() -> anyhow::Result<String> {
     let fix =
         "install qemu-system-x86 10.x (Debian 12: from bookworm-backports; scripts/setup does it)";
     let qemu = require(QEMU, "qemu-system-x86")?;
@@ -45,9 +68,7 @@ pub fn require_qemu() -> anyhow::Result<String> {
         .nth(1)
         .unwrap_or("")
         .to_owned();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (9, 2) {
+    if major_minor(&version) < (9, 2) {
         bail!("{QEMU} {version} is too old for rrr's tracer plugin (needs 9.2+): {fix}");
     }
     let help = Command::new(&qemu).arg("--help").output()?;
