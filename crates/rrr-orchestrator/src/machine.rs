@@ -1,5 +1,5 @@
-//! The emulated machine: QEMU's command line for booting, recording and replaying, and a
-//! running VM whose serial console and monitor rrr talks to.
+//! The emulated machine: the emulator's command line for booting, recording and replaying,
+//! and a running VM whose serial console and monitor rrr talks to.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::engine::{Engine, PANDA_PLUGIN_NAME};
 use crate::kernel::Kernel;
-use crate::tools::QEMU;
 
 /// Kernel command line: serial console, no KASLR, no speculation mitigations (RSB stuffing
 /// and return thunks confuse call tracking), root on the virtio disk, panics stop the machine.
@@ -32,11 +32,12 @@ pub fn monitor_path() -> PathBuf {
     std::env::temp_dir().join(format!("rrr-monitor-{}-{n}.sock", std::process::id()))
 }
 
-/// How QEMU runs.
+/// How the emulator runs.
 pub enum Mode<'a> {
     /// A plain boot (to take the ready snapshot).
     Boot,
-    /// Record from the ready snapshot into `rrfile`.
+    /// Record from the ready snapshot into `rrfile` (QEMU: the replay log; PANDA: the
+    /// recording's name prefix).
     Record { rrfile: &'a Path },
     /// Replay `rrfile`, with the tracer plugin if given (`path`, `args`), or paused at the
     /// start with a gdb stub on this 127.0.0.1 port.
@@ -47,23 +48,37 @@ pub enum Mode<'a> {
     },
 }
 
-/// QEMU's command line for `kernel` booting from `disk` in `mode`, monitor on `monitor`.
-pub fn command(kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
-    let mut c = Command::new(QEMU);
-    c.args(["-machine", "q35", "-cpu", "qemu64", "-smp", "1", "-m"])
+/// The command line of `engine` running `kernel` from `disk` in `mode`, monitor on `monitor`.
+/// Both engines get the same CPU, memory, console and disk. The chipset differs: PANDA's QEMU
+/// 2.9 cannot load a q35 snapshot into a machine that has run (its ICH9 LPC asserts), which
+/// both its recording (from a snapshot) and its replay do, so PANDA gets the i440FX `pc`.
+pub fn command(
+    engine: Engine,
+    kernel: &Kernel,
+    disk: &Path,
+    mode: &Mode,
+    monitor: &Path,
+) -> Command {
+    let chipset = match engine {
+        Engine::Qemu => "q35",
+        Engine::Panda => "pc",
+    };
+    let mut c = Command::new(engine.binary());
+    c.args(["-machine", chipset, "-cpu", "qemu64", "-smp", "1", "-m"])
         .arg(kernel.memory())
-        .args([
-            "-display",
-            "none",
-            "-no-reboot",
-            "-nic",
-            "none",
-            "-serial",
-            "stdio",
-        ])
+        .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
         .arg("-kernel")
         .arg(kernel.bzimage())
-        .args(["-append", CMDLINE])
+        .args(["-append", CMDLINE]);
+    match engine {
+        Engine::Qemu => qemu_args(&mut c, disk, mode, monitor),
+        Engine::Panda => panda_args(&mut c, kernel, disk, mode, monitor),
+    }
+    c
+}
+
+fn qemu_args(c: &mut Command, disk: &Path, mode: &Mode, monitor: &Path) {
+    c.args(["-nic", "none"])
         .arg("-monitor")
         .arg(format!("unix:{},server=on,wait=off", monitor.display()));
     let drive = format!("file={},if=none,id=img-direct", disk.display());
@@ -100,7 +115,41 @@ pub fn command(kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) -> Com
             .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])
             .args(["-device", "virtio-blk-pci,drive=img"]),
     };
-    c
+}
+
+/// PANDA (QEMU 2.9): its own record/replay needs no icount; it records from a snapshot of the
+/// disk's qcow2 (`-record-from`) into `<name>-rr-snp` + `<name>-rr-nondet.log`, and replays
+/// them with `-replay <name>`. The tracer plugin comes in by name (`-panda`), from the
+/// `PANDA_DIR` the caller sets.
+fn panda_args(c: &mut Command, kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) {
+    c.args(["-net", "none"])
+        .arg("-monitor")
+        .arg(format!("unix:{},server,nowait", monitor.display()))
+        .args(["-drive", &format!("file={},if=none,id=img", disk.display())])
+        .args(["-device", "virtio-blk-pci,drive=img"]);
+    match mode {
+        Mode::Boot => {}
+        Mode::Record { rrfile } => {
+            c.arg("-record-from")
+                .arg(format!("{READY_SNAPSHOT}:{}", rrfile.display()));
+        }
+        Mode::Replay {
+            rrfile,
+            plugin,
+            gdb,
+        } => {
+            c.arg("-replay").arg(rrfile);
+            if let Some((_, args)) = plugin {
+                c.arg("-panda").arg(format!("{PANDA_PLUGIN_NAME}:{args}"));
+            }
+            if let Some(port) = gdb {
+                // The checkpoint plugin keeps the states reverse execution goes back to.
+                c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")])
+                    .arg("-panda")
+                    .arg(format!("checkpoint:space={}", kernel.memory()));
+            }
+        }
+    }
 }
 
 /// A running QEMU: serial lines arrive on a channel (and in a log file), the monitor is a unix
@@ -118,12 +167,13 @@ impl Vm {
     /// Starts `cmd`, logging the serial console to `serial_log`.
     pub fn spawn(mut cmd: Command, serial_log: &Path, monitor: &Path) -> anyhow::Result<Vm> {
         tracing::debug!("running {cmd:?}");
+        let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("running {QEMU}"))?;
+            .with_context(|| format!("running {program}"))?;
         let mut log = std::fs::File::create(serial_log)
             .with_context(|| format!("creating {}", serial_log.display()))?;
         let stdout = child.stdout.take().expect("piped");
@@ -253,11 +303,17 @@ impl Drop for Vm {
     }
 }
 
-/// Fails with QEMU's own words if it exited badly.
-pub fn check_exit(status: ExitStatus, stderr: &str, what: &str) -> anyhow::Result<()> {
+/// Fails with the emulator's own words if it exited badly.
+pub fn check_exit(
+    engine: Engine,
+    status: ExitStatus,
+    stderr: &str,
+    what: &str,
+) -> anyhow::Result<()> {
     if !status.success() {
         bail!(
-            "{QEMU} failed while {what} ({status}):\n{}",
+            "{} failed while {what} ({status}):\n{}",
+            engine.binary(),
             stderr.trim_end()
         );
     }

@@ -2,6 +2,7 @@
 
 mod cache;
 mod cache_admin;
+mod engine;
 mod git;
 mod kernel;
 mod machine;
@@ -51,6 +52,8 @@ enum Command {
     Cache(cache_admin::CacheArgs),
     /// Serve a trace to ui.perfetto.dev from 127.0.0.1.
     Serve(serve::ServeArgs),
+    /// Copy the PANDA plugin (panda_rrr_trace.so) where PANDA finds it, for replays by hand.
+    InstallPandaPlugin(engine::InstallArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Cache(args) => cache_admin::run(args),
         Command::Syzbot(args) => syzbot::run(args),
+        Command::InstallPandaPlugin(args) => engine::install(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
+use crate::engine::Engine;
 use crate::kernel::Kernel;
 use crate::machine::{self, Mode, Vm};
 use crate::rootfs;
@@ -43,6 +44,9 @@ pub struct RecordArgs {
     /// Stop recording after this many seconds of guest run.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// The emulator that records (and later replays) it.
+    #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
+    pub engine: Engine,
 }
 
 /// How a recorded run ended.
@@ -77,6 +81,8 @@ pub struct Recording {
     pub stimulus: PathBuf,
     /// How the run ended.
     pub outcome: Outcome,
+    /// The emulator that recorded it (and alone can replay it).
+    pub engine: Engine,
 }
 
 const MANIFEST: &str = "recording.txt";
@@ -86,9 +92,13 @@ impl Recording {
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
-    /// QEMU's record/replay log.
+    /// The record/replay log: QEMU's file, or the name prefix of PANDA's
+    /// `<name>-rr-snp` and `<name>-rr-nondet.log`.
     pub fn rrfile(&self) -> PathBuf {
-        self.dir.join("replay.bin")
+        match self.engine {
+            Engine::Qemu => self.dir.join("replay.bin"),
+            Engine::Panda => self.dir.join("panda"),
+        }
     }
     /// The console output of the recorded run.
     pub fn serial_log(&self) -> PathBuf {
@@ -123,17 +133,33 @@ impl Recording {
             },
             stimulus: field("stimulus")?.into(),
             outcome,
+            // Recordings from before the PANDA engine have no engine line.
+            engine: match field("engine") {
+                Ok(name) => Engine::from_name(name).with_context(|| {
+                    format!("{}/{MANIFEST}: unknown engine {name}", dir.display())
+                })?,
+                Err(_) => Engine::Qemu,
+            },
         })
     }
 }
 
 /// The qcow2 with the machine booted to the ready marker (snapshot [`machine::READY_SNAPSHOT`]),
-/// cached per kernel, disk and QEMU.
-pub fn ready_disk(kernel: &Kernel, rootfs: &Path, qemu_version: &str) -> anyhow::Result<PathBuf> {
+/// cached per kernel, disk and emulator build (`emulator` identifies it).
+pub fn ready_disk(
+    engine: Engine,
+    kernel: &Kernel,
+    rootfs: &Path,
+    emulator: &str,
+) -> anyhow::Result<PathBuf> {
     let mut key = Key::default();
     key.add("recipe", machine::RECIPE.as_bytes())
-        .add("cmdline", machine::CMDLINE.as_bytes())
-        .add("qemu", qemu_version.as_bytes())
+        .add("cmdline", machine::CMDLINE.as_bytes());
+    // Keys of QEMU snapshots stay as they were before PANDA (their cache entries remain valid).
+    if engine != Engine::Qemu {
+        key.add("engine", engine.name().as_bytes());
+    }
+    key.add("qemu", emulator.as_bytes())
         .add_file("bzImage", &kernel.bzimage())?
         .add_file("rootfs", rootfs)?;
     let target = cache::root()?.join("snapshots").join(key.hex());
@@ -147,7 +173,7 @@ pub fn ready_disk(kernel: &Kernel, rootfs: &Path, qemu_version: &str) -> anyhow:
     std::fs::copy(rootfs, &staged)?;
     let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());
     let monitor = machine::monitor_path();
-    let cmd = machine::command(kernel, &staged, &Mode::Boot, &monitor);
+    let cmd = machine::command(engine, kernel, &staged, &Mode::Boot, &monitor);
     let mut vm = Vm::spawn(cmd, &stage.dir.join("boot.log"), &monitor)?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -179,21 +205,22 @@ pub fn ready_disk(kernel: &Kernel, rootfs: &Path, qemu_version: &str) -> anyhow:
         bail!("QEMU could not save the snapshot: {out}");
     }
     let (status, stderr) = vm.quit()?;
-    machine::check_exit(status, &stderr, "saving the snapshot")?;
+    machine::check_exit(engine, status, &stderr, "saving the snapshot")?;
     bar.finish_and_clear();
     Ok(stage.commit()?.join("ready.qcow2"))
 }
 
-/// Records `stimulus` (inside `rootfs`) on `kernel` into the new directory `out`.
+/// Records `stimulus` (inside `rootfs`) on `kernel` with `engine` into the new directory `out`.
 pub fn record(
+    engine: Engine,
     kernel: &Kernel,
     stimulus: &Path,
     rootfs: &Path,
     out: &Path,
     timeout: Duration,
 ) -> anyhow::Result<Recording> {
-    let qemu_version = crate::tools::require_qemu()?;
-    let ready = ready_disk(kernel, rootfs, &qemu_version)?;
+    let emulator = engine.require()?;
+    let ready = ready_disk(engine, kernel, rootfs, &emulator)?;
     let stimulus = stimulus
         .canonicalize()
         .with_context(|| format!("{} not found", stimulus.display()))?;
@@ -211,11 +238,13 @@ pub fn record(
         },
         stimulus,
         outcome: Outcome::TimedOut(timeout.as_secs()),
+        engine,
     };
     std::fs::copy(&ready, rec.disk())?;
     let monitor = machine::monitor_path();
     let rrfile = rec.rrfile();
     let cmd = machine::command(
+        engine,
         kernel,
         &rec.disk(),
         &Mode::Record { rrfile: &rrfile },
@@ -249,7 +278,7 @@ pub fn record(
     };
     bar.finish_and_clear();
     if exited && !status.success() {
-        machine::check_exit(status, &stderr, "recording")?;
+        machine::check_exit(engine, status, &stderr, "recording")?;
     }
     rec.outcome = match (crashed, ended) {
         (Some(line), _) => Outcome::Crashed(line),
@@ -263,7 +292,7 @@ pub fn record(
     std::fs::write(
         stage.dir.join(MANIFEST),
         format!(
-            "kernel={}\nstimulus={}\noutcome={}\n",
+            "kernel={}\nstimulus={}\noutcome={}\nengine={engine}\n",
             kernel.dir.display(),
             rec.stimulus.display(),
             rec.outcome
@@ -286,6 +315,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
     let rootfs = rootfs::build(&args.stimulus)?;
     let rec = record(
+        args.engine,
         &kernel,
         &args.stimulus,
         &rootfs,

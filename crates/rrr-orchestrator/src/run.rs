@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cache::{self, Key};
+use crate::engine::Engine;
 use crate::kernel::{self, KernelArgs};
 use crate::record::{self, Recording};
 use crate::{rootfs, stimulus, syzbot, trace};
@@ -40,6 +41,9 @@ pub struct RunArgs {
     /// Record again even if a recording of these inputs is cached.
     #[arg(long)]
     pub rerecord: bool,
+    /// The emulator that records and replays.
+    #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
+    pub engine: Engine,
 }
 
 /// Runs `rrr run`.
@@ -60,10 +64,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let stim = stimulus::build(&source)?;
     let disk = rootfs::build(&stim)?;
     let mut key = Key::default();
-    // A recording replays only on the QEMU that made it.
-    let qemu = crate::tools::require_qemu()?;
-    key.add("kernel", kernel.dir.to_string_lossy().as_bytes())
-        .add("qemu", qemu.as_bytes())
+    // A recording replays only on the emulator build that made it.
+    let emulator = args.engine.require()?;
+    key.add("kernel", kernel.dir.to_string_lossy().as_bytes());
+    // Keys of QEMU recordings stay as they were before PANDA (their entries remain valid).
+    if args.engine != Engine::Qemu {
+        key.add("engine", args.engine.name().as_bytes());
+    }
+    key.add("qemu", emulator.as_bytes())
         .add("timeout", &args.timeout.to_le_bytes())
         .add_file("rootfs", &disk)?;
     let dir = cache::root()?.join("recordings").join(key.hex());
@@ -71,6 +79,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let rec = match Recording::open(&dir) {
         Ok(rec) if !args.rerecord => rec,
         _ => record::record(
+            args.engine,
             &kernel,
             &stim,
             &disk,

@@ -78,22 +78,23 @@ fn check_qemu() -> anyhow::Result<String> {
     Ok(version)
 }
 
-/// The tracer plugin: `$RRR_QEMU_PLUGIN`, else `librrr_qemu.so` next to the `rrr` executable.
-pub fn plugin() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("RRR_QEMU_PLUGIN") {
+/// A library cargo built with rrr (a tracer plugin): `$env_var`, else `file` next to the
+/// `rrr` executable.
+pub fn built_library(file: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("locating the rrr executable")?;
     let dir = exe.parent().context("rrr executable without a directory")?;
     // Test binaries live one level down, in deps/.
     for d in [dir, dir.parent().unwrap_or(dir)] {
-        let p = d.join("librrr_qemu.so");
+        let p = d.join(file);
         if p.is_file() {
             return Ok(p);
         }
     }
     bail!(
-        "the tracer plugin librrr_qemu.so is not next to {}: build it with `cargo build --release` (or set RRR_QEMU_PLUGIN)",
+        "the tracer plugin {file} is not next to {}: build it with `cargo build --release` (or set {env_var})",
         exe.display()
     )
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use crate::engine::Engine;
 use crate::machine::{self, Mode, Vm};
 use crate::record::Recording;
 
@@ -20,6 +21,10 @@ pub struct TraceArgs {
     /// Give up on a replay that runs longer than this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
+    /// The engine to replay with: a recording replays only on the engine that made it, so
+    /// this only checks that it is the one expected.
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
 }
 
 /// What a replay produced.
@@ -52,19 +57,33 @@ fn profile(rec: &Recording) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// QEMU's replay of `rec` (with the plugin or gdb stub given), on a private copy of the disk:
-/// QEMU locks a disk it writes, so one recording can be replayed by several runs at once and
-/// stays as recorded. Returns the command, the copy (removed when dropped), the serial log's
-/// path and the monitor's.
+/// A replay ready to start: the command and what it needs while it runs.
+struct ReplaySetup {
+    cmd: Command,
+    /// A private copy of the disk: the emulator locks a disk it opens, so one recording can
+    /// be replayed by several runs at once and stays as recorded. Removed when dropped.
+    _disk: tempfile::NamedTempFile,
+    /// PANDA's private plugin directory (`PANDA_DIR`), removed when dropped.
+    _panda_dir: Option<tempfile::TempDir>,
+    /// Where the emulator's stdout (the guest's console) goes.
+    serial: PathBuf,
+    monitor: PathBuf,
+}
+
+/// The replay of `rec` on its engine, with the tracer (its plugin arguments) or a gdb stub.
 fn replay_command(
     rec: &Recording,
-    plugin: Option<(&Path, String)>,
+    tracer: Option<String>,
     gdb: Option<u16>,
-) -> anyhow::Result<(Command, tempfile::NamedTempFile, PathBuf, PathBuf)> {
+) -> anyhow::Result<ReplaySetup> {
+    let plugin = match &tracer {
+        Some(_) => Some(rec.engine.plugin()?),
+        None => None,
+    };
     let rrfile = rec.rrfile();
     let mode = Mode::Replay {
         rrfile: &rrfile,
-        plugin,
+        plugin: plugin.as_deref().zip(tracer),
         gdb,
     };
     let monitor = machine::monitor_path();
@@ -74,29 +93,47 @@ fn replay_command(
         .tempfile_in(&rec.dir)?;
     std::fs::copy(rec.disk(), disk.path())?;
     let serial = disk.path().with_extension("serial.log");
-    let cmd = machine::command(&rec.kernel, disk.path(), &mode, &monitor);
-    Ok((cmd, disk, serial, monitor))
+    let mut cmd = machine::command(rec.engine, &rec.kernel, disk.path(), &mode, &monitor);
+    let panda_dir = match (rec.engine, &plugin) {
+        (Engine::Panda, Some(_)) => {
+            let dir = tempfile::Builder::new()
+                .prefix(".panda-")
+                .tempdir_in(&rec.dir)?;
+            cmd.env(
+                "PANDA_DIR",
+                crate::engine::panda_dir_with_plugin(dir.path())?,
+            );
+            Some(dir)
+        }
+        _ => None,
+    };
+    Ok(ReplaySetup {
+        cmd,
+        _disk: disk,
+        _panda_dir: panda_dir,
+        serial,
+        monitor,
+    })
 }
+
+/// What PANDA prints when a replay reached the end of its log.
+const PANDA_REPLAY_DONE: &str = "Replay completed successfully";
 
 /// Replays `rec` with the tracer (or bare, with no `output`), writing the trace to `output`.
 pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyhow::Result<Traced> {
-    crate::tools::require_qemu()?;
-    let plugin = match output {
-        Some(out) => Some((
-            crate::tools::plugin()?,
-            format!(
-                "profile={},trace={}",
-                profile(rec)?.display(),
-                out.display()
-            ),
-        )),
+    rec.engine.require()?;
+    let tracer = match output {
+        Some(out) => {
+            let profile = profile(rec)?;
+            Some(match rec.engine {
+                Engine::Qemu => format!("profile={},trace={}", profile.display(), out.display()),
+                Engine::Panda => format!("profile={},out={}", profile.display(), out.display()),
+            })
+        }
         None => None,
     };
-    let (cmd, _disk, serial, monitor) = replay_command(
-        rec,
-        plugin.as_ref().map(|(p, a)| (p.as_path(), a.clone())),
-        None,
-    )?;
+    let setup = replay_command(rec, tracer, None)?;
+    let serial = setup.serial.clone();
     let what = if output.is_some() {
         "replaying under the tracer"
     } else {
@@ -104,9 +141,11 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     };
     let bar = crate::progress::spinner(what.to_owned());
     let start = Instant::now();
-    let mut vm = Vm::spawn(cmd, &serial, &monitor)?;
+    let mut vm = Vm::spawn(setup.cmd, &serial, &setup.monitor)?;
     let deadline = start + timeout;
+    let mut done = false;
     while let Ok(Some(line)) = vm.next_line(deadline) {
+        done |= line.contains(PANDA_REPLAY_DONE);
         bar.set_message(format!("{what}: {}", line.trim()));
     }
     let timed_out = Instant::now() >= deadline;
@@ -117,41 +156,60 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     };
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    if timed_out || !status.success() {
-        let _ = std::fs::remove_file(&serial);
-    }
     let kept = output.map_or(String::new(), |o| {
         format!("; the trace so far is in {}", o.display())
     });
+    let replayed = std::fs::read_to_string(&serial).unwrap_or_default();
+    let _ = std::fs::remove_file(&serial);
     if timed_out {
         bail!(
             "the replay ran longer than {} s and was stopped{kept}",
             timeout.as_secs()
         );
     }
+    let said = |out: &str| format!("{}{}", tail(out, 20), stderr.trim_end());
+    if let Some(check) = replayed.lines().find(|l| l.contains("rr_assertion")) {
+        // PANDA checks every input against its log and aborts at the first mismatch.
+        bail!(
+            "the replay diverged from the recording (PANDA: {}){kept}; PANDA said:\n{}",
+            check.trim(),
+            said(&replayed)
+        );
+    }
     if !status.success() {
         bail!(
-            "the replay failed ({status}){kept}; QEMU said:\n{}",
-            stderr.trim_end()
+            "the replay failed ({status}){kept}; {} said:\n{}",
+            rec.engine.binary(),
+            said(&replayed)
         );
     }
-    let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-    let replayed = std::fs::read_to_string(&serial).unwrap_or_default();
-    drop(vm);
-    if recorded != replayed {
-        let kept_log = rec.dir.join("diverged-serial.log");
-        std::fs::rename(&serial, &kept_log)?;
-        bail!(
-            "the replay diverged from the recording: its console output ({}) differs from the recorded one ({}){kept}",
-            kept_log.display(),
-            rec.serial_log().display()
-        );
+    match rec.engine {
+        // QEMU replays the console: it must print what the recorded run printed.
+        Engine::Qemu => {
+            let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+            if recorded != replayed {
+                let kept_log = rec.dir.join("diverged-serial.log");
+                std::fs::write(&kept_log, &replayed)?;
+                bail!(
+                    "the replay diverged from the recording: its console output ({}) differs from the recorded one ({}){kept}",
+                    kept_log.display(),
+                    rec.serial_log().display()
+                );
+            }
+        }
+        // PANDA does not replay the console; it checks every input against its log and says
+        // whether the replay reached the log's end.
+        Engine::Panda if !done => bail!(
+            "the PANDA replay stopped before the end of the recording{kept}; PANDA said:\n{}",
+            said(&replayed)
+        ),
+        Engine::Panda => {}
     }
-    let _ = std::fs::remove_file(&serial);
     let events = stderr
         .lines()
         .find_map(|l| {
-            l.strip_prefix("rrr_qemu: ")?
+            l.strip_prefix("rrr_qemu: ")
+                .or_else(|| l.strip_prefix("rrr_trace: "))?
                 .split_once(" events")?
                 .0
                 .parse()
@@ -166,6 +224,13 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         bytes,
         elapsed,
     })
+}
+
+/// The last `n` lines of `text` (without PANDA's progress lines), each ending in a newline.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" instrs. ")).collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..].iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// Prints where the trace is and how to open it.
@@ -187,6 +252,14 @@ pub fn report(out: &Path, t: &Traced) {
 /// Runs `rrr trace`.
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let rec = Recording::open(&args.recording)?;
+    if let Some(engine) = args.engine.filter(|e| *e != rec.engine) {
+        bail!(
+            "{} was recorded with the {} engine and replays only on it, not on {engine}: \
+             record again with `--engine {engine}`",
+            rec.dir.display(),
+            rec.engine
+        );
+    }
     let t = replay(&rec, Some(&args.output), Duration::from_secs(args.timeout))?;
     report(&args.output, &t);
     Ok(())
@@ -214,28 +287,34 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Replays `rec` paused at its start under a gdb stub until QEMU exits (gdb's `kill`, or the
-/// end of the recording). Reverse execution is not offered: QEMU 10.0 never answers gdb's
-/// reverse-step packet (`bs`) on these recordings, although they carry the start snapshot.
+/// Replays `rec` paused at its start under a gdb stub until the emulator exits (gdb's `kill`,
+/// or the end of the recording). PANDA runs its checkpoint plugin alongside, so gdb can go
+/// back (`reverse-stepi`, `reverse-continue`). QEMU 10.0 never answers gdb's reverse-step
+/// packet (`bs`) on these recordings, although they carry the start snapshot: forward only.
 fn replay_gdb(rec: &Recording, port: u16) -> anyhow::Result<()> {
-    crate::tools::require_qemu()?;
+    rec.engine.require()?;
     let port = if port == 0 { free_port()? } else { port };
-    let (cmd, _disk, serial, monitor) = replay_command(rec, None, Some(port))?;
-    let mut vm = Vm::spawn(cmd, &serial, &monitor)?;
+    let setup = replay_command(rec, None, Some(port))?;
+    let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
     println!(
         "gdb -ex 'target remote 127.0.0.1:{port}' {}",
         rec.kernel.vmlinux().display()
     );
+    let travel = match rec.engine {
+        Engine::Panda => "`reverse-stepi` and `reverse-continue` go back",
+        Engine::Qemu => "going back needs `--engine panda` recordings",
+    };
     eprintln!(
         "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at the recording's start; \
          run the command above. Breakpoints, `continue` and stepping run forward through the \
-         recorded execution, the same on every replay; `kill` ends it."
+         recorded execution, the same on every replay; {travel}; `kill` ends it."
     );
     let (status, stderr) = vm.wait(Duration::from_secs(u32::MAX as u64))?;
-    let _ = std::fs::remove_file(&serial);
+    let _ = std::fs::remove_file(&setup.serial);
     if !status.success() && status.code().is_some() {
         bail!(
-            "the replay failed ({status}); QEMU said:\n{}",
+            "the replay failed ({status}); {} said:\n{}",
+            rec.engine.binary(),
             stderr.trim_end()
         );
     }
@@ -250,8 +329,12 @@ pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
         return replay_gdb(&rec, args.port);
     }
     let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
+    let checked = match rec.engine {
+        Engine::Qemu => "identical console output",
+        Engine::Panda => "to the end of its log",
+    };
     eprintln!(
-        "rrr: replayed {} in {:.2} s, identical console output",
+        "rrr: replayed {} in {:.2} s, {checked}",
         rec.dir.display(),
         t.elapsed.as_secs_f64()
     );

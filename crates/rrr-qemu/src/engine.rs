@@ -1,15 +1,16 @@
-//! The plugin's registration, its state, and its callbacks.
+//! The plugin's registration, its state, and its callbacks: a thin adapter that hands QEMU's
+//! translation and execution events to the core's [`Tracer`].
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use osi_profile::Profile;
 use qemu_plugin::install::{Args, Info, Value};
 use qemu_plugin::sys::{qemu_plugin_scoreboard_new, qemu_plugin_tb, qemu_plugin_u64};
 use qemu_plugin::{
     CallbackFlags, HasCallbacks, PluginId, PluginOp, Register, TranslationBlock, VCPUIndex,
 };
-use rrr_trace::{Hook, Hooks, OsLayout, Pipeline, PipelineConfig};
+use rrr_trace::hooks::MAX_RET_LEN;
+use rrr_trace::{contained, Hook, Tracer};
 
 use crate::guest::QemuGuest;
 
@@ -19,14 +20,10 @@ pub struct RrrTrace;
 
 /// Everything the callbacks share.
 struct State {
-    profile: Arc<Profile>,
-    hooks: Hooks,
-    pipeline: Option<Pipeline>,
+    tracer: Tracer,
     guest: Option<QemuGuest>,
     /// Per-vCPU count of instructions executed (incremented inline at each block's start).
     clock: Clock,
-    /// Last timestamp handed out (the trace's clock never goes back).
-    last_ts: u64,
 }
 
 /// A scoreboard entry; the pointer is QEMU's and lives as long as the plugin.
@@ -39,7 +36,7 @@ unsafe impl Send for Clock {}
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
 fn state() -> MutexGuard<'static, Option<State>> {
-    // A panic in a callback aborts QEMU, so the lock is never seen poisoned.
+    // Callbacks contain their panics, so the lock is never left poisoned by one that matters.
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -67,27 +64,14 @@ impl Register for RrrTrace {
         args: &Args,
         _info: &Info,
     ) -> qemu_plugin::Result<()> {
-        let profile_path = path_arg(args, "profile");
-        let trace_path = path_arg(args, "trace");
-        let profile = Profile::open(&profile_path).unwrap_or_else(|e| fail(&e.to_string()));
-        let profile = Arc::new(profile);
-        let layout = OsLayout::from_profile(&profile);
-        let pipeline = Pipeline::create(
-            &trace_path,
-            profile.clone(),
-            layout,
-            PipelineConfig::default(),
-        )
-        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", trace_path.display())));
+        let tracer = Tracer::open(&path_arg(args, "profile"), &path_arg(args, "trace"))
+            .unwrap_or_else(|e| fail(&e.to_string()));
         // SAFETY: a scoreboard of one u64 per vCPU, freed by QEMU with the plugin.
         let score = unsafe { qemu_plugin_scoreboard_new(8) };
         *state() = Some(State {
-            hooks: Hooks::new(&profile),
-            profile,
-            pipeline: Some(pipeline),
+            tracer,
             guest: None,
             clock: Clock(qemu_plugin_u64 { score, offset: 0 }),
-            last_ts: 0,
         });
         qemu_plugin::qemu_plugin_register_vcpu_init_cb(id, Some(on_vcpu_init))?;
         qemu_plugin::qemu_plugin_register_vcpu_tb_trans_cb(id, Some(on_translate))?;
@@ -108,27 +92,32 @@ extern "C" fn on_vcpu_init(_id: PluginId, _vcpu: VCPUIndex) {
 
 extern "C" fn on_translate(_id: PluginId, tb: *mut qemu_plugin_tb) {
     let tb = TranslationBlock::from(tb);
-    let guard = state();
-    let Some(st) = guard.as_ref() else { return };
     let n = tb.size() as u64;
-    let clock = st.clock;
-    for (idx, insn) in tb.instructions().enumerate() {
-        let pc = insn.vaddr();
-        if !st.hooks.covers(pc) {
-            continue;
+    let clock = {
+        let guard = state();
+        let Some(st) = guard.as_ref() else { return };
+        let hooked = contained(|| {
+            for (idx, insn) in tb.instructions().enumerate() {
+                let pc = insn.vaddr();
+                if !st.tracer.covers(pc) {
+                    continue;
+                }
+                // Instructions of this block executed before this one: the inline add at the
+                // block's start already counted all `n`.
+                let back = n - idx as u64;
+                let mut code = [0u8; MAX_RET_LEN];
+                let len = insn.read_data(&mut code);
+                for hook in st.tracer.hooks_at(pc, &code[..len]).into_iter().flatten() {
+                    let cb = move |vcpu: VCPUIndex| on_hook(vcpu, hook, pc, back);
+                    insn.register_execute_callback_flags(cb, CallbackFlags::QEMU_PLUGIN_CB_R_REGS);
+                }
+            }
+        });
+        if hooked.is_none() {
+            return;
         }
-        // Instructions of this block executed before this one: the inline add at the block's
-        // start already counted all `n`.
-        let back = n - idx as u64;
-        let (enter, ret) = st
-            .hooks
-            .at(&st.profile, pc, insn.size(), |b| insn.read_data(b));
-        for hook in [enter, ret].into_iter().flatten() {
-            let cb = move |vcpu: VCPUIndex| on_hook(vcpu, hook, pc, back);
-            insn.register_execute_callback_flags(cb, CallbackFlags::QEMU_PLUGIN_CB_R_REGS);
-        }
-    }
-    drop(guard);
+        st.clock
+    };
     qemu_plugin::qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
         tb,
         PluginOp::QEMU_PLUGIN_INLINE_ADD_U64,
@@ -140,28 +129,19 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut qemu_plugin_tb) {
 fn on_hook(vcpu: VCPUIndex, hook: Hook, pc: u64, back: u64) {
     let mut guard = state();
     let Some(st) = guard.as_mut() else { return };
-    let (Some(pipeline), Some(guest)) = (st.pipeline.as_mut(), st.guest.as_mut()) else {
+    let Some(guest) = st.guest.as_mut() else {
         return;
     };
     let now = qemu_plugin::qemu_plugin_scoreboard_sum(st.clock.0).saturating_sub(back);
-    st.last_ts = st.last_ts.max(now);
-    let obs = pipeline.observer();
-    match hook {
-        Hook::Enter(func) => obs.on_enter(vcpu, guest, func, st.last_ts),
-        Hook::Return => obs.on_return(vcpu, guest, pc, st.last_ts),
-    }
+    st.tracer.guarded(|t| t.on_hook(vcpu, guest, hook, pc, now));
 }
 
 /// Writes the end of the trace (QEMU is exiting: the guest powered off or replay ended).
 fn finish() {
-    let Some(pipeline) = state().as_mut().and_then(|st| st.pipeline.take()) else {
-        return;
-    };
-    match pipeline.finish() {
-        Ok(s) => eprintln!(
-            "rrr_qemu: {} events, {} bytes, {} dropped",
-            s.events, s.bytes, s.dropped
-        ),
-        Err(e) => eprintln!("rrr_qemu: error: finishing the trace: {e}"),
+    let Some(mut st) = state().take() else { return };
+    match st.tracer.finish() {
+        Some(Ok(s)) => eprintln!("rrr_qemu: {s}"),
+        Some(Err(e)) => eprintln!("rrr_qemu: error: {e}"),
+        None => {}
     }
 }

@@ -18,6 +18,15 @@ impl Reg {
     /// numbered outside DWARF's range.
     pub const KERNEL_GS_BASE: Reg = Reg(1000);
 
+    /// The register's number in x86 instruction encoding (rax, rcx, rdx, rbx, rsp, rbp, rsi,
+    /// rdi, r8..r15): its index in an emulator's general-register array (QEMU's and PANDA's
+    /// `CPUX86State::regs`). `None` for the others.
+    pub fn x86_gpr_index(self) -> Option<usize> {
+        // DWARF numbers rax, rdx, rcx, rbx, rsi, rdi, rbp, rsp, then r8..r15.
+        const BY_DWARF: [usize; 16] = [0, 2, 1, 3, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15];
+        BY_DWARF.get(usize::from(self.0)).copied()
+    }
+
     /// Name of the register, as the profile's TSV and QEMU's register list spell it.
     pub fn name(self) -> &'static str {
         match self {
@@ -54,5 +63,19 @@ mod tests {
     fn names_match_qemus_x86_64_register_names() {
         let names = [Reg(5), Reg::RSP, Reg(8), Reg::GS_BASE, Reg::KERNEL_GS_BASE].map(Reg::name);
         assert_eq!(names, ["rdi", "rsp", "r8", "gs_base", "k_gs_base"]);
+    }
+
+    #[test]
+    fn general_registers_map_to_their_encoding_numbers() {
+        let by_encoding = [
+            "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
+            "r12", "r13", "r14", "r15",
+        ];
+        for n in 0..16 {
+            let i = Reg(n).x86_gpr_index().unwrap();
+            assert_eq!(by_encoding[i], Reg(n).name(), "DWARF {n}");
+        }
+        assert_eq!(Reg(16).x86_gpr_index(), None, "rip");
+        assert_eq!(Reg::GS_BASE.x86_gpr_index(), None);
     }
 }

@@ -41,34 +41,29 @@ impl Hooks {
         is_kernel_address(pc) || self.user_text.contains(&pc)
     }
 
-    /// The hooks of the instruction at `pc` (of `size` bytes; `bytes` reads its encoding).
-    /// `pc` must be [covered](Self::covers).
-    pub fn at(
-        &self,
-        profile: &Profile,
-        pc: u64,
-        size: usize,
-        bytes: impl FnOnce(&mut [u8]) -> usize,
-    ) -> (Option<Hook>, Option<Hook>) {
+    /// The hooks of the instruction at `pc`, whose first bytes are `code` (a `ret` is
+    /// recognized from its first [`MAX_RET_LEN`] bytes; bytes past the instruction are
+    /// ignored). `pc` must be [covered](Self::covers).
+    pub fn at(&self, profile: &Profile, pc: u64, code: &[u8]) -> (Option<Hook>, Option<Hook>) {
         let enter = profile
             .function_at_entry(pc)
             .filter(|&id| profile.function(id).is_some_and(|f| !f.is_denied()))
             .map(Hook::Enter);
-        let ret = (size <= 3)
-            .then(|| {
-                let mut buf = [0u8; 3];
-                let n = bytes(&mut buf[..size]);
-                is_ret(&buf[..n])
-            })
-            .filter(|&r| r)
-            .map(|_| Hook::Return);
+        let ret = is_ret(code).then_some(Hook::Return);
         (enter, ret)
     }
 }
 
-/// True for a near `ret` encoding: `c3`, `c2 iw`, and `rep`/`bnd`-prefixed `c3`.
-pub fn is_ret(insn: &[u8]) -> bool {
-    matches!(insn, [0xc3] | [0xc2, _, _] | [0xf3 | 0xf2, 0xc3])
+/// Bytes that identify a near `ret` (the longest encoding, `c2 iw`).
+pub const MAX_RET_LEN: usize = 3;
+
+/// True if an instruction starting with `code` is a near `ret`: `c3`, `c2 iw`, or
+/// `rep`/`bnd`-prefixed `c3`.
+pub fn is_ret(code: &[u8]) -> bool {
+    matches!(
+        code,
+        [0xc3, ..] | [0xc2, _, _, ..] | [0xf3 | 0xf2, 0xc3, ..]
+    )
 }
 
 #[cfg(test)]
@@ -101,10 +96,7 @@ mod tests {
     }
 
     fn at(h: &Hooks, p: &Profile, pc: u64, insn: &[u8]) -> (Option<Hook>, Option<Hook>) {
-        h.at(p, pc, insn.len(), |buf| {
-            buf.copy_from_slice(insn);
-            insn.len()
-        })
+        h.at(p, pc, insn)
     }
 
     #[test]
@@ -112,6 +104,13 @@ mod tests {
         assert!(is_ret(&[0xc3]));
         assert!(is_ret(&[0xc2, 8, 0]));
         assert!(is_ret(&[0xf3, 0xc3]));
+        assert!(
+            is_ret(&[0xc3, 0xcc, 0xcc]),
+            "bytes past the instruction are ignored"
+        );
+        assert!(!is_ret(&[0xc2, 8]), "truncated ret imm16");
+        assert!(!is_ret(&[0xf3, 0x48, 0xa5]), "rep movsq");
+        assert!(!is_ret(&[]));
         assert!(!is_ret(&[0xcb]), "far ret is not a function return");
         assert!(!is_ret(&[0x48, 0xcf]), "iretq");
         assert!(!is_ret(&[0x0f, 0x07]), "sysret");

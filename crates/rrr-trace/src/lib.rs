@@ -1,9 +1,9 @@
 //! rrr-trace: the engine-independent core of rrr's tracer.
 //!
-//! An engine (the QEMU TCG plugin or the PANDA plugin) calls an [`Observer`] from its hooks,
-//! handing it a [`Guest`] to read registers and memory. The observer identifies the thread from
-//! the kernel stack, reads raw argument words and strings, and ships [`Record`]s in batches over
-//! a bounded channel to one writer thread. The writer keeps per-thread shadow call stacks,
+//! An engine (the QEMU TCG plugin or the PANDA plugin) holds a [`Tracer`], which plans its
+//! hooks and calls an [`Observer`] from them, handing it a [`Guest`] to read registers and
+//! memory. The observer identifies the thread from the kernel stack, reads raw argument words
+//! and strings, and ships [`Record`]s in batches over a bounded channel to one writer thread. The writer keeps per-thread shadow call stacks,
 //! decodes arguments against the [`osi_profile::Profile`], and streams a Perfetto trace.
 
 mod decode;
@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod proto;
 pub mod record;
 mod stacks;
+pub mod tracer;
 pub mod writer;
 
 pub use guest::{Guest, Reg};
@@ -22,4 +23,5 @@ pub use hooks::{Hook, Hooks};
 pub use observer::{Observer, OsLayout};
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
 pub use record::{Args, Record, ThreadIdent, TrackKey};
+pub use tracer::{contained, Tracer, TracerError};
 pub use writer::{TraceWriter, WriterError};

@@ -234,9 +234,26 @@ pub fn id(p: &Profile, name: &str) -> u32 {
     p.function_by_name(name).unwrap()
 }
 
+/// What a scenario drives: the observer itself, or an engine-shaped adapter over a tracer.
+pub trait Drive {
+    /// CPU 0 is about to run the first instruction of `func`.
+    fn enter(&mut self, c: &mut FakeCpu, func: u32, ts: u64);
+    /// CPU 0 is about to run the `ret` at `pc`.
+    fn ret(&mut self, c: &mut FakeCpu, pc: u64, ts: u64);
+}
+
+impl Drive for Observer {
+    fn enter(&mut self, c: &mut FakeCpu, func: u32, ts: u64) {
+        self.on_enter(0, c, func, ts);
+    }
+    fn ret(&mut self, c: &mut FakeCpu, pc: u64, ts: u64) {
+        self.on_return(0, c, pc, ts);
+    }
+}
+
 /// Drives the observer through two threads of one process, an interrupt, a tail call, a
 /// context switch and back, a return from before the trace started and calls left open.
-pub fn scenario(obs: &mut Observer) {
+pub fn scenario<D: Drive + ?Sized>(obs: &mut D) {
     let p = Arc::new(profile());
     let p = &**p;
     let mut c = FakeCpu::default();
@@ -250,9 +267,9 @@ pub fn scenario(obs: &mut Observer) {
     c.poke_str(0x7ffc_4000, "world");
     c.poke_u64(IRQ0 + 0x3f00 + 8, (-7i64) as u64);
 
-    let ret = |obs: &mut Observer, c: &mut FakeCpu, sp: u64, pc: u64, v: u64, ts: u64| {
+    let ret = |obs: &mut D, c: &mut FakeCpu, sp: u64, pc: u64, v: u64, ts: u64| {
         c.set(Reg::RSP, sp).set(Reg::RAX, v);
-        obs.on_return(0, c, pc, ts);
+        obs.ret(c, pc, ts);
     };
     // t=100: a function entered before the trace returns.
     ret(obs, &mut c, KA + 0x3f00, K + 0x810, 42, 100);
@@ -260,25 +277,25 @@ pub fn scenario(obs: &mut Observer) {
     c.set(Reg::RSP, 0x7ffc_0ff8)
         .set(Reg(5), 1)
         .set(Reg(4), 0x7ffc_1000);
-    obs.on_enter(0, &mut c, id(p, "main"), 110);
+    obs.enter(&mut c, id(p, "main"), 110);
     c.set(Reg::RSP, KA + 0x3f58)
         .set(Reg(5), KA + 0x3f60)
         .set(Reg(4), 257);
-    obs.on_enter(0, &mut c, id(p, "do_syscall_64"), 120);
+    obs.enter(&mut c, id(p, "do_syscall_64"), 120);
     c.set(Reg::RSP, KA + 0x3f00)
         .set(Reg(5), (-100i64) as u64)
         .set(Reg(4), 0x7ffc_2000)
         .set(Reg(1), KA + 0x3e80);
-    obs.on_enter(0, &mut c, id(p, "do_sys_openat2"), 130);
+    obs.enter(&mut c, id(p, "do_sys_openat2"), 130);
     c.set(Reg(5), 7);
-    obs.on_enter(0, &mut c, id(p, "tail_target"), 140);
+    obs.enter(&mut c, id(p, "tail_target"), 140);
     // t=150: an interrupt arrives; its handler runs below the interrupted frame. The entry
     // stub's helpers on the CPU entry area's stack are the CPU's, not the thread's.
     c.set(Reg::RSP, 0xfffffe00_00004f00).set(Reg(5), 0);
-    obs.on_enter(0, &mut c, id(p, "tail_target"), 150);
+    obs.enter(&mut c, id(p, "tail_target"), 150);
     ret(obs, &mut c, 0xfffffe00_00004f00, K + 0x510, 0, 155);
     c.set(Reg::RSP, KA + 0x3d00).set(Reg(5), 33);
-    obs.on_enter(0, &mut c, id(p, "common_interrupt"), 160);
+    obs.enter(&mut c, id(p, "common_interrupt"), 160);
     ret(obs, &mut c, KA + 0x3d00, K + 0x610, 0, 170);
     // ...and on the IRQ stack.
     c.set(Reg::RSP, IRQ0 + 0x3f00)
@@ -286,7 +303,7 @@ pub fn scenario(obs: &mut Observer) {
         .set(Reg(4), 1)
         .set(Reg(1), 0xfffb)
         .set(Reg(2), 0x1ff);
-    obs.on_enter(0, &mut c, id(p, "set_mode"), 175);
+    obs.enter(&mut c, id(p, "set_mode"), 175);
     ret(obs, &mut c, IRQ0 + 0x3f00, K + 0x410, 1, 176);
     // t=180: the tail call returns for both.
     ret(obs, &mut c, KA + 0x3f00, K + 0x510, 3, 180);
@@ -294,9 +311,9 @@ pub fn scenario(obs: &mut Observer) {
         .set(Reg(5), 3)
         .set(Reg(4), 0x7ffc_3000)
         .set(Reg(1), 5);
-    obs.on_enter(0, &mut c, id(p, "ksys_write"), 190);
+    obs.enter(&mut c, id(p, "ksys_write"), 190);
     c.set(Reg::RSP, KA + 0x3e00);
-    obs.on_enter(0, &mut c, id(p, "schedule"), 200);
+    obs.enter(&mut c, id(p, "schedule"), 200);
     // t=210: switch to B, which returns from a schedule() entered before the trace.
     c.poke_u64(GS0 + 0x100, TASK_B);
     ret(obs, &mut c, KB + 0x3e00, K + 0x710, 0, 210);
@@ -304,7 +321,7 @@ pub fn scenario(obs: &mut Observer) {
         .set(Reg(5), 4)
         .set(Reg(4), 0x7ffc_4000)
         .set(Reg(1), 5);
-    obs.on_enter(0, &mut c, id(p, "ksys_write"), 220);
+    obs.enter(&mut c, id(p, "ksys_write"), 220);
     ret(obs, &mut c, KB + 0x3f00, K + 0x310, 5, 230);
     // A denied function's return is not a call from before the trace.
     ret(obs, &mut c, KB + 0x3f80, K + 0x910, 0, 240);
@@ -315,7 +332,7 @@ pub fn scenario(obs: &mut Observer) {
     ret(obs, &mut c, KA + 0x3f58, K + 0x110, 0, 270);
     // t=280: a call still open when the trace ends (as is main).
     c.set(Reg::RSP, KA + 0x3f58).set(Reg(5), 9);
-    obs.on_enter(0, &mut c, id(p, "tail_target"), 280);
+    obs.enter(&mut c, id(p, "tail_target"), 280);
 }
 
 /// A slice rebuilt from the trace.

@@ -1,0 +1,84 @@
+//! rrr's PANDA plugin `rrr_trace` (`panda_rrr_trace.so`): during a PANDA replay it hooks the
+//! entry of every traced function and every `ret` of the kernel and of the stimulus, and hands
+//! each event, with the running vCPU as a [`rrr_trace::Guest`], to the trace core.
+//!
+//! Load it with `-panda rrr_trace:profile=P.rrrprof,out=OUT.pftrace`. PANDA asks at each
+//! instruction's translation whether it wants a callback ([`rrr_trace::Tracer::plan`]) and
+//! calls back with the pc before it executes ([`rrr_trace::Tracer::on_exec`]). Timestamps are
+//! guest instructions executed since the recording began, which PANDA's replay makes
+//! identical on every replay.
+
+mod guest;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use panda::prelude::*;
+use rrr_trace::{contained, Tracer};
+
+use crate::guest::PandaGuest;
+
+/// The plugin's arguments (`-panda rrr_trace:profile=...,out=...`).
+#[derive(PandaArgs)]
+#[name = "rrr_trace"]
+struct Args {
+    #[arg(required, about = "the kernel + stimulus profile (rrr trace makes it)")]
+    profile: String,
+    #[arg(required, about = "the Perfetto trace to write")]
+    out: String,
+}
+
+static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
+
+fn tracer() -> MutexGuard<'static, Option<Tracer>> {
+    // Callbacks contain their panics, so the lock is never left poisoned by one that matters.
+    TRACER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[panda::init]
+fn init(_: &mut PluginHandle) -> bool {
+    let args = Args::from_panda_args();
+    match Tracer::open(Path::new(&args.profile), Path::new(&args.out)) {
+        Ok(t) => {
+            *tracer() = Some(t);
+            true
+        }
+        Err(e) => {
+            // PANDA stops when a plugin's init fails: no trace that looks complete is left.
+            eprintln!("rrr_trace: error: {e}");
+            false
+        }
+    }
+}
+
+#[panda::insn_translate]
+fn on_translate(cpu: &mut CPUState, pc: target_ptr_t) -> bool {
+    let mut guard = tracer();
+    let Some(t) = guard.as_mut() else {
+        return false;
+    };
+    if !t.covers(pc) {
+        return false;
+    }
+    contained(|| t.plan(&mut PandaGuest::new(cpu), pc)).unwrap_or(false)
+}
+
+#[panda::insn_exec]
+fn on_exec(cpu: &mut CPUState, pc: target_ptr_t) {
+    let mut guard = tracer();
+    let Some(t) = guard.as_mut() else { return };
+    // PANDA counts an instruction before its callback runs: the ones before it are one less.
+    let now = panda::rr::rr_get_guest_instr_count().saturating_sub(1);
+    let index = u32::try_from(cpu.cpu_index).unwrap_or(0);
+    t.guarded(|t| t.on_exec(index, &mut PandaGuest::new(cpu), pc, now));
+}
+
+#[panda::uninit]
+fn uninit(_: &mut PluginHandle) {
+    let Some(mut t) = tracer().take() else { return };
+    match t.finish() {
+        Some(Ok(s)) => eprintln!("rrr_trace: {s}"),
+        Some(Err(e)) => eprintln!("rrr_trace: error: {e}"),
+        None => {}
+    }
+}

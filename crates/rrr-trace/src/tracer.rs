@@ -1,0 +1,202 @@
+//! What an engine's plugin holds between hooks: the profile, the hook plan, the pipeline and
+//! the trace clock. Each engine's plugin is a thin adapter over a [`Tracer`]: at translation it
+//! asks which instructions to hook, at execution it hands over the vCPU and the guest clock.
+//!
+//! Two shapes of engine are served. QEMU's TCG plugin API attaches a closure to each hooked
+//! instruction, so it asks [`Tracer::hooks_at`] and calls [`Tracer::on_hook`]. PANDA's
+//! `insn_exec` callback only gives the pc, so the decision taken at translation is kept here,
+//! by pc ([`Tracer::plan`]), and looked up at execution ([`Tracer::on_exec`]).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use osi_profile::{Profile, ProfileError};
+
+use crate::guest::{is_kernel_address, Guest};
+use crate::hooks::{Hook, Hooks, MAX_RET_LEN};
+use crate::observer::OsLayout;
+use crate::pipeline::{Pipeline, PipelineConfig, TraceSummary};
+use crate::writer::WriterError;
+
+/// Why a tracer could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    /// The profile could not be opened.
+    #[error("{0}; make it with `rrr profile` (or let `rrr trace` make it)")]
+    Profile(#[from] ProfileError),
+    /// The trace file could not be created.
+    #[error("cannot create the trace {path}: {source}")]
+    Create {
+        /// The trace file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The writer failed (the trace written so far is complete up to its last packet).
+    #[error("finishing the trace: {0}")]
+    Finish(#[from] WriterError),
+}
+
+/// The hooks planned for one instruction (see [`Tracer::plan`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Planned {
+    enter: Option<Hook>,
+    ret: Option<Hook>,
+}
+
+/// A running tracer: one per replay.
+pub struct Tracer {
+    profile: Arc<Profile>,
+    hooks: Hooks,
+    pipeline: Option<Pipeline>,
+    /// Last timestamp handed out (the trace's clock never goes back).
+    last_ts: u64,
+    /// Hooks decided at translation, by pc, for engines that only learn the pc at execution.
+    planned: HashMap<u64, Planned>,
+}
+
+impl Tracer {
+    /// Opens the profile at `profile` and starts writing the trace file `trace`.
+    pub fn open(profile: &Path, trace: &Path) -> Result<Tracer, TracerError> {
+        let profile = Arc::new(Profile::open(profile)?);
+        let file = std::fs::File::create(trace).map_err(|source| TracerError::Create {
+            path: trace.to_owned(),
+            source,
+        })?;
+        Ok(Tracer::start(profile, file, PipelineConfig::default()))
+    }
+
+    /// Starts a tracer writing to `out`.
+    pub fn start<W: Write + Send + 'static>(
+        profile: Arc<Profile>,
+        out: W,
+        config: PipelineConfig,
+    ) -> Tracer {
+        let layout = OsLayout::from_profile(&profile);
+        Tracer {
+            hooks: Hooks::new(&profile),
+            pipeline: Some(Pipeline::start(out, profile.clone(), layout, config)),
+            profile,
+            last_ts: 0,
+            planned: HashMap::new(),
+        }
+    }
+
+    /// True if code at `pc` is traced at all (translation can skip everything else).
+    pub fn covers(&self, pc: u64) -> bool {
+        self.hooks.covers(pc)
+    }
+
+    /// The hooks of the instruction at `pc`, whose first bytes (up to [`MAX_RET_LEN`]; more
+    /// are ignored) are `code`. `pc` must be [covered](Self::covers).
+    pub fn hooks_at(&self, pc: u64, code: &[u8]) -> [Option<Hook>; 2] {
+        let (enter, ret) = self.hooks.at(&self.profile, pc, code);
+        [enter, ret]
+    }
+
+    /// A hooked instruction at `pc` is about to execute on `cpu`, `now` guest instructions
+    /// into the replay.
+    pub fn on_hook<G: Guest + ?Sized>(
+        &mut self,
+        cpu: u32,
+        g: &mut G,
+        hook: Hook,
+        pc: u64,
+        now: u64,
+    ) {
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            return;
+        };
+        self.last_ts = self.last_ts.max(now);
+        let obs = pipeline.observer();
+        match hook {
+            Hook::Enter(func) => obs.on_enter(cpu, g, func, self.last_ts),
+            Hook::Return => obs.on_return(cpu, g, pc, self.last_ts),
+        }
+    }
+
+    /// Decides, while the engine translates the instruction at `pc`, whether it needs an
+    /// execution callback; the decision is kept for [`on_exec`](Self::on_exec).
+    pub fn plan<G: Guest + ?Sized>(&mut self, g: &mut G, pc: u64) -> bool {
+        if !self.covers(pc) {
+            return false;
+        }
+        let p = self.decide(g, pc);
+        if p == Planned::default() {
+            self.planned.remove(&pc);
+            false
+        } else {
+            self.planned.insert(pc, p);
+            true
+        }
+    }
+
+    /// The instruction at `pc`, [planned](Self::plan) for a callback, is about to execute.
+    pub fn on_exec<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, pc: u64, now: u64) {
+        let p = if is_kernel_address(pc) {
+            self.planned.get(&pc).copied().unwrap_or_default()
+        } else {
+            // A user address holds different code in different processes, and the plan is
+            // the last translation's: look again at what this one runs.
+            self.decide(g, pc)
+        };
+        for hook in [p.enter, p.ret].into_iter().flatten() {
+            self.on_hook(cpu, g, hook, pc, now);
+        }
+    }
+
+    fn decide<G: Guest + ?Sized>(&self, g: &mut G, pc: u64) -> Planned {
+        let mut code = [0u8; MAX_RET_LEN];
+        // The longest read that succeeds: an instruction may end just before an unmapped page.
+        let n = (1..=MAX_RET_LEN)
+            .rev()
+            .find(|&n| g.read(pc, &mut code[..n]))
+            .unwrap_or(0);
+        let (enter, ret) = self.hooks.at(&self.profile, pc, &code[..n]);
+        Planned { enter, ret }
+    }
+
+    /// Ends the trace: every open call is closed at the last timestamp and the file flushed.
+    /// Later calls (and hooks) do nothing.
+    pub fn finish(&mut self) -> Option<Result<TraceSummary, TracerError>> {
+        let pipeline = self.pipeline.take()?;
+        Some(pipeline.finish().map_err(TracerError::from))
+    }
+}
+
+impl Tracer {
+    /// Runs an engine's execution callback on the tracer. A panic must not unwind into the
+    /// emulator (that aborts it and loses the trace): it is caught, the trace is ended where
+    /// it is (so it still opens), and later hooks do nothing.
+    pub fn guarded(&mut self, f: impl FnOnce(&mut Tracer)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_ok() {
+            return;
+        }
+        let ended = match self.finish() {
+            Some(Ok(s)) => format!("the trace ends there ({s})"),
+            Some(Err(e)) => e.to_string(),
+            None => "the trace had ended".to_owned(),
+        };
+        eprintln!("rrr: error: the tracer failed (the panic above); {ended}");
+    }
+}
+
+/// Runs an engine callback's body, turning a panic into `None` (a panic must not unwind into
+/// the emulator, which would abort it and lose the trace). The panic message has been printed
+/// by the panic hook by then.
+pub fn contained<R>(f: impl FnOnce() -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+impl std::fmt::Display for TraceSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events, {} bytes, {} dropped",
+            self.events, self.bytes, self.dropped
+        )
+    }
+}
