@@ -5,35 +5,13 @@
 #[path = "../../rrr-trace/tests/support/tp.rs"]
 mod tp;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/cli.rs"]
+mod cli;
 
-fn rrr() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rrr"))
-}
+use std::path::Path;
+use std::process::Command;
 
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name)
-}
-
-/// Runs `rrr` and returns its stdout, failing with its stderr.
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out: Output = cmd.output().unwrap();
-    assert!(!out.status.success(), "{cmd:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use cli::{example, fails, ok, replay_under_gdb, rrr};
 
 const PATH_IN_EXAMPLE: &str = "/tmp/rrr-example.txt";
 
@@ -110,25 +88,7 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
 
     // `rrr replay --gdb`: the replay waits for gdb, which stops in the kernel at the
     // stimulus's open and reads its arguments.
-    let mut server = rrr()
-        .args(["replay", "--gdb", "--port", "0"])
-        .arg(&rec)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut gdb_cmd = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut gdb_cmd,
-    )
-    .unwrap();
-    let target = gdb_cmd
-        .split('\'')
-        .nth(1)
-        .expect("the gdb command names its target")
-        .to_owned();
-    assert!(gdb_cmd.trim_end().ends_with("/vmlinux"), "{gdb_cmd}");
+    let (mut server, target) = replay_under_gdb(&rec);
     let gdb = Command::new("gdb")
         .args(["-q", "-batch", "-ex", &target])
         .args([

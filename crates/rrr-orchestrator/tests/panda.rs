@@ -7,34 +7,13 @@
 #[path = "../../rrr-trace/tests/support/tp.rs"]
 mod tp;
 
-use std::path::{Path, PathBuf};
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::path::Path;
 use std::process::Command;
 
-fn rrr() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rrr"))
-}
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name)
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "{cmd:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use cli::{example, fails, ok, replay_under_gdb, rrr};
 
 fn panda_on_path() -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -120,20 +99,7 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
 
     // `rrr replay --gdb`: the replay waits for gdb (the guest halted, waiting for the console's
     // input); gdb runs to the first interrupt, steps forward and back again.
-    let mut server = rrr()
-        .args(["replay", "--gdb", "--port", "0"])
-        .arg(&rec)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut gdb_cmd = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut gdb_cmd,
-    )
-    .unwrap();
-    let target = gdb_cmd.split('\'').nth(1).expect("a target").to_owned();
+    let (mut server, target) = replay_under_gdb(&rec);
     let mut gdb = Command::new("gdb");
     gdb.args(["-q", "-batch", "-ex", &target]);
     for step in [
@@ -146,13 +112,15 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
         "p/x $pc",
         "reverse-stepi",
         "reverse-stepi",
+        "p/x $pc",
+        "stepi",
+        "stepi",
+        "p/x $pc",
+        "kill",
     ] {
         gdb.args(["-ex", step]);
     }
     let gdb = gdb
-        .args([
-            "-ex", "p/x $pc", "-ex", "stepi", "-ex", "stepi", "-ex", "p/x $pc", "-ex", "kill",
-        ])
         .arg(Path::new(&kernel).join("vmlinux"))
         .output()
         .unwrap();
