@@ -54,6 +54,23 @@ impl Engine {
         }
     }
 
+    /// The tracer plugin's arguments: read `profile`, write the trace to `out`.
+    pub fn tracer_args(self, profile: &Path, out: &Path) -> String {
+        let out_key = match self {
+            Engine::Qemu => "trace",
+            Engine::Panda => "out",
+        };
+        format!("profile={},{out_key}={}", profile.display(), out.display())
+    }
+
+    /// The prefix of the line the tracer plugin ends with (`<prefix>N events, ...`).
+    pub fn summary_prefix(self) -> &'static str {
+        match self {
+            Engine::Qemu => "rrr_qemu: ",
+            Engine::Panda => "rrr_trace: ",
+        }
+    }
+
     /// The tracer plugin built with rrr for this engine.
     pub fn plugin(self) -> anyhow::Result<PathBuf> {
         match self {
@@ -185,6 +202,19 @@ mod tests {
             assert_eq!(Engine::from_name(e.name()), Some(e));
         }
         assert_eq!(Engine::from_name("kvm"), None);
+    }
+
+    #[test]
+    fn tracer_args_use_each_plugins_names() {
+        let (p, t) = (Path::new("/r/trace.rrrprof"), Path::new("t.pftrace"));
+        assert_eq!(
+            Engine::Qemu.tracer_args(p, t),
+            "profile=/r/trace.rrrprof,trace=t.pftrace"
+        );
+        assert_eq!(
+            Engine::Panda.tracer_args(p, t),
+            "profile=/r/trace.rrrprof,out=t.pftrace"
+        );
     }
 
     #[test]

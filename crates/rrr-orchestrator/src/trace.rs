@@ -123,13 +123,7 @@ const PANDA_REPLAY_DONE: &str = "Replay completed successfully";
 pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyhow::Result<Traced> {
     rec.engine.require()?;
     let tracer = match output {
-        Some(out) => {
-            let profile = profile(rec)?;
-            Some(match rec.engine {
-                Engine::Qemu => format!("profile={},trace={}", profile.display(), out.display()),
-                Engine::Panda => format!("profile={},out={}", profile.display(), out.display()),
-            })
-        }
+        Some(out) => Some(rec.engine.tracer_args(&profile(rec)?, out)),
         None => None,
     };
     let setup = replay_command(rec, tracer, None)?;
@@ -208,8 +202,7 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     let events = stderr
         .lines()
         .find_map(|l| {
-            l.strip_prefix("rrr_qemu: ")
-                .or_else(|| l.strip_prefix("rrr_trace: "))?
+            l.strip_prefix(rec.engine.summary_prefix())?
                 .split_once(" events")?
                 .0
                 .parse()

@@ -57,9 +57,6 @@ fn on_translate(cpu: &mut CPUState, pc: target_ptr_t) -> bool {
     let Some(t) = guard.as_mut() else {
         return false;
     };
-    if !t.covers(pc) {
-        return false;
-    }
     contained(|| t.plan(&mut PandaGuest::new(cpu), pc)).unwrap_or(false)
 }
 
