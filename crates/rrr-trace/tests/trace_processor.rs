@@ -7,7 +7,13 @@ mod tp;
 
 use std::time::Duration;
 
-use rrr_trace::{OsLayout, Pipeline, PipelineConfig};
+use std::sync::Arc;
+
+use prost::Message;
+use rrr_trace::record::Batch;
+use rrr_trace::{
+    proto, Args, OsLayout, Pipeline, PipelineConfig, Record, ThreadIdent, TraceWriter, TrackKey,
+};
 
 fn write_scenario(path: &std::path::Path) {
     let profile = support::profile();
@@ -99,6 +105,111 @@ fn trace_processor_reads_the_exact_slices_args_and_flows() {
     assert_eq!(tp::lines(&r[6]), vec!["0"]);
     assert_eq!(tp::lines(&r[7]), Vec::<String>::new());
     assert_eq!(tp::lines(&r[8]), vec!["main|user"], "user calls are marked");
+}
+
+/// A thread with a long run of events becomes the sequence's default track and its events
+/// leave their track out; short runs elsewhere name theirs. Either way every slice must land on
+/// its own thread, at its depth, in the trace processor and in the prost decoding.
+#[test]
+fn slices_on_the_default_track_and_on_named_tracks_land_on_their_threads() {
+    let profile = support::profile();
+    let func = support::id(&profile, "ksys_write");
+    let (a, b) = (support::KA, support::KB);
+    let mut records = Vec::new();
+    let mut ts = 1000;
+    for (tid, stack) in [(100, a), (101, b)] {
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(b"stimulus");
+        let ident = ThreadIdent {
+            tid,
+            pid: 100,
+            comm,
+            kernel: false,
+        };
+        records.push(Record::Thread {
+            ts,
+            track: TrackKey::Thread(stack),
+            ident,
+        });
+    }
+    // (tid, begin, dur, depth) of every slice, from the records themselves.
+    let mut want = Vec::new();
+    let mut open: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+    let mut step = |stack: u64, enters: usize, returns: usize, records: &mut Vec<Record>| {
+        let frames = open.entry(stack).or_default();
+        for _ in 0..enters {
+            ts += 3;
+            let sp = stack + 0x3f00 - (frames.len() as u64 + 1) * 0x40;
+            records.push(Record::Enter {
+                ts,
+                track: TrackKey::Thread(stack),
+                sp,
+                func,
+                args: Args::default(),
+            });
+            frames.push(ts);
+        }
+        for _ in 0..returns {
+            ts += 5;
+            let sp = stack + 0x3f00 - frames.len() as u64 * 0x40;
+            records.push(Record::Return {
+                ts,
+                track: TrackKey::Thread(stack),
+                sp,
+                pc: 0,
+                value: 0,
+            });
+            let begin = frames.pop().unwrap();
+            let tid = if stack == a { 100 } else { 101 };
+            want.push(format!("{tid}|{begin}|{}|{}", ts - begin, frames.len()));
+        }
+    };
+    step(a, 10, 0, &mut records); // A becomes the default track
+    step(b, 3, 3, &mut records); // B names its track
+    step(a, 0, 10, &mut records); // back on the default
+    step(b, 12, 12, &mut records); // B becomes the default
+    step(a, 2, 2, &mut records); // A names its track
+    want.sort();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("defaults.pftrace");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = TraceWriter::new(file, Arc::clone(&profile));
+    let mut batch = Batch::with_capacity(records.len());
+    batch.records = records;
+    writer.write_batch(&batch).unwrap();
+    writer.finish().unwrap();
+
+    let bytes = std::fs::read(&path).unwrap();
+    let events: Vec<proto::TrackEvent> = proto::Trace::decode(&bytes[..])
+        .unwrap()
+        .packet
+        .into_iter()
+        .filter_map(|p| match p.data {
+            Some(proto::trace_packet::Data::TrackEvent(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let named = events.iter().filter(|e| e.track_uuid.is_some()).count();
+    assert!(
+        named > 0 && named < events.len(),
+        "both kinds of events are written: {named} of {} name their track",
+        events.len()
+    );
+    assert_eq!(support::slices(&bytes).len(), want.len());
+
+    let r = tp::query(
+        &path,
+        &[
+            "select t.tid, s.ts, s.dur, s.depth from slice s join thread_track tt \
+             on s.track_id = tt.id join thread t using (utid)",
+            ERRORS,
+        ],
+    );
+    let mut got = tp::lines(&r[0]);
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(tp::lines(&r[1]), Vec::<String>::new());
 }
 
 /// Not a test: the child process of `a_trace_killed_mid_write_still_opens`, which writes

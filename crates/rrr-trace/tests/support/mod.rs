@@ -379,6 +379,7 @@ pub fn slices(bytes: &[u8]) -> Vec<Slice> {
     let mut done = Vec::new();
     let mut clock = 0u64;
     let mut incremental = false;
+    let mut default_track = None;
     for p in trace.packet {
         assert!(p.optional_trusted_packet_sequence_id.is_some());
         if let Some(d) = &p.interned_data {
@@ -391,6 +392,10 @@ pub fn slices(bytes: &[u8]) -> Vec<Slice> {
         }
         if let Some(defaults) = &p.trace_packet_defaults {
             incremental = defaults.timestamp_clock_id == Some(64);
+            default_track = defaults
+                .track_event_defaults
+                .as_ref()
+                .and_then(|d| d.track_uuid);
         }
         use proto::trace_packet::Data;
         match &p.data {
@@ -413,7 +418,10 @@ pub fn slices(bytes: &[u8]) -> Vec<Slice> {
                     clock += p.timestamp();
                     clock
                 };
-                let uuid = e.track_uuid();
+                let uuid = e
+                    .track_uuid
+                    .or(default_track)
+                    .expect("an event names its track or has a default one");
                 let stack = open.entry(uuid).or_default();
                 let name = match e.name_field {
                     Some(proto::track_event::NameField::NameIid(iid)) => event_names[&iid].clone(),
