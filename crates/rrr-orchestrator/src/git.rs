@@ -20,16 +20,21 @@ fn is_commit_id(commit: &str) -> bool {
     commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Fetches `commit` from `url` into the shared repository (unless it is there), then writes
-/// its tree to `dest`.
+/// Fetches `commit` from `url` into the shared kernel repository (unless it is there), then
+/// writes its tree to `dest`.
 pub fn checkout(url: &str, commit: &str, dest: &Path) -> anyhow::Result<()> {
+    checkout_from("kernel.git", url, commit, dest)
+}
+
+/// As [`checkout`], with the cache's bare repository `name` (one per project).
+pub fn checkout_from(name: &str, url: &str, commit: &str, dest: &Path) -> anyhow::Result<()> {
     crate::tools::require("git", "git")?;
     if !is_commit_id(commit) {
         bail!(
             "`{commit}` is not a full 40-digit commit id; git fetches a commit only by its full id"
         );
     }
-    let repo = cache::root()?.join("git").join("kernel.git");
+    let repo = cache::root()?.join("git").join(name);
     {
         let _lock = cache::lock(&repo)?;
         if !repo.join("HEAD").is_file() {

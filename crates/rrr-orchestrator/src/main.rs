@@ -15,6 +15,7 @@ mod run;
 mod serve;
 mod stimulus;
 mod syzbot;
+mod syzkaller;
 mod tools;
 mod trace;
 

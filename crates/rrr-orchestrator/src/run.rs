@@ -8,7 +8,7 @@ use crate::cache::{self, Key};
 use crate::engine::Engine;
 use crate::kernel::{self, KernelArgs};
 use crate::record::{self, Recording};
-use crate::{rootfs, stimulus, syzbot, trace};
+use crate::{rootfs, stimulus, syzbot, syzkaller, trace};
 
 /// Arguments of `rrr run`.
 #[derive(clap::Args, Clone, Debug)]
@@ -60,8 +60,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 .expect("clap requires --stimulus without --syzbot"),
         ),
     };
-    let kernel = kernel::build(&kernel_args)?;
+    // The stimulus first: a reproducer that does not compile fails in seconds, not after a
+    // kernel build.
     let stim = stimulus::build(&source)?;
+    let kernel = kernel::build(&kernel_args)?;
     let disk = rootfs::build(&stim)?;
     let mut key = Key::default();
     // A recording replays only on the emulator build that made it.
@@ -94,7 +96,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The kernel (the bug's commit, its config reduced for its crash) and the C reproducer of a
-/// syzbot bug.
+/// syzbot bug (written from its syz reproducer when it has no C one).
 fn syzbot_inputs(args: &RunArgs, bug: &str) -> anyhow::Result<(KernelArgs, PathBuf)> {
     let f = syzbot::fetch(&syzbot::BugArgs {
         bug: bug.to_owned(),
@@ -109,16 +111,13 @@ fn syzbot_inputs(args: &RunArgs, bug: &str) -> anyhow::Result<(KernelArgs, PathB
              with --crash"
         );
     }
-    let Some(repro) = f.repro_c() else {
-        anyhow::bail!(
-            "crash #{} of this bug has only a syz reproducer ({}); rrr runs C reproducers, and \
-             building syz-execprog/syz-executor from syzkaller {} is not supported yet: pick a \
-             crash with a C reproducer (--crash), or turn the program into C with syz-prog2c",
-            f.index,
-            f.repro_syz()
-                .map_or("-".into(), |p| p.display().to_string()),
-            crash.syzkaller_commit.as_deref().unwrap_or("?")
-        );
+    let repro = match (f.repro_c(), f.repro_syz()) {
+        (Some(c), _) => c,
+        (None, Some(syz)) => syz_to_c(&f, &syz)?,
+        (None, None) => anyhow::bail!(
+            "crash #{} of this bug has no reproducer: pick a crash that has one (--crash)",
+            f.index
+        ),
     };
     let (Some(link), Some(commit)) = (&crash.kernel_source_git, &crash.kernel_source_commit) else {
         anyhow::bail!("syzbot gives no kernel tree and commit for this crash");
@@ -132,4 +131,38 @@ fn syzbot_inputs(args: &RunArgs, bug: &str) -> anyhow::Result<(KernelArgs, PathB
         ..KernelArgs::tiny(args.kernel_src.clone())
     };
     Ok((kernel, repro))
+}
+
+/// The C program of a crash's syz reproducer, written by syz-prog2c of the crash's syzkaller
+/// commit with the crash's options.
+fn syz_to_c(f: &syzbot::Fetched, syz: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let crash = f.crash();
+    let (Some(link), Some(commit)) = (&crash.syzkaller_git, &crash.syzkaller_commit) else {
+        anyhow::bail!(
+            "crash #{} has only a syz reproducer and syzbot names no syzkaller commit to \
+             convert it with: pick a crash with a C reproducer (--crash)",
+            f.index
+        );
+    };
+    let text = std::fs::read_to_string(syz)?;
+    let opts = match crash.repro_opts.as_deref().filter(|o| !o.trim().is_empty()) {
+        Some(o) => o.to_owned(),
+        // syzbot's programs carry them in a comment line: `#{"threaded":true,...}`.
+        None => text
+            .lines()
+            .find(|l| l.trim_start_matches('#').trim_start().starts_with('{'))
+            .unwrap_or("{}")
+            .to_owned(),
+    };
+    let opts = syzkaller::ReproOpts::parse(&opts)?;
+    eprintln!(
+        "rrr: crash #{} has only a syz reproducer: converting it to C with syz-prog2c of \
+         syzkaller {commit:.12} ({})",
+        f.index,
+        opts.prog2c_args().join(" ")
+    );
+    let prog2c = syzkaller::prog2c(&syzbot::clone_url(link)?, commit)?;
+    let c = f.dir.join("repro-from-syz.c");
+    syzkaller::to_c(&prog2c, syz, &opts, &c)?;
+    Ok(c)
 }

@@ -172,12 +172,14 @@ fn bad_ids_missing_reproducers_and_bad_answers_are_clear_errors() {
         "{e}"
     );
 
-    // A bug with a syz reproducer only is fetched, but `rrr run` says why it stops.
+    // A bug with a syz reproducer only is fetched; `rrr run` goes for syz-prog2c of its
+    // syzkaller commit, which does not exist (tests/syz_repro.rs converts one that does).
     let dir = stdout_ok(&rrr_syzbot(cache.path(), &url, &[SYZ_ONLY]));
     assert!(dir.join("repro.syz").is_file() && !dir.join("repro.c").exists());
     let e = stderr(&rrr_run_syzbot(cache.path(), &url, SYZ_ONLY));
     assert!(
-        e.contains("only a syz reproducer") && e.contains("repro.syz"),
+        e.contains("only a syz reproducer")
+            && e.contains("cannot fetch commit b5c1f2e3d4a5968778695a4b3c2d1e0f9a8b7c6d"),
         "{e}"
     );
     let e = stderr(&rrr_run_syzbot(cache.path(), &url, "ffffffffffffffffffff"));

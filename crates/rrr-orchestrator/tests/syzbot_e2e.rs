@@ -3,6 +3,8 @@
 //! config is reduced for the crash report, its C reproducer is recorded and traced. Only the
 //! dashboard and the git server are local; everything else is real.
 
+#[path = "support/git.rs"]
+mod git_repo;
 mod support;
 #[path = "../../rrr-trace/tests/support/tp.rs"]
 mod tp;
@@ -11,31 +13,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use git_repo::git;
 use support::fake_syzbot::{fixture, FakeSyzbot};
 
 const EXTID: &str = "e2e0e2e0e2e0e2e0e2e0";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        // A fixed author and date give the same commit id on every machine and run, so the
-        // kernel built from it is found in the cache next time.
-        .env("GIT_AUTHOR_NAME", "rrr")
-        .env("GIT_AUTHOR_EMAIL", "rrr@localhost")
-        .env("GIT_COMMITTER_NAME", "rrr")
-        .env("GIT_COMMITTER_EMAIL", "rrr@localhost")
-        .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// A git repository holding the distro kernel source as one commit (made once per target
 /// directory); returns it and the commit.
