@@ -96,23 +96,13 @@ pub fn checkout_from(name: &str, url: &str, commit: &str, dest: &Path) -> anyhow
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+#[path = "../tests/support/git.rs"]
+mod test_git;
 
-    fn run(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .current_dir(dir)
-            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
+#[cfg(test)]
+mod tests {
+    use super::test_git::git as run;
+    use super::*;
 
     #[test]
     fn exactly_the_commit_is_fetched_and_checked_out() {
