@@ -42,6 +42,25 @@ pub fn lock(target: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The file `file` of the cache entry `<root>/<kind>/<key>`: found, or built by `build` into a
+/// staging directory (given to it) that becomes the entry, under the entry's lock.
+pub fn file_entry(
+    kind: &str,
+    key: &Key,
+    file: &str,
+    build: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<PathBuf> {
+    let target = root()?.join(kind).join(key.hex());
+    let path = target.join(file);
+    let _lock = lock(&target)?;
+    if path.is_file() {
+        return Ok(path);
+    }
+    let stage = Staging::new(&target)?;
+    build(&stage.dir)?;
+    Ok(stage.commit()?.join(file))
+}
+
 /// Hashes the inputs of a cache entry.
 #[derive(Default)]
 pub struct Key(Sha256);

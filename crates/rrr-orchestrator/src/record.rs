@@ -162,52 +162,39 @@ pub fn ready_disk(
     key.add("qemu", emulator.as_bytes())
         .add_file("bzImage", &kernel.bzimage())?
         .add_file("rootfs", rootfs)?;
-    let target = cache::root()?.join("snapshots").join(key.hex());
-    let disk = target.join("ready.qcow2");
-    let _lock = cache::lock(&target)?;
-    if disk.is_file() {
-        return Ok(disk);
-    }
-    let stage = Staging::new(&target)?;
-    let staged = stage.dir.join("ready.qcow2");
-    std::fs::copy(rootfs, &staged)?;
-    let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());
-    let monitor = machine::monitor_path();
-    let cmd = machine::command(engine, kernel, &staged, &Mode::Boot, &monitor);
-    let mut vm = Vm::spawn(cmd, &stage.dir.join("boot.log"), &monitor)?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        match vm.next_line(deadline) {
-            Ok(Some(l)) if l.trim() == rootfs::READY => break,
-            Ok(Some(l)) => bar.set_message(format!("booting: {}", l.trim())),
-            Ok(None) | Err(()) => {
-                let (_, stderr) = vm.quit()?;
-                let log = std::fs::read_to_string(stage.dir.join("boot.log")).unwrap_or_default();
-                let tail: Vec<&str> = log
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                bail!(
-                    "the machine did not reach /init's ready marker; QEMU said:\n{}\nthe console's last lines:\n{}",
-                    stderr.trim_end(),
-                    tail.join("\n")
-                );
+    cache::file_entry("snapshots", &key, "ready.qcow2", |dir| {
+        let staged = dir.join("ready.qcow2");
+        std::fs::copy(rootfs, &staged)?;
+        let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());
+        let monitor = machine::monitor_path();
+        let cmd = machine::command(engine, kernel, &staged, &Mode::Boot, &monitor);
+        let mut vm = Vm::spawn(cmd, &dir.join("boot.log"), &monitor)?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            match vm.next_line(deadline) {
+                Ok(Some(l)) if l.trim() == rootfs::READY => break,
+                Ok(Some(l)) => bar.set_message(format!("booting: {}", l.trim())),
+                Ok(None) | Err(()) => {
+                    let (_, stderr) = vm.quit()?;
+                    let log = std::fs::read_to_string(dir.join("boot.log")).unwrap_or_default();
+                    bail!(
+                        "the machine did not reach /init's ready marker; QEMU said:\n{}\nthe console's last lines:\n{}",
+                        stderr.trim_end(),
+                        crate::tools::last_lines(&log, 30)
+                    );
+                }
             }
         }
-    }
-    bar.set_message("saving the snapshot");
-    let out = vm.monitor(&format!("savevm {}", machine::READY_SNAPSHOT))?;
-    if !out.is_empty() {
-        bail!("QEMU could not save the snapshot: {out}");
-    }
-    let (status, stderr) = vm.quit()?;
-    machine::check_exit(engine, status, &stderr, "saving the snapshot")?;
-    bar.finish_and_clear();
-    Ok(stage.commit()?.join("ready.qcow2"))
+        bar.set_message("saving the snapshot");
+        let out = vm.monitor(&format!("savevm {}", machine::READY_SNAPSHOT))?;
+        if !out.is_empty() {
+            bail!("QEMU could not save the snapshot: {out}");
+        }
+        let (status, stderr) = vm.quit()?;
+        machine::check_exit(engine, status, &stderr, "saving the snapshot")?;
+        bar.finish_and_clear();
+        Ok(())
+    })
 }
 
 /// Records `stimulus` (inside `rootfs`) on `kernel` with `engine` into the new directory `out`.

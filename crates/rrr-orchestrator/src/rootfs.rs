@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::cache::{self, Key, Staging};
+use crate::cache::{self, Key};
 use crate::tools::{require, run_quiet};
 
 /// The /init script.
@@ -73,45 +73,40 @@ pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
         .add("init", INIT.as_bytes())
         .add_file("busybox", busybox)?
         .add_file("stimulus", stimulus)?;
-    let target = cache::root()?.join("rootfs").join(key.hex());
-    let image = target.join("rootfs.qcow2");
-    let _lock = cache::lock(&target)?;
-    if image.is_file() {
-        return Ok(image);
-    }
-    let stage = Staging::new(&target)?;
-    let root = stage.dir.join("root");
-    for d in ["bin", "dev", "proc", "sys", "tmp"] {
-        std::fs::create_dir_all(root.join(d))?;
-    }
-    std::fs::copy(busybox, root.join("bin/busybox"))?;
-    let list = Command::new(busybox).arg("--list").output()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if !applet.is_empty() && applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+    cache::file_entry("rootfs", &key, "rootfs.qcow2", |dir| {
+        let root = dir.join("root");
+        for d in ["bin", "dev", "proc", "sys", "tmp"] {
+            std::fs::create_dir_all(root.join(d))?;
         }
-    }
-    write_executable(&root.join("init"), INIT.as_bytes())?;
-    write_executable(&root.join("stimulus"), &std::fs::read(stimulus)?)?;
-    let raw = stage.dir.join("rootfs.ext4");
-    std::fs::File::create(&raw)?.set_len(64 << 20)?;
-    run_quiet(
-        Command::new(mkfs)
-            .args(["-q", "-F", "-L", "rrr-root", "-d"])
-            .arg(&root)
-            .arg(&raw),
-        "mkfs.ext4",
-    )?;
-    run_quiet(
-        Command::new(qemu_img)
-            .args(["convert", "-O", "qcow2"])
-            .arg(&raw)
-            .arg(stage.dir.join("rootfs.qcow2")),
-        "qemu-img convert",
-    )?;
-    std::fs::remove_file(&raw)?;
-    std::fs::remove_dir_all(&root)?;
-    Ok(stage.commit()?.join("rootfs.qcow2"))
+        std::fs::copy(busybox, root.join("bin/busybox"))?;
+        let list = Command::new(busybox).arg("--list").output()?;
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if !applet.is_empty() && applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+            }
+        }
+        write_executable(&root.join("init"), INIT.as_bytes())?;
+        write_executable(&root.join("stimulus"), &std::fs::read(stimulus)?)?;
+        let raw = dir.join("rootfs.ext4");
+        std::fs::File::create(&raw)?.set_len(64 << 20)?;
+        run_quiet(
+            Command::new(mkfs)
+                .args(["-q", "-F", "-L", "rrr-root", "-d"])
+                .arg(&root)
+                .arg(&raw),
+            "mkfs.ext4",
+        )?;
+        run_quiet(
+            Command::new(qemu_img)
+                .args(["convert", "-O", "qcow2"])
+                .arg(&raw)
+                .arg(dir.join("rootfs.qcow2")),
+            "qemu-img convert",
+        )?;
+        std::fs::remove_file(&raw)?;
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
+    })
 }
 
 fn write_executable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::cache::{self, Key, Staging};
+use crate::cache::{self, Key};
 
 /// Where the stimulus's code is linked: away from busybox's (0x400000), so the tracer can tell
 /// the stimulus's user code from every other process's by address.
@@ -47,20 +47,18 @@ pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
         .add("flags", flags().join(" ").as_bytes())
         .add("gcc", gcc.as_bytes())
         .add_file("source", source)?;
-    let target = cache::root()?.join("stimuli").join(key.hex());
-    let bin = target.join("stimulus");
-    let _lock = cache::lock(&target)?;
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let stage = Staging::new(&target)?;
-    std::fs::copy(source, stage.dir.join("stimulus.c"))
+    cache::file_entry("stimuli", &key, "stimulus", |dir| compile(source, dir))
+}
+
+/// Compiles `source` into `dir/stimulus`.
+fn compile(source: &Path, dir: &Path) -> anyhow::Result<()> {
+    std::fs::copy(source, dir.join("stimulus.c"))
         .with_context(|| format!("reading {}", source.display()))?;
     let out = Command::new("gcc")
         .args(flags())
         .arg("-o")
-        .arg(stage.dir.join("stimulus"))
-        .arg(stage.dir.join("stimulus.c"))
+        .arg(dir.join("stimulus"))
+        .arg(dir.join("stimulus.c"))
         .output()
         .context("running gcc")?;
     if !out.status.success() {
@@ -71,7 +69,7 @@ pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim_end()
         );
     }
-    Ok(stage.commit()?.join("stimulus"))
+    Ok(())
 }
 
 /// Runs `rrr stimulus`.

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::cache::{self, Key, Staging};
+use crate::cache::{self, Key};
 
 /// Bumped when the build recipe changes.
 const RECIPE: &str = "syz-prog2c-recipe-1";
@@ -222,14 +222,21 @@ pub fn prog2c(url: &str, commit: &str) -> anyhow::Result<PathBuf> {
     key.add("recipe", RECIPE.as_bytes())
         .add("commit", commit.as_bytes())
         .add("go", version.as_bytes());
-    let target = cache::root()?.join("syzkaller").join(key.hex());
-    let bin = target.join("syz-prog2c");
-    let _lock = cache::lock(&target)?;
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let stage = Staging::new(&target)?;
-    let tree = stage.dir.join("syzkaller");
+    cache::file_entry("syzkaller", &key, "syz-prog2c", |dir| {
+        build_prog2c(url, commit, &go, &version, dir)
+    })
+}
+
+/// Builds syz-prog2c of syzkaller `commit` from `url` with `go` (of `version`) into
+/// `dir/syz-prog2c`.
+fn build_prog2c(
+    url: &str,
+    commit: &str,
+    go: &Path,
+    version: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let tree = dir.join("syzkaller");
     crate::git::checkout_from("syzkaller.git", url, commit, &tree)?;
     let wanted = std::fs::read_to_string(tree.join("go.mod"))
         .ok()
@@ -246,11 +253,8 @@ pub fn prog2c(url: &str, commit: &str) -> anyhow::Result<PathBuf> {
         .context("running make prog2c")?;
     bar.finish_and_clear();
     if !out.status.success() {
-        let log = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = log.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         let go_note = match wanted {
-            Some(w) if crate::tools::major_minor(&w) > crate::tools::major_minor(&version) => {
+            Some(w) if crate::tools::major_minor(&w) > crate::tools::major_minor(version) => {
                 format!(
                     "syzkaller {commit:.12} needs Go {w} (its go.mod) and {} is Go {version}: \
                      install a newer Go, or let Go download it (network access to \
@@ -267,13 +271,13 @@ pub fn prog2c(url: &str, commit: &str) -> anyhow::Result<PathBuf> {
         bail!(
             "building syz-prog2c of syzkaller {commit:.12} failed: {go_note}. Or pick a crash \
              with a C reproducer (--crash). make said:\n{}",
-            tail.join("\n")
+            crate::tools::last_lines(&String::from_utf8_lossy(&out.stderr), 15)
         );
     }
-    std::fs::rename(tree.join("bin/syz-prog2c"), stage.dir.join("syz-prog2c"))
+    std::fs::rename(tree.join("bin/syz-prog2c"), dir.join("syz-prog2c"))
         .context("make prog2c made no bin/syz-prog2c")?;
     std::fs::remove_dir_all(&tree)?;
-    Ok(stage.commit()?.join("syz-prog2c"))
+    Ok(())
 }
 
 /// Writes the C program for the syz program `syz` with `opts` to `out` (atomically).

@@ -35,6 +35,12 @@ pub fn version_line(tool: &str) -> Option<String> {
     Some(text.lines().next().unwrap_or("").to_owned())
 }
 
+/// The last `n` lines of `text`, joined by newlines (the end of a tool's log, for an error).
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The (major, minor) of a dotted version (`10.0.2`, `1.24`); missing parts are 0.
 pub fn major_minor(version: &str) -> (u32, u32) {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
