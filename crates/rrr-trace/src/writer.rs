@@ -298,10 +298,6 @@ impl<W: Write> TraceWriter<W> {
                     primary_trace_clock: Some(proto::BuiltinClock::Boottime as i32),
                 },
             )),
-            trace_packet_defaults: Some(proto::TracePacketDefaults {
-                timestamp_clock_id: Some(ICOUNT_CLOCK),
-                track_event_defaults: None,
-            }),
             interned_data: Some(proto::InternedData {
                 debug_annotation_names: vec![proto::DebugAnnotationName {
                     iid: Some(IID_RETURN),
@@ -315,6 +311,7 @@ impl<W: Write> TraceWriter<W> {
             }),
             ..Default::default()
         });
+        self.set_defaults();
     }
 
     fn prost_packet(&mut self, mut p: proto::TracePacket) {
@@ -631,7 +628,7 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Writes the sequence's packet defaults: the instruction-count clock and the default
-    /// track.
+    /// track, if there is one yet (at the start there is none).
     fn set_defaults(&mut self) {
         let p = self.enc.open(1);
         self.enc.uint(P_SEQ_ID, SEQ);
