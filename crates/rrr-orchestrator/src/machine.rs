@@ -15,9 +15,16 @@ use crate::engine::{Engine, PANDA_PLUGIN_NAME};
 use crate::kernel::Kernel;
 
 /// Kernel command line: serial console, no KASLR, no speculation mitigations (RSB stuffing
-/// and return thunks confuse call tracking), root on the virtio disk, panics stop the machine.
-pub const CMDLINE: &str =
-    "console=ttyS0 nokaslr mitigations=off root=/dev/vda rw rootfstype=ext4 init=/init panic=-1 oops=panic";
+/// and return thunks confuse call tracking), root on the engine's disk, panics stop the machine.
+pub fn cmdline(engine: Engine) -> String {
+    let root = match engine {
+        Engine::Qemu => "/dev/vda",
+        Engine::Panda => "/dev/sda",
+    };
+    format!(
+        "console=ttyS0 nokaslr mitigations=off root={root} rw rootfstype=ext4 init=/init panic=-1 oops=panic"
+    )
+}
 /// Name of the snapshot taken at the ready marker.
 pub const READY_SNAPSHOT: &str = "rrr-ready";
 /// Name of the snapshot a recording starts from (QEMU's `rrsnapshot`).
@@ -69,7 +76,8 @@ pub fn command(
         .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
         .arg("-kernel")
         .arg(kernel.bzimage())
-        .args(["-append", CMDLINE]);
+        .arg("-append")
+        .arg(cmdline(engine));
     match engine {
         Engine::Qemu => qemu_args(&mut c, disk, mode, monitor),
         Engine::Panda => panda_args(&mut c, kernel, disk, mode, monitor),
@@ -121,12 +129,16 @@ fn qemu_args(c: &mut Command, disk: &Path, mode: &Mode, monitor: &Path) {
 /// disk's qcow2 (`-record-from`) into `<name>-rr-snp` + `<name>-rr-nondet.log`, and replays
 /// them with `-replay <name>`. The tracer plugin comes in by name (`-panda`), from the
 /// `PANDA_DIR` the caller sets.
+///
+/// The disk is IDE: PANDA records what its IDE controller writes into guest memory, but not
+/// what virtio-blk writes (its used ring is written behind the log's back, so a replay reads
+/// another ring index in `vring_interrupt` and diverges a few million instructions in).
 fn panda_args(c: &mut Command, kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) {
     c.args(["-net", "none"])
         .arg("-monitor")
         .arg(format!("unix:{},server,nowait", monitor.display()))
         .args(["-drive", &format!("file={},if=none,id=img", disk.display())])
-        .args(["-device", "virtio-blk-pci,drive=img"]);
+        .args(["-device", "ide-hd,drive=img,bus=ide.0"]);
     match mode {
         Mode::Boot => {}
         Mode::Record { rrfile } => {

@@ -154,7 +154,7 @@ pub fn ready_disk(
 ) -> anyhow::Result<PathBuf> {
     let mut key = Key::default();
     key.add("recipe", machine::RECIPE.as_bytes())
-        .add("cmdline", machine::CMDLINE.as_bytes());
+        .add("cmdline", machine::cmdline(engine).as_bytes());
     // Keys of QEMU snapshots stay as they were before PANDA (their cache entries remain valid).
     if engine != Engine::Qemu {
         key.add("engine", engine.name().as_bytes());
