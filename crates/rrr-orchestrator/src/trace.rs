@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use rrr_trace::locate::Located;
 
 use crate::engine::Engine;
 use crate::machine::{self, Mode, Vm};
@@ -272,6 +273,10 @@ pub struct ReplayArgs {
     /// The gdb stub's port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 1234, requires = "gdb")]
     pub port: u16,
+    /// Take gdb to this trace time (a slice's start in the trace, in instructions): the
+    /// printed gdb command runs the replay there.
+    #[arg(long, requires = "gdb", value_name = "TS")]
+    pub at: Option<u64>,
 }
 
 /// A free port on 127.0.0.1 (bound, then released for QEMU).
@@ -281,25 +286,32 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Replays `rec` paused at its start under a gdb stub until the emulator exits (gdb's `kill`,
-/// or the end of the recording). PANDA runs its checkpoint plugin alongside, so gdb can go
-/// back (`reverse-stepi`, `reverse-continue`). QEMU 10.0 never answers gdb's reverse-step
-/// packet (`bs`) on these recordings, although they carry the start snapshot: forward only.
-fn replay_gdb(rec: &Recording, port: u16) -> anyhow::Result<()> {
+/// or the end of the recording); with `at`, the printed gdb command first runs it to that
+/// trace time. PANDA runs its checkpoint plugin alongside, so gdb can go back
+/// (`reverse-stepi`, `reverse-continue`). QEMU 10.0 never answers gdb's reverse-step packet
+/// (`bs`) on these recordings, although they carry the start snapshot: forward only.
+fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()> {
     rec.engine.require()?;
+    let to = at.map(|at| gdb_to(rec, at)).transpose()?;
     let port = if port == 0 { free_port()? } else { port };
     let setup = replay_command(rec, None, Some(port))?;
     let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
-    println!(
-        "gdb -ex 'target remote 127.0.0.1:{port}' {}",
-        rec.kernel.vmlinux().display()
-    );
+    let mut gdb = format!("gdb -ex 'target remote 127.0.0.1:{port}'");
+    for ex in to.iter().flat_map(|t| &t.commands) {
+        gdb.push_str(&format!(" -ex '{ex}'"));
+    }
+    println!("{gdb} {}", rec.kernel.vmlinux().display());
     let travel = match rec.engine {
         Engine::Panda => "`reverse-stepi` and `reverse-continue` go back",
         Engine::Qemu => "going back needs `--engine panda` recordings",
     };
+    let start = match &to {
+        Some(t) => format!("; the command runs it to {}", t.place),
+        None => String::new(),
+    };
     eprintln!(
-        "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at the recording's start; \
-         run the command above. Breakpoints, `continue` and stepping run forward through the \
+        "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at the recording's start{start}. \
+         Run the command above. Breakpoints, `continue` and stepping run forward through the \
          recorded execution, the same on every replay; {travel}; `kill` ends it."
     );
     let (status, stderr) = vm.wait(Duration::from_secs(u32::MAX as u64))?;
@@ -314,12 +326,101 @@ fn replay_gdb(rec: &Recording, port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How gdb gets from the replay's start to a trace time.
+struct GdbTo {
+    /// gdb commands, run after `target remote`.
+    commands: Vec<String>,
+    /// Where they stop, in words.
+    place: String,
+}
+
+/// The gdb commands that run a replay of `rec` to trace time `at`. PANDA stops at an
+/// instruction count, which is the trace's clock. QEMU's plugin clock runs slightly ahead of
+/// QEMU's own count, so a replay under the locating tracer first finds which execution of
+/// which instruction the trace shows at `at`; gdb stops there with a breakpoint that ignores
+/// the executions before it.
+fn gdb_to(rec: &Recording, at: u64) -> anyhow::Result<GdbTo> {
+    match rec.engine {
+        Engine::Panda => Ok(GdbTo {
+            commands: vec![
+                format!("maint packet qPandaCmd:rrbreakpoint:{at}"),
+                "continue".to_owned(),
+            ],
+            place: format!("instruction {at}"),
+        }),
+        Engine::Qemu => {
+            let l = locate(rec, at)?;
+            let moved = if l.ts == at {
+                String::new()
+            } else {
+                format!(" (the first call or return at or after {at})")
+            };
+            Ok(GdbTo {
+                commands: vec![
+                    format!("tbreak *{:#x}", l.pc),
+                    format!("ignore $bpnum {}", l.hit - 1),
+                    "continue".to_owned(),
+                ],
+                place: format!(
+                    "trace time {}{moved}, execution {} of {:#x} (gdb passes the {} before it, \
+                     a few ms each)",
+                    l.ts,
+                    l.hit,
+                    l.pc,
+                    l.hit - 1
+                ),
+            })
+        }
+    }
+}
+
+/// Replays `rec` (a QEMU recording) under the locating tracer until it finds trace time `at`.
+fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
+    let profile = profile(rec)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".locate-")
+        .tempdir_in(&rec.dir)?;
+    let out = dir.path().join("located");
+    let args = format!(
+        "profile={},locate={at},located={}",
+        profile.display(),
+        out.display()
+    );
+    let setup = replay_command(rec, Some(args), None)?;
+    let bar = crate::progress::spinner(format!("finding trace time {at} in the replay"));
+    let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
+    let exited = loop {
+        if out.exists() {
+            break false;
+        }
+        if vm.next_line(Instant::now() + Duration::from_millis(100)) == Err(()) {
+            break true;
+        }
+    };
+    let (_, stderr) = if exited {
+        vm.wait(Duration::from_secs(60))?
+    } else {
+        vm.quit()?
+    };
+    let _ = std::fs::remove_file(&setup.serial);
+    bar.finish_and_clear();
+    match std::fs::read_to_string(&out) {
+        Ok(line) => Ok(line.trim().parse()?),
+        Err(_) => bail!(
+            "the replay ended before trace time {at} (no traced call or return at or after it); \
+             {} said:\n{}",
+            rec.engine.binary(),
+            tail(&stderr, 10)
+        ),
+    }
+}
+
 /// Runs `rrr replay`: the recording replayed without the tracer (checks it still replays, and
 /// is the baseline the tracer's cost is measured against).
 pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
     let rec = Recording::open(&args.recording)?;
     if args.gdb {
-        return replay_gdb(&rec, args.port);
+        return replay_gdb(&rec, args.port, args.at);
     }
     let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
     let checked = match rec.engine {

@@ -67,6 +67,11 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
             "select count(*) from slice where dur < 0",
             "select count(*) from slice",
             "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+            &format!(
+                "select s.ts {on_stimulus} and s.name = 'do_sys_openat2' \
+                 and extract_arg(s.arg_set_id, 'debug.filename') = '{PATH_IN_EXAMPLE}' \
+                 order by s.ts desc limit 1"
+            ),
         ],
     );
     assert_eq!(
@@ -88,9 +93,9 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
 
     // `rrr replay --gdb`: the replay waits for gdb, which stops in the kernel at the
     // stimulus's open and reads its arguments.
-    let (mut server, target) = replay_under_gdb(&rec);
+    let (mut server, gdb_args) = replay_under_gdb(&rec, None);
     let gdb = Command::new("gdb")
-        .args(["-q", "-batch", "-ex", &target])
+        .args(&gdb_args[..4])
         .args([
             "-ex",
             "break do_sys_openat2",
@@ -109,6 +114,51 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
         said.contains("Breakpoint 1, do_sys_openat2") && said.contains(PATH_IN_EXAMPLE),
         "gdb stops at the open with its filename:\n{said}\n{}",
         String::from_utf8_lossy(&gdb.stderr)
+    );
+
+    // `rrr replay --gdb --at TS`: gdb runs the replay to the call the trace shows at TS (the
+    // reader thread's open, after the writer's).
+    let open_ts: u64 = tp::lines(&r[7])[0].parse().unwrap();
+    let (mut server, gdb_args) = replay_under_gdb(&rec, Some(open_ts));
+    let gdb = Command::new("gdb")
+        .args(&gdb_args)
+        .args([
+            "-ex",
+            "info symbol $pc",
+            "-ex",
+            "p filename",
+            "-ex",
+            "p/x how->flags",
+        ])
+        .args(["-ex", "kill"])
+        .arg(Path::new(&kernel).join("vmlinux"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&gdb.stdout);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        gdb_args
+            .iter()
+            .any(|a| a.starts_with("ignore $bpnum ") && a != "ignore $bpnum 0"),
+        "the open is not do_sys_openat2's first call: {gdb_args:?}"
+    );
+    assert!(
+        said.contains("do_sys_openat2 in section")
+            && said.contains(PATH_IN_EXAMPLE)
+            && said.contains("= 0x8000"),
+        "gdb stops at the entry of the reader's open (O_RDONLY | O_LARGEFILE, where the \
+         writer's has O_CREAT | O_WRONLY | O_TRUNC too):\n{said}\n{}",
+        String::from_utf8_lossy(&gdb.stderr)
+    );
+    let err = fails(
+        rrr()
+            .args(["replay", "--gdb", "--port", "0", "--at", "999999999999"])
+            .arg(&rec),
+    );
+    assert!(
+        err.contains("the replay ended before trace time 999999999999"),
+        "{err}"
     );
 
     // A replay whose console output differs from the recording's is reported, and the trace

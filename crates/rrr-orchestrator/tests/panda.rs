@@ -102,9 +102,9 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
 
     // `rrr replay --gdb`: the replay waits for gdb (the guest halted, waiting for the console's
     // input); gdb runs to the first interrupt, steps forward and back again.
-    let (mut server, target) = replay_under_gdb(&rec);
+    let (mut server, gdb_args) = replay_under_gdb(&rec, None);
     let mut gdb = Command::new("gdb");
-    gdb.args(["-q", "-batch", "-ex", &target]);
+    gdb.args(&gdb_args);
     for step in [
         "break common_interrupt",
         "break sysvec_apic_timer_interrupt",
@@ -164,6 +164,10 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
             ),
             "select count(*) from slice where dur < 0",
             "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+            &format!(
+                "select s.ts {on_stimulus} and s.name = 'ksys_write' \
+                 and extract_arg(s.arg_set_id, 'debug.fd') > 2"
+            ),
         ],
     );
     assert_eq!(
@@ -174,4 +178,39 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
     assert_eq!(tp::lines(&r[1]), vec!["15"], "one write of 15 bytes");
     assert_eq!(tp::lines(&r[2]), vec!["0"]);
     assert_eq!(tp::lines(&r[3]), Vec::<String>::new(), "no import errors");
+
+    // `rrr replay --gdb --at TS`: PANDA stops at instruction TS, the write the trace shows
+    // there; gdb can step back from it into its caller.
+    let write_ts: u64 = tp::lines(&r[4])[0].parse().unwrap();
+    let (mut server, gdb_args) = replay_under_gdb(&rec, Some(write_ts));
+    let gdb = Command::new("gdb")
+        .args(&gdb_args)
+        .args(["-ex", "info symbol $pc", "-ex", "p count"])
+        .args([
+            "-ex",
+            "reverse-stepi",
+            "-ex",
+            "info symbol $pc",
+            "-ex",
+            "kill",
+        ])
+        .arg(Path::new(&kernel).join("vmlinux"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&gdb.stdout);
+    let _ = server.kill();
+    let _ = server.wait();
+    let symbols: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains(" in section "))
+        .collect();
+    assert!(
+        symbols.len() == 2
+            && symbols[0].starts_with("ksys_write in section")
+            && !symbols[1].starts_with("ksys_write")
+            && said.contains("= 15"),
+        "gdb stops at the entry of the stimulus's write of 15 bytes, and steps back out of \
+         it:\n{said}\n{}",
+        String::from_utf8_lossy(&gdb.stderr)
+    );
 }

@@ -64,8 +64,18 @@ impl Register for RrrTrace {
         args: &Args,
         _info: &Info,
     ) -> qemu_plugin::Result<()> {
-        let tracer = Tracer::open(&path_arg(args, "profile"), &path_arg(args, "trace"))
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        let profile = path_arg(args, "profile");
+        // `locate=TS,located=OUT`: find trace time TS for a debugger instead of tracing.
+        let tracer = match args.parsed.get("locate") {
+            Some(Value::Integer(at)) => {
+                let at = u64::try_from(*at)
+                    .unwrap_or_else(|_| fail("`locate=` takes a trace time (>= 0)"));
+                Tracer::open_locating(&profile, at, &path_arg(args, "located"))
+            }
+            Some(_) => fail("`locate=` takes a trace time (an instruction count)"),
+            None => Tracer::open(&profile, &path_arg(args, "trace")),
+        }
+        .unwrap_or_else(|e| fail(&e.to_string()));
         // SAFETY: a scoreboard of one u64 per vCPU, freed by QEMU with the plugin.
         let score = unsafe { qemu_plugin_scoreboard_new(8) };
         *state() = Some(State {

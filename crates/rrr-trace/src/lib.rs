@@ -10,6 +10,7 @@ mod decode;
 mod encode;
 pub mod guest;
 pub mod hooks;
+pub mod locate;
 pub mod observer;
 pub mod pipeline;
 pub mod proto;

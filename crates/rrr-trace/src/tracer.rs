@@ -17,6 +17,7 @@ use osi_profile::{Profile, ProfileError};
 
 use crate::guest::{is_kernel_address, Guest};
 use crate::hooks::{Hook, Hooks, MAX_RET_LEN};
+use crate::locate::Locator;
 use crate::observer::OsLayout;
 use crate::pipeline::{Pipeline, PipelineConfig, TraceSummary};
 use crate::writer::WriterError;
@@ -56,6 +57,8 @@ pub struct Tracer {
     last_ts: u64,
     /// Hooks decided at translation, by pc, for engines that only learn the pc at execution.
     planned: HashMap<u64, Planned>,
+    /// When locating instead of tracing: the locator, and the file it writes its answer to.
+    locator: Option<(Locator, PathBuf)>,
 }
 
 impl Tracer {
@@ -67,6 +70,26 @@ impl Tracer {
             source,
         })?;
         Ok(Tracer::start(profile, file, PipelineConfig::default()))
+    }
+
+    /// Opens the profile at `profile` and [locates](Self::locating) trace time `at`.
+    pub fn open_locating(profile: &Path, at: u64, out: &Path) -> Result<Tracer, TracerError> {
+        Ok(Tracer::locating(Arc::new(Profile::open(profile)?), at, out))
+    }
+
+    /// A tracer that finds the hooked execution at trace time `at` instead of tracing (see
+    /// [`crate::locate`]). When the replay reaches it, its
+    /// [`Located`](crate::locate::Located) line is written to `out` (atomically, so a reader
+    /// polling for the file never sees half of it).
+    pub fn locating(profile: Arc<Profile>, at: u64, out: &Path) -> Tracer {
+        Tracer {
+            hooks: Hooks::new(&profile),
+            pipeline: None,
+            profile,
+            last_ts: 0,
+            planned: HashMap::new(),
+            locator: Some((Locator::new(at), out.to_owned())),
+        }
     }
 
     /// Starts a tracer writing to `out`.
@@ -82,6 +105,7 @@ impl Tracer {
             profile,
             last_ts: 0,
             planned: HashMap::new(),
+            locator: None,
         }
     }
 
@@ -107,10 +131,21 @@ impl Tracer {
         pc: u64,
         now: u64,
     ) {
+        self.last_ts = self.last_ts.max(now);
+        if let Some((locator, out)) = self.locator.as_mut() {
+            if let Some(found) = locator.observe(hook, pc, self.last_ts) {
+                let staged = out.with_extension("part");
+                let written = std::fs::write(&staged, format!("{found}\n"))
+                    .and_then(|()| std::fs::rename(&staged, &*out));
+                if let Err(e) = written {
+                    eprintln!("rrr: error: cannot write {}: {e}", out.display());
+                }
+            }
+            return;
+        }
         let Some(pipeline) = self.pipeline.as_mut() else {
             return;
         };
-        self.last_ts = self.last_ts.max(now);
         let obs = pipeline.observer();
         match hook {
             Hook::Enter(func) => obs.on_enter(cpu, g, func, self.last_ts),

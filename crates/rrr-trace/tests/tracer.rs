@@ -224,3 +224,53 @@ fn a_panic_in_a_hook_ends_the_trace_cleanly() {
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].name.as_str(), got[0].ts), ("tail_target", 100));
 }
+
+/// Records the pc of every hook, as the engine sees it, to count executions like gdb does.
+struct Executions(Vec<(u64, bool, u64)>, Arc<Profile>);
+
+impl Drive for Executions {
+    fn enter(&mut self, _: &mut FakeCpu, func: u32, ts: u64) {
+        let pc = self.1.function(func).unwrap().entry();
+        self.0.push((pc, true, ts));
+    }
+    fn ret(&mut self, _: &mut FakeCpu, pc: u64, ts: u64) {
+        self.0.push((pc, false, ts));
+    }
+}
+
+#[test]
+fn locating_a_slices_start_gives_the_nth_execution_of_its_entry() {
+    let trace = slices(&observer_bytes());
+    let mut seen = Executions(Vec::new(), support::profile());
+    scenario(&mut seen);
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (i, s) in trace.iter().enumerate().filter(|(_, s)| s.dur > 0) {
+        let out = dir.path().join(format!("at-{i}"));
+        let mut q = QemuShaped(Run::new());
+        q.0.tracer = Tracer::locating(q.0.profile.clone(), s.ts, &out);
+        scenario(&mut q);
+        let found: rrr_trace::locate::Located = std::fs::read_to_string(&out)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The first hook at or after the slice's start runs at its start (a slice that began
+        // before the trace, at its first timestamp, is located at the first hook there).
+        assert_eq!(found.ts, s.ts, "{}", s.name);
+        let (pc, enter, _) = *seen.0.iter().find(|e| e.2 >= s.ts).unwrap();
+        let hit = seen
+            .0
+            .iter()
+            .filter(|e| e.0 == pc && e.1 == enter && e.2 <= found.ts)
+            .count() as u64;
+        assert_eq!((found.pc, found.hit), (pc, hit), "{}", s.name);
+        if enter {
+            let func = q.0.profile.function_at_entry(pc).unwrap();
+            let name = q.0.profile.function(func).unwrap().name();
+            assert_eq!(name, s.name, "a slice's start is its function's entry");
+            checked += 1;
+        }
+    }
+    assert!(checked > 5, "{checked} slice starts located");
+}

@@ -33,12 +33,16 @@ pub fn fails(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Starts `rrr replay REC --gdb` on a free port; returns it (kill it when done) and gdb's
-/// `target remote ...` command, taken from the gdb command line it prints.
-pub fn replay_under_gdb(rec: &Path) -> (Child, String) {
-    let mut server = rrr()
-        .args(["replay", "--gdb", "--port", "0"])
-        .arg(rec)
+/// Starts `rrr replay REC --gdb [--at TS]` on a free port; returns it (kill it when done)
+/// and the gdb command line it prints, as gdb arguments (`-q -batch`, then its `-ex`
+/// commands: `target remote ...` first). The vmlinux it names is the caller's to add.
+pub fn replay_under_gdb(rec: &Path, at: Option<u64>) -> (Child, Vec<String>) {
+    let mut cmd = rrr();
+    cmd.args(["replay", "--gdb", "--port", "0"]).arg(rec);
+    if let Some(at) = at {
+        cmd.arg("--at").arg(at.to_string());
+    }
+    let mut server = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -50,10 +54,11 @@ pub fn replay_under_gdb(rec: &Path) -> (Child, String) {
     )
     .unwrap();
     assert!(gdb_cmd.trim_end().ends_with("/vmlinux"), "{gdb_cmd}");
-    let target = gdb_cmd
-        .split('\'')
-        .nth(1)
-        .expect("the gdb command names its target")
-        .to_owned();
-    (server, target)
+    let mut args = vec!["-q".to_owned(), "-batch".to_owned()];
+    for ex in gdb_cmd.split(" -ex '").skip(1) {
+        let ex = ex.split('\'').next().expect("a quoted gdb command");
+        args.extend(["-ex".to_owned(), ex.to_owned()]);
+    }
+    assert!(args[3].starts_with("target remote"), "{gdb_cmd}");
+    (server, args)
 }
