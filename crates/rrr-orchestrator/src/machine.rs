@@ -30,7 +30,7 @@ pub const READY_SNAPSHOT: &str = "rrr-ready";
 /// Name of the snapshot a recording starts from (QEMU's `rrsnapshot`).
 pub const START_SNAPSHOT: &str = "rrr-start";
 /// Bumped when the machine below changes (snapshots of another machine do not load).
-pub const RECIPE: &str = "machine-recipe-1";
+pub const RECIPE: &str = "machine-recipe-2";
 
 /// A fresh path for a monitor socket (in the temp dir: socket paths must stay short).
 pub fn monitor_path() -> PathBuf {
@@ -85,8 +85,12 @@ pub fn command(
     c
 }
 
+/// QEMU 10: icount record/replay from the ready snapshot, the start snapshot (`rrsnapshot`)
+/// that reverse debugging goes back to, the disk through `blkreplay`. No `kvmvapic` (a
+/// Windows TPR-patching aid that Linux does not use): loading its state asks the vCPU thread
+/// for work while the replay lock is held, which deadlocked every reverse step.
 fn qemu_args(c: &mut Command, disk: &Path, mode: &Mode, monitor: &Path) {
-    c.args(["-nic", "none"])
+    c.args(["-nic", "none", "-global", "apic-common.vapic=off"])
         .arg("-monitor")
         .arg(format!("unix:{},server=on,wait=off", monitor.display()));
     let drive = format!("file={},if=none,id=img-direct", disk.display());

@@ -8,7 +8,7 @@ use crate::cache::{self, Key};
 use crate::engine::Engine;
 use crate::kernel::{self, KernelArgs};
 use crate::record::{self, Recording};
-use crate::{rootfs, stimulus, syzbot, syzkaller, trace};
+use crate::{machine, rootfs, stimulus, syzbot, syzkaller, trace};
 
 /// Arguments of `rrr run`.
 #[derive(clap::Args, Clone, Debug)]
@@ -74,6 +74,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         key.add("engine", args.engine.name().as_bytes());
     }
     key.add("qemu", emulator.as_bytes())
+        // The machine it ran on (a recording replays only on the same devices).
+        .add("machine", machine::RECIPE.as_bytes())
+        .add("cmdline", machine::cmdline(args.engine).as_bytes())
         .add("timeout", &args.timeout.to_le_bytes())
         .add_file("rootfs", &disk)?;
     let dir = cache::root()?.join("recordings").join(key.hex());

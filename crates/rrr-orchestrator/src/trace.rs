@@ -287,9 +287,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Replays `rec` paused at its start under a gdb stub until the emulator exits (gdb's `kill`,
 /// or the end of the recording); with `at`, the printed gdb command first runs it to that
-/// trace time. PANDA runs its checkpoint plugin alongside, so gdb can go back
-/// (`reverse-stepi`, `reverse-continue`). QEMU 10.0 never answers gdb's reverse-step packet
-/// (`bs`) on these recordings, although they carry the start snapshot: forward only.
+/// trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
+/// recording's start snapshot, PANDA runs its checkpoint plugin alongside.
 fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()> {
     rec.engine.require()?;
     let to = at.map(|at| gdb_to(rec, at)).transpose()?;
@@ -301,10 +300,6 @@ fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()>
         gdb.push_str(&format!(" -ex '{ex}'"));
     }
     println!("{gdb} {}", rec.kernel.vmlinux().display());
-    let travel = match rec.engine {
-        Engine::Panda => "`reverse-stepi` and `reverse-continue` go back",
-        Engine::Qemu => "going back needs `--engine panda` recordings",
-    };
     let start = match &to {
         Some(t) => format!("; the command runs it to {}", t.place),
         None => String::new(),
@@ -312,7 +307,8 @@ fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()>
     eprintln!(
         "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at the recording's start{start}. \
          Run the command above. Breakpoints, `continue` and stepping run forward through the \
-         recorded execution, the same on every replay; {travel}; `kill` ends it."
+         recorded execution, the same on every replay; `reverse-stepi` and `reverse-continue` \
+         go back; `kill` ends it."
     );
     let (status, stderr) = vm.wait(Duration::from_secs(u32::MAX as u64))?;
     let _ = std::fs::remove_file(&setup.serial);

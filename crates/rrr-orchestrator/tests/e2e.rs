@@ -92,28 +92,55 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
     assert_eq!(tp::lines(&r[6]), Vec::<String>::new(), "no import errors");
 
     // `rrr replay --gdb`: the replay waits for gdb, which stops in the kernel at the
-    // stimulus's open and reads its arguments.
+    // stimulus's opens and reads their arguments, forward and back in time.
     let (mut server, gdb_args) = replay_under_gdb(&rec, None);
     let gdb = Command::new("gdb")
         .args(&gdb_args[..4])
+        .args(["-ex", "break do_sys_openat2", "-ex", "continue"])
         .args([
             "-ex",
-            "break do_sys_openat2",
+            "p/x how->flags",
             "-ex",
             "continue",
             "-ex",
-            "kill",
+            "p/x how->flags",
         ])
+        .args(["-ex", "reverse-continue", "-ex", "p/x how->flags"])
+        .args([
+            "-ex",
+            "stepi",
+            "-ex",
+            "p/x $pc",
+            "-ex",
+            "reverse-stepi",
+            "-ex",
+            "p/x $pc",
+        ])
+        .args(["-ex", "kill"])
         .arg(Path::new(&kernel).join("vmlinux"))
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&gdb.stdout);
     let _ = server.kill();
     let _ = server.wait();
+    let values: Vec<&str> = said
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
+        .collect();
     assert!(
         said.contains("Breakpoint 1, do_sys_openat2") && said.contains(PATH_IN_EXAMPLE),
         "gdb stops at the open with its filename:\n{said}\n{}",
         String::from_utf8_lossy(&gdb.stderr)
+    );
+    assert_eq!(
+        values[..3],
+        ["0x8241", "0x8000", "0x8241"],
+        "the writer's open (O_CREAT | O_WRONLY | O_TRUNC), the reader's (O_RDONLY), and back \
+         to the writer's with reverse-continue:\n{said}"
+    );
+    assert!(
+        values.len() == 5 && values[3] != values[4],
+        "stepi then reverse-stepi:\n{said}"
     );
 
     // `rrr replay --gdb --at TS`: gdb runs the replay to the call the trace shows at TS (the
