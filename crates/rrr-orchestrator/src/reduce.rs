@@ -312,6 +312,30 @@ const KEEPS: &[Keep] = &[
     },
 ];
 
+/// What rrr's machines need of any kernel, whatever its config was made for: the console on
+/// the first serial port, the root disk (virtio on QEMU, IDE on PANDA, whose record/replay
+/// does not cover virtio) and its ext4 file system, and the `/dev` that `/init` mounts.
+/// (`ATA_PIIX` also needs `ATA_SFF` and `ATA_BMDMA`, which are on by default under `ATA`.)
+const MACHINE: &[(&str, &str)] = &[
+    (
+        "SERIAL_8250",
+        "the console is the machine's first serial port",
+    ),
+    (
+        "SERIAL_8250_CONSOLE",
+        "the console is the machine's first serial port",
+    ),
+    ("VIRTIO_MENU", "the QEMU machine's root disk is virtio-blk"),
+    ("VIRTIO_PCI", "the QEMU machine's root disk is virtio-blk"),
+    ("VIRTIO_BLK", "the QEMU machine's root disk is virtio-blk"),
+    ("ATA", "the PANDA machine's root disk is IDE (PIIX)"),
+    ("ATA_PIIX", "the PANDA machine's root disk is IDE (PIIX)"),
+    ("SCSI", "an IDE disk is a SCSI disk (/dev/sda)"),
+    ("BLK_DEV_SD", "an IDE disk is a SCSI disk (/dev/sda)"),
+    ("EXT4_FS", "the root file system is ext4"),
+    ("DEVTMPFS", "/init mounts devtmpfs on /dev"),
+];
+
 /// The changes rrr makes to `config` for `crash` (`None`: no crash, e.g. a developer's own
 /// reproducer: every sanitizer and costly debug option goes).
 pub fn reduce(config: &str, crash: Option<&Crash>, tools: &Toolchain) -> Vec<Change> {
@@ -365,6 +389,9 @@ pub fn reduce(config: &str, crash: Option<&Crash>, tools: &Toolchain) -> Vec<Cha
             false,
             "BTF needs pahole 1.22+, which is not installed",
         );
+    }
+    for (option, why) in MACHINE {
+        set(option, true, why);
     }
     set(
         "RANDOMIZE_BASE",
@@ -630,8 +657,19 @@ mod tests {
             !off.contains(&"DEBUG_INFO_BTF"),
             "pahole is recent: BTF stays"
         );
-        // The config already has DWARF 4: nothing to turn on.
+        // The config already has DWARF 4 and the machine's drivers: nothing to turn on.
         assert!(changes.iter().all(|c| !c.on), "{changes:#?}");
+    }
+
+    #[test]
+    fn the_machines_drivers_are_turned_on() {
+        let config = fixture("syzbot.config").replace("CONFIG_ATA_PIIX=y\n", "");
+        let changes = reduce(&config, None, &TOOLS);
+        let on: Vec<_> = changes.iter().filter(|c| c.on).map(|c| c.option).collect();
+        assert_eq!(on, ["DEBUG_INFO_DWARF5", "ATA_PIIX"]);
+        let piix = changes.iter().find(|c| c.option == "ATA_PIIX").unwrap();
+        assert!(piix.why.contains("PANDA"), "{piix:?}");
+        assert!(fragment(&changes).contains("CONFIG_ATA_PIIX=y\n"));
     }
 
     #[test]
