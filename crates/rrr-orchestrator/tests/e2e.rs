@@ -9,9 +9,8 @@ mod tp;
 mod cli;
 
 use std::path::Path;
-use std::process::Command;
 
-use cli::{example, fails, ok, replay_under_gdb, rrr};
+use cli::{example, fails, gdb_session, ok, rrr};
 
 const PATH_IN_EXAMPLE: &str = "/tmp/rrr-example.txt";
 
@@ -93,44 +92,30 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
 
     // `rrr replay --gdb`: the replay waits for gdb, which stops in the kernel at the
     // stimulus's opens and reads their arguments, forward and back in time.
-    let (mut server, gdb_args) = replay_under_gdb(&rec, None);
-    let gdb = Command::new("gdb")
-        .args(&gdb_args[..4])
-        .args(["-ex", "break do_sys_openat2", "-ex", "continue"])
-        .args([
-            "-ex",
-            "p/x how->flags",
-            "-ex",
+    let vmlinux = Path::new(&kernel).join("vmlinux");
+    let g = gdb_session(
+        &rec,
+        None,
+        &vmlinux,
+        &[
+            "break do_sys_openat2",
             "continue",
-            "-ex",
             "p/x how->flags",
-        ])
-        .args(["-ex", "reverse-continue", "-ex", "p/x how->flags"])
-        .args([
-            "-ex",
+            "continue",
+            "p/x how->flags",
+            "reverse-continue",
+            "p/x how->flags",
             "stepi",
-            "-ex",
             "p/x $pc",
-            "-ex",
             "reverse-stepi",
-            "-ex",
             "p/x $pc",
-        ])
-        .args(["-ex", "kill"])
-        .arg(Path::new(&kernel).join("vmlinux"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&gdb.stdout);
-    let _ = server.kill();
-    let _ = server.wait();
-    let values: Vec<&str> = said
-        .lines()
-        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
-        .collect();
+        ],
+    );
+    let (said, values) = (&g.said, g.values());
     assert!(
         said.contains("Breakpoint 1, do_sys_openat2") && said.contains(PATH_IN_EXAMPLE),
         "gdb stops at the open with its filename:\n{said}\n{}",
-        String::from_utf8_lossy(&gdb.stderr)
+        g.stderr
     );
     assert_eq!(
         values[..3],
@@ -146,29 +131,19 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
     // `rrr replay --gdb --at TS`: gdb runs the replay to the call the trace shows at TS (the
     // reader thread's open, after the writer's).
     let open_ts: u64 = tp::lines(&r[7])[0].parse().unwrap();
-    let (mut server, gdb_args) = replay_under_gdb(&rec, Some(open_ts));
-    let gdb = Command::new("gdb")
-        .args(&gdb_args)
-        .args([
-            "-ex",
-            "info symbol $pc",
-            "-ex",
-            "p filename",
-            "-ex",
-            "p/x how->flags",
-        ])
-        .args(["-ex", "kill"])
-        .arg(Path::new(&kernel).join("vmlinux"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&gdb.stdout);
-    let _ = server.kill();
-    let _ = server.wait();
+    let g = gdb_session(
+        &rec,
+        Some(open_ts),
+        &vmlinux,
+        &["info symbol $pc", "p filename", "p/x how->flags"],
+    );
+    let said = &g.said;
     assert!(
-        gdb_args
+        g.printed
             .iter()
             .any(|a| a.starts_with("ignore $bpnum ") && a != "ignore $bpnum 0"),
-        "the open is not do_sys_openat2's first call: {gdb_args:?}"
+        "the open is not do_sys_openat2's first call: {:?}",
+        g.printed
     );
     assert!(
         said.contains("do_sys_openat2 in section")
@@ -176,7 +151,7 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
             && said.contains("= 0x8000"),
         "gdb stops at the entry of the reader's open (O_RDONLY | O_LARGEFILE, where the \
          writer's has O_CREAT | O_WRONLY | O_TRUNC too):\n{said}\n{}",
-        String::from_utf8_lossy(&gdb.stderr)
+        g.stderr
     );
     let err = fails(
         rrr()

@@ -11,9 +11,8 @@ mod tp;
 mod cli;
 
 use std::path::Path;
-use std::process::Command;
 
-use cli::{example, fails, ok, replay_under_gdb, rrr};
+use cli::{example, fails, gdb_session, ok, rrr};
 
 fn panda_on_path() -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -102,44 +101,29 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
 
     // `rrr replay --gdb`: the replay waits for gdb (the guest halted, waiting for the console's
     // input); gdb runs to the first interrupt, steps forward and back again.
-    let (mut server, gdb_args) = replay_under_gdb(&rec, None);
-    let mut gdb = Command::new("gdb");
-    gdb.args(&gdb_args);
-    for step in [
-        "break common_interrupt",
-        "break sysvec_apic_timer_interrupt",
-        "continue",
-        "stepi",
-        "stepi",
-        "stepi",
-        "p/x $pc",
-        "reverse-stepi",
-        "reverse-stepi",
-        "p/x $pc",
-        "stepi",
-        "stepi",
-        "p/x $pc",
-        "kill",
-    ] {
-        gdb.args(["-ex", step]);
-    }
-    let gdb = gdb
-        .arg(Path::new(&kernel).join("vmlinux"))
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let said = String::from_utf8_lossy(&gdb.stdout);
-    let pcs: Vec<&str> = said
-        .lines()
-        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
-        .collect();
-    assert_eq!(
-        pcs.len(),
-        3,
-        "{said}{}",
-        String::from_utf8_lossy(&gdb.stderr)
+    let vmlinux = Path::new(&kernel).join("vmlinux");
+    let g = gdb_session(
+        &rec,
+        None,
+        &vmlinux,
+        &[
+            "break common_interrupt",
+            "break sysvec_apic_timer_interrupt",
+            "continue",
+            "stepi",
+            "stepi",
+            "stepi",
+            "p/x $pc",
+            "reverse-stepi",
+            "reverse-stepi",
+            "p/x $pc",
+            "stepi",
+            "stepi",
+            "p/x $pc",
+        ],
     );
+    let (said, pcs) = (&g.said, g.values());
+    assert_eq!(pcs.len(), 3, "{said}{}", g.stderr);
     assert_ne!(pcs[1], pcs[0], "reverse-stepi went back: {said}");
     assert_eq!(
         pcs[2], pcs[0],
@@ -182,24 +166,24 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
     // `rrr replay --gdb --at TS`: PANDA stops at instruction TS, the write the trace shows
     // there; gdb can step back from it into its caller.
     let write_ts: u64 = tp::lines(&r[4])[0].parse().unwrap();
-    let (mut server, gdb_args) = replay_under_gdb(&rec, Some(write_ts));
-    let gdb = Command::new("gdb")
-        .args(&gdb_args)
-        .args(["-ex", "info symbol $pc", "-ex", "p count"])
-        .args([
-            "-ex",
-            "reverse-stepi",
-            "-ex",
+    let g = gdb_session(
+        &rec,
+        Some(write_ts),
+        &vmlinux,
+        &[
             "info symbol $pc",
-            "-ex",
-            "kill",
-        ])
-        .arg(Path::new(&kernel).join("vmlinux"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&gdb.stdout);
-    let _ = server.kill();
-    let _ = server.wait();
+            "p count",
+            "reverse-stepi",
+            "info symbol $pc",
+        ],
+    );
+    let said = &g.said;
+    assert!(
+        g.printed
+            .contains(&format!("maint packet qPandaCmd:rrbreakpoint:{write_ts}")),
+        "PANDA stops at the instruction count: {:?}",
+        g.printed
+    );
     let symbols: Vec<&str> = said
         .lines()
         .filter(|l| l.contains(" in section "))
@@ -211,6 +195,6 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
             && said.contains("= 15"),
         "gdb stops at the entry of the stimulus's write of 15 bytes, and steps back out of \
          it:\n{said}\n{}",
-        String::from_utf8_lossy(&gdb.stderr)
+        g.stderr
     );
 }

@@ -1,7 +1,7 @@
 //! Running the `rrr` binary from tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// The `rrr` under test.
 pub fn rrr() -> Command {
@@ -33,10 +33,29 @@ pub fn fails(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Starts `rrr replay REC --gdb [--at TS]` on a free port; returns it (kill it when done)
-/// and the gdb command line it prints, as gdb arguments (`-q -batch`, then its `-ex`
-/// commands: `target remote ...` first). The vmlinux it names is the caller's to add.
-pub fn replay_under_gdb(rec: &Path, at: Option<u64>) -> (Child, Vec<String>) {
+/// What a gdb session on a replay gave.
+pub struct GdbSession {
+    /// The gdb arguments of the command `rrr replay --gdb` printed (`-ex` commands, with
+    /// `-q -batch` first), without the vmlinux.
+    pub printed: Vec<String>,
+    /// gdb's stdout and stderr.
+    pub said: String,
+    pub stderr: String,
+}
+
+impl GdbSession {
+    /// The values gdb printed (`$N = VALUE`), in order.
+    pub fn values(&self) -> Vec<&str> {
+        self.said
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
+            .collect()
+    }
+}
+
+/// Starts `rrr replay REC --gdb [--at TS]` on a free port, runs the gdb command it prints on
+/// `vmlinux` in batch mode with `commands` and `kill` after it, and stops the replay.
+pub fn gdb_session(rec: &Path, at: Option<u64>, vmlinux: &Path, commands: &[&str]) -> GdbSession {
     let mut cmd = rrr();
     cmd.args(["replay", "--gdb", "--port", "0"]).arg(rec);
     if let Some(at) = at {
@@ -54,11 +73,23 @@ pub fn replay_under_gdb(rec: &Path, at: Option<u64>) -> (Child, Vec<String>) {
     )
     .unwrap();
     assert!(gdb_cmd.trim_end().ends_with("/vmlinux"), "{gdb_cmd}");
-    let mut args = vec!["-q".to_owned(), "-batch".to_owned()];
+    let mut printed = vec!["-q".to_owned(), "-batch".to_owned()];
     for ex in gdb_cmd.split(" -ex '").skip(1) {
         let ex = ex.split('\'').next().expect("a quoted gdb command");
-        args.extend(["-ex".to_owned(), ex.to_owned()]);
+        printed.extend(["-ex".to_owned(), ex.to_owned()]);
     }
-    assert!(args[3].starts_with("target remote"), "{gdb_cmd}");
-    (server, args)
+    assert!(printed[3].starts_with("target remote"), "{gdb_cmd}");
+    let mut gdb = Command::new("gdb");
+    gdb.args(&printed);
+    for c in commands.iter().chain(&["kill"]) {
+        gdb.args(["-ex", c]);
+    }
+    let out = gdb.arg(vmlinux).output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    GdbSession {
+        printed,
+        said: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
