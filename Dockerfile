@@ -3,8 +3,9 @@
 #
 #   docker build -t rrr .
 #   docker run --rm -it -v "$HOME/.cache/rrr:/root/.cache/rrr" -v "$PWD:/work" -w /work \
-#       rrr run --stimulus examples/open-write-read.c
+#       rrr run --stimulus examples/open-write-read.c --kernel-src linux-6.1.tar.xz
 #
+# (the image has no distro kernel source: pass --kernel-src, or use --syzbot BUG).
 # PANDA_IMAGE picks another PANDA build (for example a pinned tag of pandare/panda).
 ARG PANDA_IMAGE=pandare/panda:latest
 FROM ${PANDA_IMAGE}
