@@ -180,9 +180,26 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts `cmd`, logging the serial console to `serial_log`.
+    /// Starts `cmd`, logging the serial console to `serial_log`. The emulator gets SIGTERM if
+    /// rrr dies (even by SIGKILL): it then ends cleanly, its plugin closing the trace, instead
+    /// of recording a stimulus that never ends, or waiting for gdb, forever.
     pub fn spawn(mut cmd: Command, serial_log: &Path, monitor: &Path) -> anyhow::Result<Vm> {
         tracing::debug!("running {cmd:?}");
+        let rrr = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // async-signal-safe system calls.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // rrr died before the request took effect.
+                if libc::getppid() != rrr {
+                    libc::raise(libc::SIGTERM);
+                }
+                Ok(())
+            });
+        }
         let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -225,6 +225,57 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
     assert_eq!(tp::lines(&r[0]), vec!["1"]);
 }
 
+/// Processes whose command line starts with `program` and contains `needle`.
+fn processes(program: &str, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.starts_with(program) && cmdline.contains(needle) {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_killed_rrr_takes_its_emulator_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().arg("kernel"));
+    let stimulus = ok(rrr().arg("stimulus").arg(example("never-ends.c")));
+    let mut record = rrr()
+        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
+        .args(["--timeout", "600", "-o"])
+        .arg(dir.path().join("rec"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The recording's emulator runs on the staged recording's disk, under the temp dir.
+    let needle = dir.path().to_str().unwrap();
+    let started = std::time::Instant::now();
+    while processes("qemu-system-x86_64", needle).is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "the recording never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    record.kill().unwrap();
+    record.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while !processes("qemu-system-x86_64", needle).is_empty() {
+        assert!(
+            killed.elapsed().as_secs() < 30,
+            "the emulator outlived rrr: {:?}",
+            processes("qemu-system-x86_64", needle)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn bad_input_gets_errors_that_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
