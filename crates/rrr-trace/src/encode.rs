@@ -93,6 +93,22 @@ mod tests {
     use prost::Message;
 
     #[test]
+    fn varints_match_prost() {
+        let mut values = vec![0, 1, 0x7f, 0x80, 0x3fff, 0x4000, u64::MAX, 1 << 63];
+        for shift in 0..64 {
+            values.extend([1u64 << shift, (1u64 << shift) - 1, (1u64 << shift) + 1]);
+        }
+        values.extend([0xffff_8880_0014_1c05, 0xffff_ffff_810d_7f8d, 0x1008_b010]);
+        for v in values {
+            let mut e = Enc::default();
+            e.varint(v);
+            let mut want = Vec::new();
+            prost::encoding::encode_varint(v, &mut want);
+            assert_eq!(e.buf, want, "{v:#x}");
+        }
+    }
+
+    #[test]
     fn long_nested_fields_match_prost() {
         let mut e = Enc::default();
         let p = e.open(1);
