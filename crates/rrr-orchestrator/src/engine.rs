@@ -63,6 +63,16 @@ impl Engine {
         format!("profile={},{out_key}={}", profile.display(), out.display())
     }
 
+    /// The QEMU tracer plugin's arguments to locate trace time `at` instead of tracing (see
+    /// `rrr_trace::locate`): read `profile`, write the answer to `out`.
+    pub fn locator_args(profile: &Path, at: u64, out: &Path) -> String {
+        format!(
+            "profile={},locate={at},located={}",
+            profile.display(),
+            out.display()
+        )
+    }
+
     /// The prefix of the line the tracer plugin ends with (`<prefix>N events, ...`).
     pub fn summary_prefix(self) -> &'static str {
         match self {
@@ -214,6 +224,10 @@ mod tests {
         assert_eq!(
             Engine::Panda.tracer_args(p, t),
             "profile=/r/trace.rrrprof,out=t.pftrace"
+        );
+        assert_eq!(
+            Engine::locator_args(p, 42, Path::new("l")),
+            "profile=/r/trace.rrrprof,locate=42,located=l"
         );
     }
 

@@ -377,11 +377,7 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
         .prefix(".locate-")
         .tempdir_in(&rec.dir)?;
     let out = dir.path().join("located");
-    let args = format!(
-        "profile={},locate={at},located={}",
-        profile.display(),
-        out.display()
-    );
+    let args = Engine::locator_args(&profile, at, &out);
     let setup = replay_command(rec, Some(args), None)?;
     let bar = crate::progress::spinner(format!("finding trace time {at} in the replay"));
     let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;

@@ -82,14 +82,7 @@ impl Tracer {
     /// [`Located`](crate::locate::Located) line is written to `out` (atomically, so a reader
     /// polling for the file never sees half of it).
     pub fn locating(profile: Arc<Profile>, at: u64, out: &Path) -> Tracer {
-        Tracer {
-            hooks: Hooks::new(&profile),
-            pipeline: None,
-            profile,
-            last_ts: 0,
-            planned: HashMap::new(),
-            locator: Some((Locator::new(at), out.to_owned())),
-        }
+        Tracer::with(profile, None, Some((Locator::new(at), out.to_owned())))
     }
 
     /// Starts a tracer writing to `out`.
@@ -99,13 +92,23 @@ impl Tracer {
         config: PipelineConfig,
     ) -> Tracer {
         let layout = OsLayout::from_profile(&profile);
+        let pipeline = Pipeline::start(out, profile.clone(), layout, config);
+        Tracer::with(profile, Some(pipeline), None)
+    }
+
+    /// A tracer that feeds `pipeline` or runs `locator` (one of them), from the replay's start.
+    fn with(
+        profile: Arc<Profile>,
+        pipeline: Option<Pipeline>,
+        locator: Option<(Locator, PathBuf)>,
+    ) -> Tracer {
         Tracer {
             hooks: Hooks::new(&profile),
-            pipeline: Some(Pipeline::start(out, profile.clone(), layout, config)),
+            pipeline,
             profile,
             last_ts: 0,
             planned: HashMap::new(),
-            locator: None,
+            locator,
         }
     }
 
