@@ -17,7 +17,6 @@ const A_UINT: u32 = 3;
 const A_INT: u32 = 4;
 const A_STRING: u32 = 6;
 const A_POINTER: u32 = 7;
-const A_DICT: u32 = 11;
 const A_ARRAY: u32 = 12;
 
 /// Annotation name iid of return values (`return`).
@@ -69,8 +68,7 @@ pub(crate) enum Kind {
     Bool,
     Enum(u32),
     Str,
-    /// Pointer to a struct, shown as a one-entry dict named by the type (this iid).
-    StructPtr(u32),
+    /// A pointer; one to a struct has its type in its annotation name (see [`Plan`]).
     Pointer,
     Words(u8),
 }
@@ -92,6 +90,9 @@ pub(crate) struct Plan {
     pub first: u32,
     pub len: u32,
     pub ret: Kind,
+    /// Annotation name iid of the return value: `return`, or `return (struct foo *)` when
+    /// it points to a struct.
+    pub ret_iid: u32,
     /// The function has been interned and planned.
     pub ready: bool,
     /// User-space function.
@@ -105,6 +106,7 @@ impl Plan {
         first: 0,
         len: 0,
         ret: Kind::Skip,
+        ret_iid: IID_RETURN as u32,
         ready: false,
         user: false,
     };
@@ -129,8 +131,9 @@ fn zero_extend(v: u64, bytes: u8) -> u64 {
 }
 
 /// Encodes a value's field(s) by its kind. `string`: the bytes read for a `char *`.
+#[inline(always)]
 fn encode_value(
-    e: &mut Enc,
+    e: &mut Enc<'_>,
     profile: &Profile,
     kind: Kind,
     lo: u64,
@@ -150,18 +153,11 @@ fn encode_value(
             }
         }
         Kind::Str => match string {
-            Some(s) => match std::str::from_utf8(s) {
-                Ok(_) => e.bytes(A_STRING, s),
-                Err(_) => e.bytes(A_STRING, String::from_utf8_lossy(s).as_bytes()),
-            },
+            // Kernel strings are nearly always ASCII, checked faster than UTF-8 as a whole.
+            Some(s) if s.is_ascii() || std::str::from_utf8(s).is_ok() => e.bytes(A_STRING, s),
+            Some(s) => e.bytes(A_STRING, String::from_utf8_lossy(s).as_bytes()),
             None => e.uint(A_POINTER, lo),
         },
-        Kind::StructPtr(type_iid) => {
-            let d = e.open(A_DICT);
-            e.uint(A_NAME_IID, type_iid as u64);
-            e.uint(A_POINTER, lo);
-            e.close(d);
-        }
         Kind::Pointer => e.uint(A_POINTER, lo),
         Kind::Words(n) if n <= 8 => e.uint(A_UINT, lo),
         Kind::Words(_) => {
@@ -176,12 +172,14 @@ fn encode_value(
 
 /// The entry's arguments as debug annotations.
 pub(crate) fn encode_args(
-    e: &mut Enc,
+    buf: &mut Vec<u8>,
     profile: &Profile,
     params: &[PlanParam],
     args: &Args,
     arena: &[u8],
 ) {
+    // The encoder is this function's own, so that it stays in registers (see `Enc`).
+    let mut e = Enc::new(buf);
     let mut strings = Strings::new(arena, args);
     let mut w = 0usize;
     for p in params {
@@ -200,20 +198,49 @@ pub(crate) fn encode_args(
         if missing || matches!(p.kind, Kind::Skip) {
             continue;
         }
-        let a = e.open(E_ANNOTATION);
-        e.uint(A_NAME_IID, p.name_iid as u64);
-        encode_value(e, profile, p.kind, lo, hi, string);
-        e.close(a);
+        encode_annotation(&mut e, profile, p.name_iid, p.kind, lo, hi, string);
     }
 }
 
-/// The return value as the `return` annotation.
-pub(crate) fn encode_return(e: &mut Enc, profile: &Profile, kind: Kind, value: u64) {
-    if matches!(kind, Kind::Skip) {
+/// One annotation; one of a single varint value is written in one go.
+#[inline(always)]
+fn encode_annotation(
+    e: &mut Enc<'_>,
+    profile: &Profile,
+    name_iid: u32,
+    kind: Kind,
+    lo: u64,
+    hi: u64,
+    string: Option<&[u8]>,
+) {
+    let value = match kind {
+        Kind::Signed(w) => Some((A_INT, sign_extend(lo, w) as u64)),
+        Kind::Unsigned(w) => Some((A_UINT, zero_extend(lo, w))),
+        Kind::Bool => Some((A_BOOL, (lo as u8 != 0) as u64)),
+        Kind::Pointer => Some((A_POINTER, lo)),
+        Kind::Words(n) if n <= 8 => Some((A_UINT, lo)),
+        _ => None,
+    };
+    if let Some(value) = value {
+        e.message(E_ANNOTATION, [(A_NAME_IID, name_iid as u64), value]);
         return;
     }
     let a = e.open(E_ANNOTATION);
-    e.uint(A_NAME_IID, IID_RETURN);
-    encode_value(e, profile, kind, value, 0, None);
+    e.uint(A_NAME_IID, name_iid as u64);
+    encode_value(e, profile, kind, lo, hi, string);
     e.close(a);
+}
+
+/// The return value as the annotation named `name_iid` (see [`Plan::ret_iid`]).
+#[inline(always)]
+pub(crate) fn encode_return(
+    e: &mut Enc<'_>,
+    profile: &Profile,
+    kind: Kind,
+    name_iid: u32,
+    value: u64,
+) {
+    if !matches!(kind, Kind::Skip) {
+        encode_annotation(e, profile, name_iid, kind, value, 0, None);
+    }
 }

@@ -10,80 +10,215 @@ pub const VARINT: u32 = 0;
 pub const FIXED64: u32 = 1;
 pub const LEN: u32 = 2;
 
-/// An output buffer of whole packets.
-#[derive(Default)]
-pub struct Enc {
-    pub buf: Vec<u8>,
+/// Appends protobuf fields to a byte buffer.
+///
+/// The buffer's pointer, length and capacity are copied into the encoder and only written
+/// back when it is dropped. Byte stores through a `Vec`'s pointer may alias the `Vec`'s own
+/// fields as far as the compiler knows, so appending to a `Vec` directly reloads its length
+/// and capacity after every byte; with local copies they stay in registers. Together with
+/// one capacity check per field this made the writer benchmark 15% faster than `push` and
+/// `reserve` on the `Vec`.
+pub struct Enc<'a> {
+    vec: &'a mut Vec<u8>,
+    ptr: *mut u8,
+    len: usize,
+    cap: usize,
 }
 
-impl Enc {
-    /// Appends a base-128 varint. Written into the spare capacity directly: the writer
-    /// benchmark spent 8% of its time here with `push`/`extend_from_slice`.
-    #[inline]
-    pub fn varint(&mut self, mut v: u64) {
-        self.buf.reserve(10);
-        let len = self.buf.len();
-        let spare = self.buf.spare_capacity_mut();
-        let mut i = 0;
-        while v >= 0x80 {
-            spare[i].write(v as u8 | 0x80);
-            v >>= 7;
-            i += 1;
+impl<'a> Enc<'a> {
+    /// An encoder appending to `vec`.
+    #[inline(always)]
+    pub fn new(vec: &'a mut Vec<u8>) -> Self {
+        let (ptr, len, cap) = (vec.as_mut_ptr(), vec.len(), vec.capacity());
+        Enc { vec, ptr, len, cap }
+    }
+
+    /// Bytes in the buffer so far.
+    #[inline(always)]
+    pub fn position(&self) -> usize {
+        self.len
+    }
+
+    /// Makes room for `n` more bytes and returns where they go.
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> *mut u8 {
+        if self.cap - self.len < n {
+            (self.ptr, self.cap) = grow(self.vec, self.len, n);
         }
-        spare[i].write(v as u8);
-        // SAFETY: bytes len..=len+i were initialised just above, within the reserved capacity.
-        unsafe { self.buf.set_len(len + i + 1) };
+        // SAFETY: `len` is within the allocation (at most its capacity).
+        unsafe { self.ptr.add(self.len) }
     }
 
-    #[inline]
+    /// Writes the length back to the vector.
+    #[inline(always)]
+    fn sync(&mut self) {
+        // SAFETY: every byte below `len` was written before `len` moved past it, and `len`
+        // never exceeds the capacity (`room`).
+        unsafe { self.vec.set_len(self.len) };
+    }
+
+    /// Appends varints (at most 10 bytes each) after one capacity check.
+    #[inline(always)]
+    pub fn varints<const N: usize>(&mut self, values: [u64; N]) {
+        let start = self.room(10 * N);
+        let mut p = start;
+        // SAFETY: `N` varints take at most `10 * N` bytes, all within the room just made.
+        unsafe {
+            for v in values {
+                p = put_varint(p, v);
+            }
+            self.len += p.offset_from(start) as usize;
+        }
+    }
+
+    /// Appends a base-128 varint.
+    #[inline(always)]
+    pub fn varint(&mut self, v: u64) {
+        self.varints([v]);
+    }
+
+    /// Appends a field tag.
+    #[inline(always)]
     pub fn tag(&mut self, field: u32, wire: u32) {
-        self.varint(((field << 3) | wire) as u64);
+        self.varint(tag(field, wire));
     }
 
-    #[inline]
+    /// Appends a varint field.
+    #[inline(always)]
     pub fn uint(&mut self, field: u32, v: u64) {
-        self.tag(field, VARINT);
-        self.varint(v);
+        self.varints([tag(field, VARINT), v]);
     }
 
-    #[inline]
+    /// Appends a length-delimited field holding only the varint fields `fields`, as (field,
+    /// value) pairs: one capacity check, and a body short enough for a one-byte length.
+    #[inline(always)]
+    pub fn message<const N: usize>(&mut self, field: u32, fields: [(u32, u64); N]) {
+        const { assert!(N <= 5, "at most 5 fields keep the body under 128 bytes") };
+        let start = self.room(2 + 11 * N);
+        // SAFETY: the tag and length take 2 bytes (fields below 16), each field at most 11
+        // (a one-byte tag and a varint), all within the room just made.
+        unsafe {
+            let mut p = put_varint(start, tag(field, LEN));
+            let at = p;
+            p = p.add(1);
+            for (f, v) in fields {
+                p = put_varint(p, tag(f, VARINT));
+                p = put_varint(p, v);
+            }
+            *at = p.offset_from(at) as u8 - 1;
+            self.len += p.offset_from(start) as usize;
+        }
+    }
+
+    /// Appends a fixed64 field.
+    #[inline(always)]
     pub fn fixed64(&mut self, field: u32, v: u64) {
         self.tag(field, FIXED64);
-        self.buf.extend_from_slice(&v.to_le_bytes());
+        self.raw(&v.to_le_bytes());
     }
 
-    #[inline]
+    /// Appends a length-delimited field holding `b`.
+    #[inline(always)]
     pub fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.tag(field, LEN);
-        self.varint(b.len() as u64);
-        self.buf.extend_from_slice(b);
+        self.varints([tag(field, LEN), b.len() as u64]);
+        self.raw(b);
+    }
+
+    /// Appends bytes as they are.
+    #[inline(always)]
+    fn raw(&mut self, b: &[u8]) {
+        let p = self.room(b.len());
+        // SAFETY: `b.len()` bytes of room; `b` cannot overlap the spare capacity.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len()) };
+        self.len += b.len();
     }
 
     /// Starts a length-delimited field; returns the position of its one-byte length.
-    #[inline]
+    #[inline(always)]
     pub fn open(&mut self, field: u32) -> usize {
-        self.tag(field, LEN);
-        self.buf.push(0);
-        self.buf.len() - 1
+        self.varints([tag(field, LEN), 0]);
+        self.len - 1
     }
 
     /// Ends a field opened at `at`, widening the length prefix if the body is 128 bytes or
     /// more (rare: most packets are small).
-    #[inline]
+    #[inline(always)]
     pub fn close(&mut self, at: usize) {
-        let len = self.buf.len() - at - 1;
+        assert!(at < self.len, "closing a field that was not opened here");
+        let len = self.len - at - 1;
         if len < 0x80 {
-            self.buf[at] = len as u8;
-            return;
+            // SAFETY: `at` is below `len`, so within the written bytes.
+            unsafe { *self.ptr.add(at) = len as u8 };
+        } else {
+            self.widen(at, len);
         }
-        let mut prefix = Vec::with_capacity(4);
-        let mut v = len as u64;
+    }
+
+    /// Rewrites the one-byte length prefix at `at` as the varint of `len`.
+    #[inline(always)]
+    fn widen(&mut self, at: usize, len: usize) {
+        self.sync();
+        (self.ptr, self.len, self.cap) = widen(self.vec, at, len);
+    }
+}
+
+/// A field's tag.
+#[inline(always)]
+fn tag(field: u32, wire: u32) -> u64 {
+    ((field << 3) | wire) as u64
+}
+
+/// Writes `v` as a base-128 varint at `p`; returns the end.
+///
+/// # Safety
+/// `p` must have room for 10 bytes.
+#[inline(always)]
+unsafe fn put_varint(mut p: *mut u8, mut v: u64) -> *mut u8 {
+    // SAFETY: at most 10 bytes, which the caller has room for.
+    unsafe {
         while v >= 0x80 {
-            prefix.push(v as u8 | 0x80);
+            *p = v as u8 | 0x80;
             v >>= 7;
+            p = p.add(1);
         }
-        prefix.push(v as u8);
-        self.buf.splice(at..at + 1, prefix);
+        *p = v as u8;
+        p.add(1)
+    }
+}
+
+// The encoder's slow paths take and return values, never the encoder itself: were its
+// address passed on, it would have to live in memory, and every byte stored through its
+// pointer would reload its fields again.
+
+/// Grows `vec`, holding `len` bytes, by at least `n`; returns its pointer and capacity.
+#[cold]
+#[inline(never)]
+fn grow(vec: &mut Vec<u8>, len: usize, n: usize) -> (*mut u8, usize) {
+    // SAFETY: the encoder wrote every byte below `len`, within the capacity.
+    unsafe { vec.set_len(len) };
+    vec.reserve(n.max(4096));
+    (vec.as_mut_ptr(), vec.capacity())
+}
+
+/// Rewrites the one-byte length prefix at `at` as the varint of `len`; returns the vector's
+/// pointer, length and capacity.
+#[cold]
+#[inline(never)]
+fn widen(vec: &mut Vec<u8>, at: usize, len: usize) -> (*mut u8, usize, usize) {
+    let mut prefix = Vec::with_capacity(4);
+    let mut v = len as u64;
+    while v >= 0x80 {
+        prefix.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    prefix.push(v as u8);
+    vec.splice(at..at + 1, prefix);
+    (vec.as_mut_ptr(), vec.len(), vec.capacity())
+}
+
+impl Drop for Enc<'_> {
+    fn drop(&mut self) {
+        self.sync();
     }
 }
 
@@ -100,17 +235,18 @@ mod tests {
         }
         values.extend([0xffff_8880_0014_1c05, 0xffff_ffff_810d_7f8d, 0x1008_b010]);
         for v in values {
-            let mut e = Enc::default();
-            e.varint(v);
+            let mut got = Vec::new();
+            Enc::new(&mut got).varint(v);
             let mut want = Vec::new();
             prost::encoding::encode_varint(v, &mut want);
-            assert_eq!(e.buf, want, "{v:#x}");
+            assert_eq!(got, want, "{v:#x}");
         }
     }
 
     #[test]
     fn long_nested_fields_match_prost() {
-        let mut e = Enc::default();
+        let mut got = Vec::new();
+        let mut e = Enc::new(&mut got);
         let p = e.open(1);
         let q = e.open(2);
         e.bytes(3, &[b'x'; 300]);
@@ -118,6 +254,7 @@ mod tests {
         e.uint(4, 1 << 40);
         e.fixed64(5, 7);
         e.close(p);
+        drop(e);
 
         #[derive(Clone, PartialEq, prost::Message)]
         struct Inner {
@@ -145,6 +282,6 @@ mod tests {
                 f: 7,
             }),
         };
-        assert_eq!(e.buf, want.encode_to_vec());
+        assert_eq!(got, want.encode_to_vec());
     }
 }

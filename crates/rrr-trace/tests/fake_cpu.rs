@@ -93,7 +93,7 @@ fn scenario_gives_exact_slice_tree() {
             &[
                 (
                     "regs",
-                    &format!("(struct pt_regs){:#x}", support::KA + 0x3f60),
+                    &format!("(struct pt_regs *){:#x}", support::KA + 0x3f60),
                 ),
                 ("nr", "257"),
             ],
@@ -109,7 +109,7 @@ fn scenario_gives_exact_slice_tree() {
                 ("filename", "\"/tmp/rrr-test\""),
                 (
                     "how",
-                    &format!("(struct open_how){:#x}", support::KA + 0x3e80),
+                    &format!("(struct open_how *){:#x}", support::KA + 0x3e80),
                 ),
                 ("return", "3"),
             ],

@@ -68,7 +68,7 @@ fn trace_processor_reads_the_exact_slices_args_and_flows() {
         vec![
             "debug.dfd|-100",
             "debug.filename|/tmp/rrr-test",
-            "debug.how.struct open_how|0xffffc90000013e80",
+            "debug.how (struct open_how *)|0xffffc90000013e80",
             "debug.return|3",
         ]
     );

@@ -348,7 +348,7 @@ pub struct Slice {
     pub flows_in: Vec<u64>,
 }
 
-fn ann_value(a: &proto::DebugAnnotation, names: &HashMap<u64, String>) -> String {
+fn ann_value(a: &proto::DebugAnnotation) -> String {
     use proto::debug_annotation::Value as V;
     match &a.value {
         Some(V::IntValue(i)) => i.to_string(),
@@ -357,14 +357,17 @@ fn ann_value(a: &proto::DebugAnnotation, names: &HashMap<u64, String>) -> String
         Some(V::StringValue(s)) => format!("{s:?}"),
         Some(V::PointerValue(p)) => format!("{p:#x}"),
         Some(other) => format!("{other:?}"),
-        None if !a.dict_entries.is_empty() => {
-            let e = &a.dict_entries[0];
-            let Some(proto::debug_annotation::NameField::NameIid(iid)) = e.name_field else {
-                panic!()
-            };
-            format!("({}){}", names[&iid], ann_value(e, names))
-        }
         None => "?".into(),
+    }
+}
+
+/// An argument as (name, value); a pointer to a struct, named `name (struct foo *)`, shows
+/// as (`name`, `(struct foo *)0x...`).
+fn arg(name: &str, a: &proto::DebugAnnotation) -> (String, String) {
+    let value = ann_value(a);
+    match name.split_once(' ') {
+        Some((name, ty)) => (name.to_owned(), format!("{ty}{value}")),
+        None => (name.to_owned(), value),
     }
 }
 
@@ -435,7 +438,7 @@ pub fn slices(bytes: &[u8]) -> Vec<Slice> {
                         else {
                             panic!("annotation without interned name")
                         };
-                        (ann_names[&iid].clone(), ann_value(a, &ann_names))
+                        arg(&ann_names[&iid], a)
                     })
                     .collect();
                 let s = Slice {
