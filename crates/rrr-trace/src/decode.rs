@@ -213,11 +213,14 @@ fn encode_annotation(
     hi: u64,
     string: Option<&[u8]>,
 ) {
+    if matches!(kind, Kind::Pointer) {
+        e.named_pointer(E_ANNOTATION, (A_NAME_IID, name_iid as u64), (A_POINTER, lo));
+        return;
+    }
     let value = match kind {
         Kind::Signed(w) => Some((A_INT, sign_extend(lo, w) as u64)),
         Kind::Unsigned(w) => Some((A_UINT, zero_extend(lo, w))),
         Kind::Bool => Some((A_BOOL, (lo as u8 != 0) as u64)),
-        Kind::Pointer => Some((A_POINTER, lo)),
         Kind::Words(n) if n <= 8 => Some((A_UINT, lo)),
         _ => None,
     };

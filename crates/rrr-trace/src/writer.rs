@@ -630,6 +630,7 @@ impl<W: Write> TraceWriter<W> {
     /// Opens the packet of an event of type `ty` on track `uuid`, named by interned `name`,
     /// at `ts` on the incremental instruction-count clock, and its TrackEvent; the caller
     /// adds the event's fields and closes both at the returned positions (packet, event).
+    #[inline(always)]
     fn open_event(&mut self, ts: u64, uuid: u64, ty: u64, name: Option<u64>) -> (usize, usize) {
         let track = self.track_field(uuid);
         let delta = ts - self.last_ts;
