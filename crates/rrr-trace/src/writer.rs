@@ -170,8 +170,8 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Asks the CPU for the decoding plans of the entries a little ahead of record `i`: the
-    /// plan of the entry `2 * AHEAD` on, and the parameters of the one `AHEAD` on (whose plan
-    /// was asked for earlier). On a kernel-sized profile a function's plan and parameters are
+    /// plan of the entry `2 * AHEAD` on, and the first and last parameters of the one `AHEAD`
+    /// on (whose plan was asked for earlier; its parameters can span two cache lines). On a kernel-sized profile a function's plan and parameters are
     /// two cache misses, a third of the writer's time in the writer benchmark without this
     /// (the only hand-tuned memory access in the writer).
     #[inline]
