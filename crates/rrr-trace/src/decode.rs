@@ -130,8 +130,21 @@ fn zero_extend(v: u64, bytes: u8) -> u64 {
     }
 }
 
-/// Encodes a value's field(s) by its kind. `string`: the bytes read for a `char *`.
+/// The field and value of a value that is one varint (integers, bools, narrow structs);
+/// `None` for the others.
 #[inline(always)]
+fn varint_value(kind: Kind, lo: u64) -> Option<(u32, u64)> {
+    match kind {
+        Kind::Signed(w) => Some((A_INT, sign_extend(lo, w) as u64)),
+        Kind::Unsigned(w) => Some((A_UINT, zero_extend(lo, w))),
+        Kind::Bool => Some((A_BOOL, (lo as u8 != 0) as u64)),
+        Kind::Words(n) if n <= 8 => Some((A_UINT, lo)),
+        _ => None,
+    }
+}
+
+/// Encodes the field(s) of a value that [`varint_value`] does not cover (nor a pointer).
+/// `string`: the bytes read for a `char *`.
 fn encode_value(
     e: &mut Enc<'_>,
     profile: &Profile,
@@ -141,10 +154,6 @@ fn encode_value(
     string: Option<&[u8]>,
 ) {
     match kind {
-        Kind::Skip => {}
-        Kind::Signed(w) => e.uint(A_INT, sign_extend(lo, w) as u64),
-        Kind::Unsigned(w) => e.uint(A_UINT, zero_extend(lo, w)),
-        Kind::Bool => e.uint(A_BOOL, (lo as u8 != 0) as u64),
         Kind::Enum(table) => {
             let v = lo as i32 as i64;
             match profile.enum_name(table, v) {
@@ -158,8 +167,6 @@ fn encode_value(
             Some(s) => e.bytes(A_STRING, String::from_utf8_lossy(s).as_bytes()),
             None => e.uint(A_POINTER, lo),
         },
-        Kind::Pointer => e.uint(A_POINTER, lo),
-        Kind::Words(n) if n <= 8 => e.uint(A_UINT, lo),
         Kind::Words(_) => {
             for w in [lo, hi] {
                 let a = e.open(A_ARRAY);
@@ -167,6 +174,7 @@ fn encode_value(
                 e.close(a);
             }
         }
+        Kind::Skip | Kind::Signed(_) | Kind::Unsigned(_) | Kind::Bool | Kind::Pointer => {}
     }
 }
 
@@ -217,14 +225,7 @@ fn encode_annotation(
         e.named_pointer(E_ANNOTATION, (A_NAME_IID, name_iid as u64), (A_POINTER, lo));
         return;
     }
-    let value = match kind {
-        Kind::Signed(w) => Some((A_INT, sign_extend(lo, w) as u64)),
-        Kind::Unsigned(w) => Some((A_UINT, zero_extend(lo, w))),
-        Kind::Bool => Some((A_BOOL, (lo as u8 != 0) as u64)),
-        Kind::Words(n) if n <= 8 => Some((A_UINT, lo)),
-        _ => None,
-    };
-    if let Some(value) = value {
+    if let Some(value) = varint_value(kind, lo) {
         e.message(E_ANNOTATION, [(A_NAME_IID, name_iid as u64), value]);
         return;
     }
