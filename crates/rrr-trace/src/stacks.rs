@@ -57,6 +57,14 @@ impl ShadowStack {
 
     /// A call of `func` with its return address at `slot`.
     pub fn enter(&mut self, func: u32, slot: u64, user: bool, mut end: impl FnMut(Frame, Ending)) {
+        // The common case first: a call from the frame on top, of the same mode. Nothing
+        // ends, and the floor is already at or above the top frame's slot.
+        if let Some(top) = self.frames.last() {
+            if top.user == user && top.slot >= slot {
+                self.frames.push(Frame { func, slot, user });
+                return;
+            }
+        }
         self.pop_stale_kernel(user, &mut end);
         // Frames of this mode deeper than the new slot have returned unseen.
         while let Some(&top) = self
@@ -93,6 +101,26 @@ impl ShadowStack {
         matched
     }
 
+    /// The common `ret`: the one on top, of this mode, returns at `sp` and nothing else
+    /// ends with it. Pops and returns that frame, as [`ShadowStack::ret`] would (one frame,
+    /// `Returned`); `None` (and nothing changed) for every other case, which `ret` handles.
+    #[inline(always)]
+    pub fn ret_top(&mut self, sp: u64, user: bool) -> Option<Frame> {
+        let n = self.frames.len();
+        let top = *self.frames.last()?;
+        if top.user != user || top.slot != sp {
+            return None;
+        }
+        if n >= 2 {
+            let below = self.frames[n - 2];
+            if below.user == user && below.slot <= sp {
+                return None;
+            }
+        }
+        self.frames.pop();
+        Some(top)
+    }
+
     /// For a `ret` that closed nothing: true if it returns from a call made before tracing
     /// began (its slot is above every frame this stack has seen in that mode).
     pub fn is_from_before_start(&mut self, sp: u64, user: bool) -> bool {
@@ -122,6 +150,52 @@ mod tests {
         let mut v = Vec::new();
         s.ret(sp, false, |f, e| v.push((f.func, e)));
         v
+    }
+
+    /// `ret_top` takes exactly the cases where `ret` closes the top frame alone, and leaves
+    /// the stack as `ret` would.
+    #[test]
+    fn ret_top_agrees_with_ret() {
+        /// A slot and whether it is user mode.
+        type At = (u64, bool);
+        let k = |slot| (slot, false);
+        let u = |slot| (slot, true);
+        // (frames on the stack, the ret, whether ret_top takes it)
+        let cases: &[(&[At], At, bool)] = &[
+            (&[k(1000), k(900)], k(900), true),
+            (&[k(1000), k(1000)], k(1000), false), // a tail call: two frames end
+            (&[k(1000), k(900), k(800)], k(1000), false), // unwinds deeper frames
+            (&[k(1000)], k(700), false),           // untracked inner ret
+            (&[k(1000)], k(1000), true),
+            (&[u(0x7ff0), k(0xffff_3f00)], u(0x7ff0), false), // stale kernel frame on top
+            (&[u(0x7ff0), u(0x7fe0)], u(0x7fe0), true),
+            (&[k(0xffff_3f00), u(0x7fe0)], u(0x7fe0), true),
+            (&[], k(1000), false),
+        ];
+        for (frames, (sp, user), fast) in cases {
+            let build = || {
+                let mut s = ShadowStack::default();
+                for (i, &(slot, mode)) in frames.iter().enumerate() {
+                    s.frames.push(Frame {
+                        func: i as u32,
+                        slot,
+                        user: mode,
+                    });
+                }
+                s
+            };
+            let (mut a, mut b) = (build(), build());
+            let mut slow = Vec::new();
+            a.ret(*sp, *user, |f, e| slow.push((f, e)));
+            let got = b.ret_top(*sp, *user);
+            assert_eq!(got.is_some(), *fast, "{frames:?} ret at {sp:#x}");
+            if let Some(f) = got {
+                assert_eq!(slow, vec![(f, Ending::Returned)]);
+                assert_eq!(a.frames, b.frames);
+            } else {
+                assert_eq!(b.frames.len(), frames.len(), "unchanged");
+            }
+        }
     }
 
     #[test]

@@ -556,9 +556,14 @@ impl<W: Write> TraceWriter<W> {
 
     fn ret(&mut self, ts: u64, key: TrackKey, sp: u64, pc: u64, value: u64) {
         let user = !crate::guest::is_kernel_address(sp);
-        let mut ended = std::mem::take(&mut self.ended);
         let track = self.event_track(key);
         let uuid = track.uuid;
+        if let Some(frame) = track.stack.ret_top(sp, user) {
+            self.end_event(ts, uuid, Some((frame.func, value)));
+            return;
+        }
+        let mut ended = std::mem::take(&mut self.ended);
+        let track = self.event_track(key);
         let matched = track.stack.ret(sp, user, |f, e| ended.push((f, e)));
         for &(frame, how) in &ended {
             let v = (how == Ending::Returned).then_some((frame.func, value));
