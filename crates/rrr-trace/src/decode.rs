@@ -189,23 +189,27 @@ pub(crate) fn encode_args(
     // The encoder is this function's own, so that it stays in registers (see `Enc`).
     let mut e = Enc::new(buf);
     let mut strings = Strings::new(arena, args);
+    let words = &args.words[..(args.len as usize).min(args.words.len())];
     let mut w = 0usize;
     for p in params {
-        let n = p.words as usize;
-        if w + n > args.len as usize {
+        let Some(ws) = words.get(w..w + p.words as usize) else {
             break;
-        }
+        };
         let string = if matches!(p.kind, Kind::Str) {
             strings.next_string()
         } else {
             None
         };
-        let missing = args.missing & (1 << w) != 0;
-        let (lo, hi) = (args.words[w], if n == 2 { args.words[w + 1] } else { 0 });
-        w += n;
+        let missing = (args.missing >> w) & 1 != 0;
+        w += ws.len();
         if missing || matches!(p.kind, Kind::Skip) {
             continue;
         }
+        let (lo, hi) = match *ws {
+            [lo, hi] => (lo, hi),
+            [lo] => (lo, 0),
+            _ => continue,
+        };
         encode_annotation(&mut e, profile, p.name_iid, p.kind, lo, hi, string);
     }
 }

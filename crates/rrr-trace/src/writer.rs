@@ -515,23 +515,22 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn enter(&mut self, ts: u64, key: TrackKey, sp: u64, func: u32, args: &Args, arena: &[u8]) {
-        let user = match self.plans.get(func as usize) {
-            Some(plan) if plan.ready => plan.user,
-            Some(_) => self.profile.function(func).is_some_and(|f| f.is_user()),
+        let plan = match self.plans.get(func as usize) {
+            Some(&plan) if plan.ready => plan,
+            Some(_) => {
+                self.intern_function(func);
+                self.plans[func as usize]
+            }
             None => return,
         };
         let track = self.event_track(key);
         let uuid = track.uuid;
         let flow = track.pending_flow.take();
         let mut closed = 0u32;
-        track.stack.enter(func, sp, user, |_, _| closed += 1);
+        track.stack.enter(func, sp, plan.user, |_, _| closed += 1);
         for _ in 0..closed {
             self.end_event(ts, uuid, None);
         }
-        if !self.plans[func as usize].ready {
-            self.intern_function(func);
-        }
-        let plan = self.plans[func as usize];
         let (p, te) = self.open_event(ts, uuid, BEGIN, Some(plan.iid as u64));
         let TraceWriter {
             buf,
