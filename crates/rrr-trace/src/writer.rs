@@ -177,22 +177,16 @@ impl<W: Write> TraceWriter<W> {
     #[inline]
     fn prefetch_plans(&self, records: &[Record], i: usize) {
         const AHEAD: usize = 8;
+        // Addresses are computed without bounds checks: a prefetch of one past the end is
+        // harmless, and these lookups ran for every record.
         if let Some(Record::Enter { func, .. }) = records.get(i + 2 * AHEAD) {
-            if let Some(plan) = self.plans.get(*func as usize) {
-                prefetch(plan);
-            }
+            prefetch(self.plans.as_ptr().wrapping_add(*func as usize));
         }
         if let Some(Record::Enter { func, .. }) = records.get(i + AHEAD) {
             if let Some(plan) = self.plans.get(*func as usize) {
-                if let Some(param) = self.plan_params.get(plan.first as usize) {
-                    prefetch(param);
-                }
-                if let Some(param) = self
-                    .plan_params
-                    .get((plan.first + plan.len.saturating_sub(1)) as usize)
-                {
-                    prefetch(param);
-                }
+                let first = self.plan_params.as_ptr().wrapping_add(plan.first as usize);
+                prefetch(first);
+                prefetch(first.wrapping_add(plan.len.saturating_sub(1) as usize));
             }
         }
     }
@@ -787,16 +781,15 @@ fn kind(class: ClassRef<'_>) -> Kind {
     }
 }
 
-/// Hints the CPU to bring `v`'s cache line in (a no-op where there is no such hint).
+/// Hints the CPU to bring the cache line at `p` in (a no-op where there is no such hint).
+/// `p` may point anywhere, also past the end of what it was computed from.
 #[inline(always)]
-fn prefetch<T>(v: &T) {
+fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (v as *const T).cast::<i8>(),
-        );
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = p;
 }
