@@ -179,6 +179,28 @@ impl<'a> Enc<'a> {
         }
     }
 
+    /// Ends a field opened at `inner` and the field around it opened at `outer` (a packet and
+    /// its event): one check for both.
+    #[inline(always)]
+    pub fn close_pair(&mut self, inner: usize, outer: usize) {
+        assert!(
+            outer < inner && inner < self.len,
+            "closing fields that were not opened here"
+        );
+        let outer_len = self.len - outer - 1;
+        if outer_len < 0x80 {
+            // SAFETY: both positions are below `len`, so within the written bytes; the inner
+            // field is shorter than the outer one.
+            unsafe {
+                *self.ptr.add(inner) = (self.len - inner - 1) as u8;
+                *self.ptr.add(outer) = outer_len as u8;
+            }
+        } else {
+            self.close(inner);
+            self.close(outer);
+        }
+    }
+
     /// Rewrites the one-byte length prefix at `at` as the varint of `len`.
     #[inline(always)]
     fn widen(&mut self, at: usize, len: usize) {
@@ -315,6 +337,27 @@ mod tests {
             Enc::new(&mut got).named_pointer(4, (1, 300), (7, v));
             Enc::new(&mut want).message(4, [(1, 300), (7, v)]);
             assert_eq!(got, want, "{v:#x}");
+        }
+    }
+
+    #[test]
+    fn close_pair_matches_two_closes() {
+        for body in [0usize, 5, 120, 126, 127, 300] {
+            let (mut got, mut want) = (vec![7u8], vec![7u8]);
+            for (out, pair) in [(&mut got, true), (&mut want, false)] {
+                let mut e = Enc::new(out);
+                let p = e.open(1);
+                e.uint(10, 1);
+                let te = e.open(11);
+                e.bytes(3, &vec![b'x'; body]);
+                if pair {
+                    e.close_pair(te, p);
+                } else {
+                    e.close(te);
+                    e.close(p);
+                }
+            }
+            assert_eq!(got, want, "body of {body} bytes");
         }
     }
 

@@ -479,8 +479,7 @@ impl<W: Write> TraceWriter<W> {
         let (p, te) = self.open_event(ts, uuid, INSTANT, Some(iid));
         let mut e = self.enc();
         e.fixed64(E_FLOW, flow);
-        e.close(te);
-        e.close(p);
+        e.close_pair(te, p);
         drop(e);
         self.summary.events += 1;
         self.track(to).pending_flow = Some(flow);
@@ -541,8 +540,7 @@ impl<W: Write> TraceWriter<W> {
         if let Some(flow) = flow {
             e.fixed64(E_FLOW_END, flow);
         }
-        e.close(te);
-        e.close(p);
+        e.close_pair(te, p);
         drop(e);
         self.summary.events += 1;
     }
@@ -552,7 +550,7 @@ impl<W: Write> TraceWriter<W> {
         let track = self.event_track(key);
         let uuid = track.uuid;
         if let Some(frame) = track.stack.ret_top(sp, user) {
-            self.end_event(ts, uuid, Some((frame.func, value)));
+            self.end_event_inline(ts, uuid, Some((frame.func, value)));
             return;
         }
         let mut ended = std::mem::take(&mut self.ended);
@@ -597,8 +595,7 @@ impl<W: Write> TraceWriter<W> {
         e.uint(E_TYPE, BEGIN);
         e.uint(E_TRACK, uuid);
         e.uint(E_NAME_IID, iid);
-        e.close(te);
-        e.close(p);
+        e.close_pair(te, p);
         drop(e);
         self.summary.events += 1;
         self.end_event(ts, uuid, Some((func, value)));
@@ -606,6 +603,12 @@ impl<W: Write> TraceWriter<W> {
 
     /// A slice end, with the return value typed by `func`'s return class.
     fn end_event(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
+        self.end_event_inline(ts, uuid, ret);
+    }
+
+    /// [`TraceWriter::end_event`], inlined where most slices end (a `ret` of the top frame).
+    #[inline(always)]
+    fn end_event_inline(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
         let (p, te) = self.open_event(ts, uuid, END, None);
         let TraceWriter {
             buf,
@@ -619,8 +622,7 @@ impl<W: Write> TraceWriter<W> {
                 encode_return(&mut e, profile, plan.ret, plan.ret_iid, value);
             }
         }
-        e.close(te);
-        e.close(p);
+        e.close_pair(te, p);
         drop(e);
         self.summary.events += 1;
     }
