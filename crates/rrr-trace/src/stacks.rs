@@ -56,7 +56,8 @@ impl ShadowStack {
     }
 
     /// A call of `func` with its return address at `slot`.
-    pub fn enter(&mut self, func: u32, slot: u64, user: bool, mut end: impl FnMut(Frame, Ending)) {
+    #[inline(always)]
+    pub fn enter(&mut self, func: u32, slot: u64, user: bool, end: impl FnMut(Frame, Ending)) {
         // The common case first: a call from the frame on top, of the same mode. Nothing
         // ends, and the floor is already at or above the top frame's slot.
         if let Some(top) = self.frames.last() {
@@ -65,6 +66,12 @@ impl ShadowStack {
                 return;
             }
         }
+        self.enter_slow(func, slot, user, end);
+    }
+
+    /// [`ShadowStack::enter`] when frames end or the floor moves.
+    #[inline(never)]
+    fn enter_slow(&mut self, func: u32, slot: u64, user: bool, mut end: impl FnMut(Frame, Ending)) {
         self.pop_stale_kernel(user, &mut end);
         // Frames of this mode deeper than the new slot have returned unseen.
         while let Some(&top) = self
