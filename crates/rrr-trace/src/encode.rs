@@ -78,36 +78,53 @@ impl<'a> Enc<'a> {
         self.varints([v]);
     }
 
-    /// Appends a field tag.
-    #[inline(always)]
-    pub fn tag(&mut self, field: u32, wire: u32) {
-        self.varint(tag(field, wire));
-    }
-
     /// Appends a varint field.
     #[inline(always)]
     pub fn uint(&mut self, field: u32, v: u64) {
         self.varints([tag(field, VARINT), v]);
     }
 
+    /// Appends a length-delimited field of `field` whose body `body` writes from the pointer
+    /// it gets, returning the body's end: one capacity check for the whole field, and the
+    /// length in the one byte reserved for it.
+    ///
+    /// # Safety
+    /// `body` must write at most `max` bytes, and `max` must be under 128.
+    #[inline(always)]
+    unsafe fn short_field(
+        &mut self,
+        field: u32,
+        max: usize,
+        body: impl FnOnce(*mut u8) -> *mut u8,
+    ) {
+        debug_assert!(max < 0x80);
+        let start = self.room(MAX_TAG_LEN + 1 + max);
+        // SAFETY: the tag, the length byte and at most `max` bytes of body (the caller's
+        // promise) fit the room just made; the body is under 128 bytes, so its length is
+        // one byte.
+        unsafe {
+            let at = put_varint(start, tag(field, LEN));
+            let end = body(at.add(1));
+            *at = end.offset_from(at) as u8 - 1;
+            self.len += end.offset_from(start) as usize;
+        }
+    }
+
     /// Appends a length-delimited field holding only the varint fields `fields`, as (field,
-    /// value) pairs: one capacity check, and a body short enough for a one-byte length.
+    /// value) pairs, in one go.
     #[inline(always)]
     pub fn message<const N: usize>(&mut self, field: u32, fields: [(u32, u64); N]) {
         const { assert!(N <= 5, "at most 5 fields keep the body under 128 bytes") };
-        let start = self.room(2 + 11 * N);
-        // SAFETY: the tag and length take 2 bytes (fields below 16), each field at most 11
-        // (a one-byte tag and a varint), all within the room just made.
+        // SAFETY: each field is a tag and a varint, at most MAX_FIELD_LEN bytes; 5 of them
+        // are under 128.
         unsafe {
-            let mut p = put_varint(start, tag(field, LEN));
-            let at = p;
-            p = p.add(1);
-            for (f, v) in fields {
-                p = put_varint(p, tag(f, VARINT));
-                p = put_varint(p, v);
-            }
-            *at = p.offset_from(at) as u8 - 1;
-            self.len += p.offset_from(start) as usize;
+            self.short_field(field, MAX_FIELD_LEN * N, |mut p| {
+                for (f, v) in fields {
+                    p = put_varint(p, tag(f, VARINT));
+                    p = put_varint(p, v);
+                }
+                p
+            });
         }
     }
 
@@ -120,25 +137,21 @@ impl<'a> Enc<'a> {
         if pointer.1 < 1 << 56 {
             return self.message(field, [name, pointer]);
         }
-        let start = self.room(2 + 11 + 11);
-        // SAFETY: as in `message`: 2 + 2 * 11 bytes at most, within the room just made.
+        // SAFETY: two fields of at most MAX_FIELD_LEN bytes each.
         unsafe {
-            let mut p = put_varint(start, tag(field, LEN));
-            let at = p;
-            p = p.add(1);
-            p = put_varint(p, tag(name.0, VARINT));
-            p = put_varint(p, name.1);
-            p = put_varint(p, tag(pointer.0, VARINT));
-            p = put_varint_wide(p, pointer.1);
-            *at = p.offset_from(at) as u8 - 1;
-            self.len += p.offset_from(start) as usize;
+            self.short_field(field, 2 * MAX_FIELD_LEN, |mut p| {
+                p = put_varint(p, tag(name.0, VARINT));
+                p = put_varint(p, name.1);
+                p = put_varint(p, tag(pointer.0, VARINT));
+                put_varint_wide(p, pointer.1)
+            });
         }
     }
 
     /// Appends a fixed64 field.
     #[inline(always)]
     pub fn fixed64(&mut self, field: u32, v: u64) {
-        self.tag(field, FIXED64);
+        self.varint(tag(field, FIXED64));
         self.raw(&v.to_le_bytes());
     }
 
@@ -209,9 +222,14 @@ impl<'a> Enc<'a> {
     }
 }
 
+/// The longest tag: the varint of a 32-bit field number shifted left by 3.
+const MAX_TAG_LEN: usize = 5;
+/// The longest varint field: a tag and a 10-byte varint.
+const MAX_FIELD_LEN: usize = MAX_TAG_LEN + 10;
+
 /// A field's tag.
 #[inline(always)]
-fn tag(field: u32, wire: u32) -> u64 {
+pub(crate) fn tag(field: u32, wire: u32) -> u64 {
     ((field << 3) | wire) as u64
 }
 
@@ -301,6 +319,9 @@ mod tests {
     use super::*;
     use prost::Message;
 
+    /// The highest field number protobuf allows.
+    const MAX_FIELD: u32 = (1 << 29) - 1;
+
     #[test]
     fn varints_match_prost() {
         let mut values = vec![0, 1, 0x7f, 0x80, 0x3fff, 0x4000, u64::MAX, 1 << 63];
@@ -315,6 +336,30 @@ mod tests {
             prost::encoding::encode_varint(v, &mut want);
             assert_eq!(got, want, "{v:#x}");
         }
+    }
+
+    #[test]
+    fn messages_with_the_widest_tags_and_values_match_prost() {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        let fields = [
+            (1, 0),
+            (15, 300),
+            (16, u64::MAX),
+            (2047, 1 << 63),
+            (MAX_FIELD, u64::MAX),
+        ];
+        let mut got = Vec::new();
+        Enc::new(&mut got).message(MAX_FIELD, fields);
+        let mut body = Vec::new();
+        for (f, v) in fields {
+            encode_key(f, WireType::Varint, &mut body);
+            encode_varint(v, &mut body);
+        }
+        let mut want = Vec::new();
+        encode_key(MAX_FIELD, WireType::LengthDelimited, &mut want);
+        encode_varint(body.len() as u64, &mut want);
+        want.extend(body);
+        assert_eq!(got, want);
     }
 
     #[test]

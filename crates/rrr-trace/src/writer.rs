@@ -16,7 +16,7 @@ use prost::Message;
 
 use crate::decode::IID_RETURN;
 use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
-use crate::encode::Enc;
+use crate::encode::{tag, Enc, LEN, VARINT};
 use crate::proto;
 use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey};
 use crate::stacks::{Ending, Frame, ShadowStack};
@@ -171,9 +171,10 @@ impl<W: Write> TraceWriter<W> {
 
     /// Asks the CPU for the decoding plans of the entries a little ahead of record `i`: the
     /// plan of the entry `2 * AHEAD` on, and the first and last parameters of the one `AHEAD`
-    /// on (whose plan was asked for earlier; its parameters can span two cache lines). On a kernel-sized profile a function's plan and parameters are
-    /// two cache misses, a third of the writer's time in the writer benchmark without this
-    /// (the only hand-tuned memory access in the writer).
+    /// on (whose plan was asked for earlier; its parameters can span two cache lines). On a
+    /// kernel-sized profile a function's plan and parameters are two cache misses, a third of
+    /// the writer's time in the writer benchmark without this (the only hand-tuned memory
+    /// access in the writer).
     #[inline]
     fn prefetch_plans(&self, records: &[Record], i: usize) {
         const AHEAD: usize = 8;
@@ -638,13 +639,13 @@ impl<W: Write> TraceWriter<W> {
         let mut e = self.enc();
         let p = e.open(1);
         e.varints([
-            (P_TIMESTAMP << 3) as u64,
+            tag(P_TIMESTAMP, VARINT),
             delta,
-            (P_SEQ_ID << 3) as u64,
+            tag(P_SEQ_ID, VARINT),
             SEQ,
-            ((P_TRACK_EVENT << 3) | 2) as u64,
+            tag(P_TRACK_EVENT, LEN),
             0,
-            (E_TYPE << 3) as u64,
+            tag(E_TYPE, VARINT),
             ty,
         ]);
         // The event's length is the byte before its type field (two one-byte varints).
