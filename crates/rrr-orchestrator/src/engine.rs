@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+use crate::cache::Key;
 use crate::tools;
 
 /// The PANDA system emulator.
@@ -52,6 +53,17 @@ impl Engine {
             Engine::Qemu => tools::require_qemu(),
             Engine::Panda => require_panda(),
         }
+    }
+
+    /// Adds the emulator build `id` (what [`Engine::require`] returned) to a cache key:
+    /// snapshots and recordings load only in the build that made them. The engine's name goes
+    /// in for PANDA only, so that QEMU's keys stay those made before PANDA (their cache
+    /// entries remain valid).
+    pub fn add_to_key<'k>(self, key: &'k mut Key, id: &str) -> &'k mut Key {
+        if self != Engine::Qemu {
+            key.add("engine", self.name().as_bytes());
+        }
+        key.add("qemu", id.as_bytes())
     }
 
     /// The tracer plugin's arguments: read `profile`, write the trace to `out`.
@@ -212,6 +224,20 @@ mod tests {
             assert_eq!(Engine::from_name(e.name()), Some(e));
         }
         assert_eq!(Engine::from_name("kvm"), None);
+    }
+
+    #[test]
+    fn qemu_keys_are_those_from_before_panda() {
+        let key = |engine: Option<Engine>| {
+            let mut k = Key::default();
+            match engine {
+                Some(e) => e.add_to_key(&mut k, "QEMU emulator version 10.0.2"),
+                None => k.add("qemu", b"QEMU emulator version 10.0.2"),
+            };
+            k.hex()
+        };
+        assert_eq!(key(Some(Engine::Qemu)), key(None));
+        assert_ne!(key(Some(Engine::Panda)), key(None));
     }
 
     #[test]

@@ -155,11 +155,8 @@ pub fn ready_disk(
     let mut key = Key::default();
     key.add("recipe", machine::RECIPE.as_bytes())
         .add("cmdline", machine::cmdline(engine).as_bytes());
-    // Keys of QEMU snapshots stay as they were before PANDA (their cache entries remain valid).
-    if engine != Engine::Qemu {
-        key.add("engine", engine.name().as_bytes());
-    }
-    key.add("qemu", emulator.as_bytes())
+    engine
+        .add_to_key(&mut key, emulator)
         .add_file("bzImage", &kernel.bzimage())?
         .add_file("rootfs", rootfs)?;
     cache::file_entry("snapshots", &key, "ready.qcow2", |dir| {

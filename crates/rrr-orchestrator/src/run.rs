@@ -69,11 +69,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // A recording replays only on the emulator build that made it.
     let emulator = args.engine.require()?;
     key.add("kernel", kernel.dir.to_string_lossy().as_bytes());
-    // Keys of QEMU recordings stay as they were before PANDA (their entries remain valid).
-    if args.engine != Engine::Qemu {
-        key.add("engine", args.engine.name().as_bytes());
-    }
-    key.add("qemu", emulator.as_bytes())
+    args.engine
+        .add_to_key(&mut key, &emulator)
         // The machine it ran on (a recording replays only on the same devices).
         .add("machine", machine::RECIPE.as_bytes())
         .add("cmdline", machine::cmdline(args.engine).as_bytes())
