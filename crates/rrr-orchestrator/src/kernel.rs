@@ -14,6 +14,9 @@ use crate::tools::{major_minor, run_quiet, version_line};
 
 /// The fragment merged over `tinyconfig` (or over `--config`).
 const TINY_FRAGMENT: &str = include_str!("../assets/tiny-kernel.config");
+/// Fragments shipped with rrr, by the name `--fragment` takes for them.
+const BUILTIN_FRAGMENTS: &[(&str, &str)] =
+    &[("crash-test", include_str!("../assets/crash-test.config"))];
 /// Bumped when the recipe below changes, so old entries are not reused.
 const RECIPE: &str = "kernel-recipe-2";
 /// The kernel source `scripts/setup` installs.
@@ -48,7 +51,8 @@ pub struct KernelArgs {
     /// Print each config change and why, then stop.
     #[arg(long)]
     pub explain: bool,
-    /// Extra config fragments merged last.
+    /// Extra config fragments merged last: files, or a fragment shipped with rrr by name
+    /// (`crash-test`: LKDTM and generic KASAN, a kernel that crashes on demand).
     #[arg(long = "fragment")]
     pub fragments: Vec<PathBuf>,
     /// Parallel make jobs (default: number of cores).
@@ -134,6 +138,24 @@ struct Plan {
 
 fn pahole_for_btf() -> bool {
     version_line("pahole").is_some_and(|v| major_minor(v.trim().trim_start_matches('v')) >= (1, 22))
+}
+
+/// The text of the fragment `f`: a file, or one of [`BUILTIN_FRAGMENTS`] by name.
+fn fragment_text(f: &Path) -> anyhow::Result<String> {
+    let builtin = BUILTIN_FRAGMENTS
+        .iter()
+        .find(|(name, _)| f.as_os_str() == *name && !f.exists());
+    match builtin {
+        Some((_, text)) => Ok((*text).to_owned()),
+        None => std::fs::read_to_string(f).with_context(|| {
+            let names: Vec<_> = BUILTIN_FRAGMENTS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "reading the config fragment {} (a file, or one of rrr's: {})",
+                f.display(),
+                names.join(", ")
+            )
+        }),
+    }
 }
 
 fn plan(args: &KernelArgs) -> anyhow::Result<Plan> {
@@ -262,7 +284,7 @@ fn key(args: &KernelArgs, source: &Source, plan: &Plan) -> anyhow::Result<String
         }
     }
     for f in &args.fragments {
-        k.add_file("extra", f)?;
+        k.add("extra", fragment_text(f)?.as_bytes());
     }
     k.add("cc", plan.cc_version.as_bytes());
     Ok(k.hex())
@@ -354,7 +376,12 @@ pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
     if args.config.is_none() {
         frags.push(write(&frag_dir.join("tiny.config"), TINY_FRAGMENT)?);
     }
-    frags.extend(args.fragments.iter().cloned());
+    // Copies, so that merge_config.sh (run in the source tree) finds them whatever the
+    // caller's directory and however they were named.
+    for (i, f) in args.fragments.iter().enumerate() {
+        let copy = frag_dir.join(format!("extra-{i}.config"));
+        frags.push(write(&copy, &fragment_text(f)?)?);
+    }
     frags.push(write(
         &frag_dir.join("rrr-reduction.config"),
         &reduce::fragment(&plan.changes),
@@ -484,4 +511,21 @@ pub fn run(args: KernelArgs) -> anyhow::Result<()> {
         k.profile().display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_are_files_or_rrrs_own_by_name() {
+        let text = fragment_text(Path::new("crash-test")).unwrap();
+        assert!(text.lines().any(|l| l == "CONFIG_KASAN=y"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.config");
+        std::fs::write(&file, "CONFIG_X=y\n").unwrap();
+        assert_eq!(fragment_text(&file).unwrap(), "CONFIG_X=y\n");
+        let err = fragment_text(Path::new("no-such-fragment")).unwrap_err();
+        assert!(format!("{err:#}").contains("crash-test"), "{err:#}");
+    }
 }

@@ -30,7 +30,8 @@ pub const READY_SNAPSHOT: &str = "rrr-ready";
 /// Name of the snapshot a recording starts from (QEMU's `rrsnapshot`).
 pub const START_SNAPSHOT: &str = "rrr-start";
 /// Bumped when the machine below changes (snapshots of another machine do not load).
-pub const RECIPE: &str = "machine-recipe-2";
+/// 3: QEMU takes the ready snapshot while recording (it carries replay state).
+pub const RECIPE: &str = "machine-recipe-3";
 
 /// A fresh path for a monitor socket (in the temp dir: socket paths must stay short).
 pub fn monitor_path() -> PathBuf {
@@ -41,8 +42,13 @@ pub fn monitor_path() -> PathBuf {
 
 /// How the emulator runs.
 pub enum Mode<'a> {
-    /// A plain boot (to take the ready snapshot).
-    Boot,
+    /// A boot to take the ready snapshot. QEMU boots under record/replay into `scratch_log`,
+    /// a log nobody replays: a snapshot taken outside record mode carries no replay state,
+    /// so a recording from it starts at replay instruction count 0 while the vCPU's count is
+    /// the whole boot, and QEMU aborts once that difference passes 2^31 (its 32-bit `diff`
+    /// in `replay_advance_current_icount`), as for every KASAN or syzbot kernel. PANDA
+    /// boots plainly.
+    Boot { scratch_log: &'a Path },
     /// Record from the ready snapshot into `rrfile` (QEMU: the replay log; PANDA: the
     /// recording's name prefix).
     Record { rrfile: &'a Path },
@@ -95,7 +101,9 @@ fn qemu_args(c: &mut Command, disk: &Path, mode: &Mode, monitor: &Path) {
         .arg(format!("unix:{},server=on,wait=off", monitor.display()));
     let drive = format!("file={},if=none,id=img-direct", disk.display());
     let icount = match mode {
-        Mode::Boot => "shift=auto".to_owned(),
+        Mode::Boot { scratch_log } => {
+            format!("shift=auto,rr=record,rrfile={}", scratch_log.display())
+        }
         Mode::Record { rrfile } => {
             c.args(["-loadvm", READY_SNAPSHOT]);
             format!(
@@ -120,13 +128,10 @@ fn qemu_args(c: &mut Command, disk: &Path, mode: &Mode, monitor: &Path) {
             )
         }
     };
-    c.args(["-icount", &icount]).args(["-drive", &drive]);
-    match mode {
-        Mode::Boot => c.args(["-device", "virtio-blk-pci,drive=img-direct"]),
-        _ => c
-            .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])
-            .args(["-device", "virtio-blk-pci,drive=img"]),
-    };
+    c.args(["-icount", &icount])
+        .args(["-drive", &drive])
+        .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])
+        .args(["-device", "virtio-blk-pci,drive=img"]);
 }
 
 /// PANDA (QEMU 2.9): its own record/replay needs no icount; it records from a snapshot of the
@@ -144,7 +149,7 @@ fn panda_args(c: &mut Command, kernel: &Kernel, disk: &Path, mode: &Mode, monito
         .args(["-drive", &format!("file={},if=none,id=img", disk.display())])
         .args(["-device", "ide-hd,drive=img,bus=ide.0"]);
     match mode {
-        Mode::Boot => {}
+        Mode::Boot { .. } => {}
         Mode::Record { rrfile } => {
             c.arg("-record-from")
                 .arg(format!("{READY_SNAPSHOT}:{}", rrfile.display()));
@@ -336,7 +341,37 @@ impl Drop for Vm {
     }
 }
 
-/// Fails with the emulator's own words if it exited badly.
+/// What the emulator's known failures mean, by the words they print.
+const KNOWN_FAILURES: &[(&str, &str)] = &[
+    (
+        "replay_advance_current_icount: Assertion",
+        "the recording could not start from the snapshot: the snapshot's replay state does not \
+         match the machine's instruction count (a ready snapshot taken outside record mode, by \
+         an older rrr?); remove the cached snapshots with `rrr cache gc --all` and record again",
+    ),
+    (
+        "Unknown savevm section",
+        "the snapshot was saved by another machine than this rrr's (an older rrr or emulator \
+         build); remove the cached snapshots with `rrr cache gc --all` and record again",
+    ),
+    (
+        "in the replay log",
+        "the replay diverged from the recording: it asked the log for an input the recorded \
+         run did not take at that point (another emulator build or machine than the \
+         recording's?)",
+    ),
+];
+
+/// What the emulator's output `stderr` says went wrong, in rrr's words (`": ..."`, to follow
+/// a message), or nothing when rrr does not know.
+pub fn failure_meaning(stderr: &str) -> String {
+    KNOWN_FAILURES
+        .iter()
+        .find(|(words, _)| stderr.contains(words))
+        .map_or(String::new(), |(_, meaning)| format!(": {meaning}"))
+}
+
+/// Fails with the emulator's own words if it exited badly, and what they mean when rrr knows.
 pub fn check_exit(
     engine: Engine,
     status: ExitStatus,
@@ -344,11 +379,28 @@ pub fn check_exit(
     what: &str,
 ) -> anyhow::Result<()> {
     if !status.success() {
+        let meaning = failure_meaning(stderr);
         bail!(
-            "{} failed while {what} ({status}):\n{}",
+            "{} failed while {what} ({status}){meaning}; it said:\n{}",
             engine.binary(),
             stderr.trim_end()
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_failures_are_explained() {
+        let abort = "qemu-system-x86_64: replay/replay-internal.c:249: \
+                     replay_advance_current_icount: Assertion `diff >= 0' failed.";
+        assert!(failure_meaning(abort).contains("could not start from the snapshot"));
+        assert!(
+            failure_meaning("Missing character write event in the replay log").contains("diverged")
+        );
+        assert_eq!(failure_meaning("qemu-system-x86_64: something else"), "");
+    }
 }

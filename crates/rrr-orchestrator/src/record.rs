@@ -164,7 +164,11 @@ pub fn ready_disk(
         std::fs::copy(rootfs, &staged)?;
         let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());
         let monitor = machine::monitor_path();
-        let cmd = machine::command(engine, kernel, &staged, &Mode::Boot, &monitor);
+        let scratch_log = dir.join("boot-replay.bin");
+        let mode = Mode::Boot {
+            scratch_log: &scratch_log,
+        };
+        let cmd = machine::command(engine, kernel, &staged, &mode, &monitor);
         let mut vm = Vm::spawn(cmd, &dir.join("boot.log"), &monitor)?;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
@@ -183,15 +187,33 @@ pub fn ready_disk(
             }
         }
         bar.set_message("saving the snapshot");
-        let out = vm.monitor(&format!("savevm {}", machine::READY_SNAPSHOT))?;
-        if !out.is_empty() {
-            bail!("QEMU could not save the snapshot: {out}");
-        }
+        save_snapshot(&mut vm, machine::READY_SNAPSHOT)?;
         let (status, stderr) = vm.quit()?;
         machine::check_exit(engine, status, &stderr, "saving the snapshot")?;
+        let _ = std::fs::remove_file(&scratch_log);
         bar.finish_and_clear();
         Ok(())
     })
+}
+
+/// What QEMU answers `savevm` while record/replay has events in flight.
+const SNAPSHOT_NOT_NOW: &str = "does not allow making snapshot right now";
+
+/// Saves the snapshot `name` from the monitor. QEMU under record/replay refuses while it has
+/// events in flight ([`SNAPSHOT_NOT_NOW`]); the guest idles at the ready marker, so asking
+/// again soon succeeds.
+fn save_snapshot(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = vm.monitor(&format!("savevm {name}"))?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        if !out.contains(SNAPSHOT_NOT_NOW) || Instant::now() >= deadline {
+            bail!("the emulator could not save the snapshot: {out}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Records `stimulus` (inside `rootfs`) on `kernel` with `engine` into the new directory `out`.

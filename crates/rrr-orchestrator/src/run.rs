@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// Base kernel .config (default: tinyconfig plus rrr's fragment).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Extra kernel config fragments merged last: files, or rrr's by name (`crash-test`).
+    #[arg(long = "fragment")]
+    pub fragments: Vec<PathBuf>,
     /// The trace to write.
     #[arg(short, long, default_value = "trace.pftrace")]
     pub output: PathBuf,
@@ -53,6 +56,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (
             KernelArgs {
                 config: args.config.clone(),
+                fragments: args.fragments.clone(),
                 ..KernelArgs::tiny(args.kernel_src.clone())
             },
             args.stimulus
@@ -128,6 +132,7 @@ fn syzbot_inputs(args: &RunArgs, bug: &str) -> anyhow::Result<(KernelArgs, PathB
         config: Some(f.config()),
         report: f.report(),
         title: Some(crash.title.clone()),
+        fragments: args.fragments.clone(),
         ..KernelArgs::tiny(args.kernel_src.clone())
     };
     Ok((kernel, repro))

@@ -172,8 +172,9 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         );
     }
     if !status.success() {
+        let meaning = machine::failure_meaning(&stderr);
         bail!(
-            "the replay failed ({status}){kept}; {} said:\n{}",
+            "the replay failed ({status}){meaning}{kept}; {} said:\n{}",
             rec.engine.binary(),
             said(&replayed)
         );
@@ -313,8 +314,9 @@ fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()>
     let (status, stderr) = vm.wait(Duration::from_secs(u32::MAX as u64))?;
     let _ = std::fs::remove_file(&setup.serial);
     if !status.success() && status.code().is_some() {
+        let meaning = machine::failure_meaning(&stderr);
         bail!(
-            "the replay failed ({status}); {} said:\n{}",
+            "the replay failed ({status}){meaning}; {} said:\n{}",
             rec.engine.binary(),
             stderr.trim_end()
         );

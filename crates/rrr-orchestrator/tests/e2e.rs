@@ -225,6 +225,73 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
     assert_eq!(tp::lines(&r[0]), vec!["1"]);
 }
 
+/// A kernel of syzbot's size class: rrr's tiny kernel with its `crash-test` fragment (SLUB,
+/// LKDTM, generic KASAN), built once and cached. It boots in more than 2^31 instructions, which
+/// QEMU's record/replay handles only when the ready snapshot carries replay state.
+#[test]
+fn a_kasan_kernel_is_recorded_from_its_ready_snapshot_traced_and_debugged() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().args(["kernel", "--fragment", "crash-test"]));
+    let config = std::fs::read_to_string(Path::new(&kernel).join("config")).unwrap();
+    for option in ["CONFIG_KASAN=y", "CONFIG_KASAN_GENERIC=y", "CONFIG_LKDTM=y"] {
+        assert!(
+            config.lines().any(|l| l == option),
+            "{option} in the crash-test kernel"
+        );
+    }
+    let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
+    let rec = dir.path().join("rec");
+    ok(rrr()
+        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus, "-o"])
+        .arg(&rec));
+    let manifest = std::fs::read_to_string(rec.join("recording.txt")).unwrap();
+    assert!(manifest.contains("outcome=ended status=0"), "{manifest}");
+
+    let t = dir.path().join("t.pftrace");
+    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
+    let r = tp::query(
+        &t,
+        &[
+            "select count(*) from slice s join thread_track tt on s.track_id = tt.id \
+             join thread th using (utid) where th.name = 'stimulus' \
+             and s.name = 'do_sys_openat2' \
+             and extract_arg(s.arg_set_id, 'debug.filename') = '/tmp/rrr-example.txt'",
+            "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["2"],
+        "the writer's and the reader's opens, with the file name"
+    );
+    assert_eq!(tp::lines(&r[1]), Vec::<String>::new(), "no import errors");
+
+    // Reverse debugging goes back through the recording's start snapshot.
+    let vmlinux = Path::new(&kernel).join("vmlinux");
+    let g = gdb_session(
+        &rec,
+        None,
+        &vmlinux,
+        &[
+            "break do_sys_openat2",
+            "continue",
+            "stepi",
+            "p/x $pc",
+            "reverse-stepi",
+            "p/x $pc",
+        ],
+    );
+    let values = g.values();
+    assert!(
+        g.said.contains("Breakpoint 1, do_sys_openat2")
+            && values.len() == 2
+            && values[0] != values[1],
+        "gdb stops at the open, then stepi and reverse-stepi move:\n{}\n{}",
+        g.said,
+        g.stderr
+    );
+}
+
 /// Processes whose command line starts with `program` and contains `needle`.
 fn processes(program: &str, needle: &str) -> Vec<String> {
     let mut found = Vec::new();
