@@ -1,5 +1,6 @@
-//! The emulated machine: the emulator's command line for booting, recording and replaying,
-//! and a running VM whose serial console and monitor rrr talks to.
+//! The emulated machine as it runs: its snapshots' names, a running VM whose serial console
+//! and monitor rrr talks to, and what the emulator's failures mean. Each engine's command
+//! line is in [`crate::engine`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,20 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::engine::{Engine, PANDA_PLUGIN_NAME};
-use crate::kernel::Kernel;
+use crate::engine::Engine;
 
-/// Kernel command line: serial console, no KASLR, no speculation mitigations (RSB stuffing
-/// and return thunks confuse call tracking), root on the engine's disk, panics stop the machine.
-pub fn cmdline(engine: Engine) -> String {
-    let root = match engine {
-        Engine::Qemu => "/dev/vda",
-        Engine::Panda => "/dev/sda",
-    };
-    format!(
-        "console=ttyS0 nokaslr mitigations=off root={root} rw rootfstype=ext4 init=/init panic=-1 oops=panic"
-    )
-}
 /// Name of the snapshot taken at the ready marker.
 pub const READY_SNAPSHOT: &str = "rrr-ready";
 /// Name of the snapshot a recording starts from (QEMU's `rrsnapshot`).
@@ -38,139 +27,6 @@ pub fn monitor_path() -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::env::temp_dir().join(format!("rrr-monitor-{}-{n}.sock", std::process::id()))
-}
-
-/// How the emulator runs.
-pub enum Mode<'a> {
-    /// A boot to take the ready snapshot. QEMU boots under record/replay into `scratch_log`,
-    /// a log nobody replays: a snapshot taken outside record mode carries no replay state,
-    /// so a recording from it starts at replay instruction count 0 while the vCPU's count is
-    /// the whole boot, and QEMU aborts once that difference passes 2^31 (its 32-bit `diff`
-    /// in `replay_advance_current_icount`), as for every KASAN or syzbot kernel. PANDA
-    /// boots plainly.
-    Boot { scratch_log: &'a Path },
-    /// Record from the ready snapshot into `rrfile` (QEMU: the replay log; PANDA: the
-    /// recording's name prefix).
-    Record { rrfile: &'a Path },
-    /// Replay `rrfile`, with the tracer plugin if given (`path`, `args`), or paused at the
-    /// start with a gdb stub on this 127.0.0.1 port.
-    Replay {
-        rrfile: &'a Path,
-        plugin: Option<(&'a Path, String)>,
-        gdb: Option<u16>,
-    },
-}
-
-/// The command line of `engine` running `kernel` from `disk` in `mode`, monitor on `monitor`.
-/// Both engines get the same CPU, memory, console and disk. The chipset differs: PANDA's QEMU
-/// 2.9 cannot load a q35 snapshot into a machine that has run (its ICH9 LPC asserts), which
-/// both its recording (from a snapshot) and its replay do, so PANDA gets the i440FX `pc`.
-pub fn command(
-    engine: Engine,
-    kernel: &Kernel,
-    disk: &Path,
-    mode: &Mode,
-    monitor: &Path,
-) -> Command {
-    let chipset = match engine {
-        Engine::Qemu => "q35",
-        Engine::Panda => "pc",
-    };
-    let mut c = Command::new(engine.binary());
-    c.args(["-machine", chipset, "-cpu", "qemu64", "-smp", "1", "-m"])
-        .arg(kernel.memory())
-        .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(kernel.bzimage())
-        .arg("-append")
-        .arg(cmdline(engine));
-    match engine {
-        Engine::Qemu => qemu_args(&mut c, disk, mode, monitor),
-        Engine::Panda => panda_args(&mut c, kernel, disk, mode, monitor),
-    }
-    c
-}
-
-/// QEMU 10: icount record/replay from the ready snapshot, the start snapshot (`rrsnapshot`)
-/// that reverse debugging goes back to, the disk through `blkreplay`. No `kvmvapic` (a
-/// Windows TPR-patching aid that Linux does not use): loading its state asks the vCPU thread
-/// for work while the replay lock is held, which deadlocked every reverse step.
-fn qemu_args(c: &mut Command, disk: &Path, mode: &Mode, monitor: &Path) {
-    c.args(["-nic", "none", "-global", "apic-common.vapic=off"])
-        .arg("-monitor")
-        .arg(format!("unix:{},server=on,wait=off", monitor.display()));
-    let drive = format!("file={},if=none,id=img-direct", disk.display());
-    let icount = match mode {
-        Mode::Boot { scratch_log } => {
-            format!("shift=auto,rr=record,rrfile={}", scratch_log.display())
-        }
-        Mode::Record { rrfile } => {
-            c.args(["-loadvm", READY_SNAPSHOT]);
-            format!(
-                "shift=auto,rr=record,rrfile={},rrsnapshot={START_SNAPSHOT}",
-                rrfile.display()
-            )
-        }
-        Mode::Replay {
-            rrfile,
-            plugin,
-            gdb,
-        } => {
-            if let Some((path, args)) = plugin {
-                c.arg("-plugin").arg(format!("{},{args}", path.display()));
-            }
-            if let Some(port) = gdb {
-                c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
-            }
-            format!(
-                "shift=auto,rr=replay,rrfile={},rrsnapshot={START_SNAPSHOT}",
-                rrfile.display()
-            )
-        }
-    };
-    c.args(["-icount", &icount])
-        .args(["-drive", &drive])
-        .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])
-        .args(["-device", "virtio-blk-pci,drive=img"]);
-}
-
-/// PANDA (QEMU 2.9): its own record/replay needs no icount; it records from a snapshot of the
-/// disk's qcow2 (`-record-from`) into `<name>-rr-snp` + `<name>-rr-nondet.log`, and replays
-/// them with `-replay <name>`. The tracer plugin comes in by name (`-panda`), from the
-/// `PANDA_DIR` the caller sets.
-///
-/// The disk is IDE: PANDA records what its IDE controller writes into guest memory, but not
-/// what virtio-blk writes (its used ring is written behind the log's back, so a replay reads
-/// another ring index in `vring_interrupt` and diverges a few million instructions in).
-fn panda_args(c: &mut Command, kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) {
-    c.args(["-net", "none"])
-        .arg("-monitor")
-        .arg(format!("unix:{},server,nowait", monitor.display()))
-        .args(["-drive", &format!("file={},if=none,id=img", disk.display())])
-        .args(["-device", "ide-hd,drive=img,bus=ide.0"]);
-    match mode {
-        Mode::Boot { .. } => {}
-        Mode::Record { rrfile } => {
-            c.arg("-record-from")
-                .arg(format!("{READY_SNAPSHOT}:{}", rrfile.display()));
-        }
-        Mode::Replay {
-            rrfile,
-            plugin,
-            gdb,
-        } => {
-            c.arg("-replay").arg(rrfile);
-            if let Some((_, args)) = plugin {
-                c.arg("-panda").arg(format!("{PANDA_PLUGIN_NAME}:{args}"));
-            }
-            if let Some(port) = gdb {
-                // The checkpoint plugin keeps the states reverse execution goes back to.
-                c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")])
-                    .arg("-panda")
-                    .arg(format!("checkpoint:space={}", kernel.memory()));
-            }
-        }
-    }
 }
 
 /// A running QEMU: serial lines arrive on a channel (and in a log file), the monitor is a unix
@@ -382,7 +238,7 @@ pub fn check_exit(
         let meaning = failure_meaning(stderr);
         bail!(
             "{} failed while {what} ({status}){meaning}; it said:\n{}",
-            engine.binary(),
+            engine.emulator().binary(),
             stderr.trim_end()
         );
     }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
-use crate::engine::Engine;
+use crate::engine::{Engine, Mode};
 use crate::kernel::Kernel;
-use crate::machine::{self, Mode, Vm};
+use crate::machine::{self, Vm};
 use crate::rootfs;
 
 /// Serial-console lines that start a kernel crash report.
@@ -95,10 +95,7 @@ impl Recording {
     /// The record/replay log: QEMU's file, or the name prefix of PANDA's
     /// `<name>-rr-snp` and `<name>-rr-nondet.log`.
     pub fn rrfile(&self) -> PathBuf {
-        match self.engine {
-            Engine::Qemu => self.dir.join("replay.bin"),
-            Engine::Panda => self.dir.join("panda"),
-        }
+        self.dir.join(self.engine.emulator().replay_log())
     }
     /// The console output of the recorded run.
     pub fn serial_log(&self) -> PathBuf {
@@ -154,7 +151,7 @@ pub fn ready_disk(
 ) -> anyhow::Result<PathBuf> {
     let mut key = Key::default();
     key.add("recipe", machine::RECIPE.as_bytes())
-        .add("cmdline", machine::cmdline(engine).as_bytes());
+        .add("cmdline", engine.cmdline().as_bytes());
     engine
         .add_to_key(&mut key, emulator)
         .add_file("bzImage", &kernel.bzimage())?
@@ -168,7 +165,7 @@ pub fn ready_disk(
         let mode = Mode::Boot {
             scratch_log: &scratch_log,
         };
-        let cmd = machine::command(engine, kernel, &staged, &mode, &monitor);
+        let cmd = engine.command(kernel, &staged, &mode, &monitor);
         let mut vm = Vm::spawn(cmd, &dir.join("boot.log"), &monitor)?;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
@@ -225,7 +222,7 @@ pub fn record(
     out: &Path,
     timeout: Duration,
 ) -> anyhow::Result<Recording> {
-    let emulator = engine.require()?;
+    let emulator = engine.emulator().require()?;
     let ready = ready_disk(engine, kernel, rootfs, &emulator)?;
     let stimulus = stimulus
         .canonicalize()
@@ -249,8 +246,7 @@ pub fn record(
     std::fs::copy(&ready, rec.disk())?;
     let monitor = machine::monitor_path();
     let rrfile = rec.rrfile();
-    let cmd = machine::command(
-        engine,
+    let cmd = engine.command(
         kernel,
         &rec.disk(),
         &Mode::Record { rrfile: &rrfile },

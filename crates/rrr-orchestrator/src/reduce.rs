@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::engine::Engine;
+
 /// One change to the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -313,10 +315,10 @@ const KEEPS: &[Keep] = &[
 ];
 
 /// What rrr's machines need of any kernel, whatever its config was made for: the console on
-/// the first serial port, the root disk (virtio on QEMU, IDE on PANDA, whose record/replay
-/// does not cover virtio) and its ext4 file system, and the `/dev` that `/init` mounts.
-/// (`ATA_PIIX` also needs `ATA_SFF` and `ATA_BMDMA`, which are on by default under `ATA`.)
-const MACHINE: &[(&str, &str)] = &[
+/// the first serial port, the root disk's file system, and the `/dev` that `/init` mounts;
+/// then each engine's own devices ([`crate::engine::Emulator::drivers`]: virtio on QEMU, IDE
+/// on PANDA, whose record/replay does not cover virtio).
+const CONSOLE: &[(&str, &str)] = &[
     (
         "SERIAL_8250",
         "the console is the machine's first serial port",
@@ -325,13 +327,10 @@ const MACHINE: &[(&str, &str)] = &[
         "SERIAL_8250_CONSOLE",
         "the console is the machine's first serial port",
     ),
-    ("VIRTIO_MENU", "the QEMU machine's root disk is virtio-blk"),
-    ("VIRTIO_PCI", "the QEMU machine's root disk is virtio-blk"),
-    ("VIRTIO_BLK", "the QEMU machine's root disk is virtio-blk"),
-    ("ATA", "the PANDA machine's root disk is IDE (PIIX)"),
-    ("ATA_PIIX", "the PANDA machine's root disk is IDE (PIIX)"),
-    ("SCSI", "an IDE disk is a SCSI disk (/dev/sda)"),
-    ("BLK_DEV_SD", "an IDE disk is a SCSI disk (/dev/sda)"),
+];
+
+/// See [`CONSOLE`]: what the root file system needs, after the engines' devices.
+const ROOT: &[(&str, &str)] = &[
     ("EXT4_FS", "the root file system is ext4"),
     ("DEVTMPFS", "/init mounts devtmpfs on /dev"),
 ];
@@ -390,7 +389,8 @@ pub fn reduce(config: &str, crash: Option<&Crash>, tools: &Toolchain) -> Vec<Cha
             "BTF needs pahole 1.22+, which is not installed",
         );
     }
-    for (option, why) in MACHINE {
+    let drivers = Engine::ALL.iter().flat_map(|e| e.emulator().drivers());
+    for (option, why) in CONSOLE.iter().chain(drivers).chain(ROOT) {
         set(option, true, why);
     }
     set(

@@ -71,13 +71,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let disk = rootfs::build(&stim)?;
     let mut key = Key::default();
     // A recording replays only on the emulator build that made it.
-    let emulator = args.engine.require()?;
+    let emulator = args.engine.emulator().require()?;
     key.add("kernel", kernel.dir.to_string_lossy().as_bytes());
     args.engine
         .add_to_key(&mut key, &emulator)
         // The machine it ran on (a recording replays only on the same devices).
         .add("machine", machine::RECIPE.as_bytes())
-        .add("cmdline", machine::cmdline(args.engine).as_bytes())
+        .add("cmdline", args.engine.cmdline().as_bytes())
         .add("timeout", &args.timeout.to_le_bytes())
         .add_file("rootfs", &disk)?;
     let dir = cache::root()?.join("recordings").join(key.hex());

@@ -5,9 +5,6 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-/// The QEMU system emulator rrr drives.
-pub const QEMU: &str = "qemu-system-x86_64";
-
 /// `tool`'s path, if it is in PATH.
 pub fn find(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -45,43 +42,6 @@ pub fn last_lines(text: &str, n: usize) -> String {
 pub fn major_minor(version: &str) -> (u32, u32) {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// Checks that QEMU is new enough for record/replay with TCG plugins (plugin API v4: QEMU
-/// 9.2 or later) and returns its version. Checked once per process: `rrr run` needs it for
-/// its cache key, the recording and the replay.
-pub fn require_qemu() -> anyhow::Result<String> {
-    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(version) = CHECKED.get() {
-        return Ok(version.clone());
-    }
-    let version = check_qemu()?;
-    Ok(CHECKED.get_or_init(|| version).clone())
-}
-
-fn check_qemu() -> anyhow::Result<String> {
-    let fix =
-        "install qemu-system-x86 10.x (Debian 12: from bookworm-backports; scripts/setup does it)";
-    let qemu = require(QEMU, "qemu-system-x86")?;
-    let out = Command::new(&qemu)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {}", qemu.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text
-        .split_whitespace()
-        .skip_while(|w| *w != "version")
-        .nth(1)
-        .unwrap_or("")
-        .to_owned();
-    if major_minor(&version) < (9, 2) {
-        bail!("{QEMU} {version} is too old for rrr's tracer plugin (needs 9.2+): {fix}");
-    }
-    let help = Command::new(&qemu).arg("--help").output()?;
-    if !String::from_utf8_lossy(&help.stdout).contains("-plugin") {
-        bail!("{QEMU} {version} was built without TCG plugin support: {fix}");
-    }
-    Ok(version)
 }
 
 /// A library cargo built with rrr (a tracer plugin): `$env_var`, else `file` next to the

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use rrr_trace::locate::Located;
+use rrr_trace::TraceSummary;
 
-use crate::engine::Engine;
-use crate::machine::{self, Mode, Vm};
+use crate::engine::{self, Engine, Mode, Verdict};
+use crate::machine::{self, Vm};
 use crate::record::Recording;
 
 /// Arguments of `rrr trace`.
@@ -64,8 +65,8 @@ struct ReplaySetup {
     /// A private copy of the disk: the emulator locks a disk it opens, so one recording can
     /// be replayed by several runs at once and stays as recorded. Removed when dropped.
     _disk: tempfile::NamedTempFile,
-    /// PANDA's private plugin directory (`PANDA_DIR`), removed when dropped.
-    _panda_dir: Option<tempfile::TempDir>,
+    /// Where the engine keeps what loading the plugin needs, removed when dropped.
+    _plugin_dir: Option<tempfile::TempDir>,
     /// Where the emulator's stdout (the guest's console) goes.
     serial: PathBuf,
     monitor: PathBuf,
@@ -77,8 +78,9 @@ fn replay_command(
     tracer: Option<String>,
     gdb: Option<u16>,
 ) -> anyhow::Result<ReplaySetup> {
+    let emu = rec.engine.emulator();
     let plugin = match &tracer {
-        Some(_) => Some(rec.engine.plugin()?),
+        Some(_) => Some(emu.plugin()?),
         None => None,
     };
     let rrfile = rec.rrfile();
@@ -94,37 +96,34 @@ fn replay_command(
         .tempfile_in(&rec.dir)?;
     std::fs::copy(rec.disk(), disk.path())?;
     let serial = disk.path().with_extension("serial.log");
-    let mut cmd = machine::command(rec.engine, &rec.kernel, disk.path(), &mode, &monitor);
-    let panda_dir = match (rec.engine, &plugin) {
-        (Engine::Panda, Some(_)) => {
+    let mut cmd = rec
+        .engine
+        .command(&rec.kernel, disk.path(), &mode, &monitor);
+    let plugin_dir = match &plugin {
+        Some(plugin) => {
             let dir = tempfile::Builder::new()
-                .prefix(".panda-")
+                .prefix(".plugin-")
                 .tempdir_in(&rec.dir)?;
-            cmd.env(
-                "PANDA_DIR",
-                crate::engine::panda_dir_with_plugin(dir.path())?,
-            );
+            emu.load_plugin(&mut cmd, plugin, dir.path())?;
             Some(dir)
         }
-        _ => None,
+        None => None,
     };
     Ok(ReplaySetup {
         cmd,
         _disk: disk,
-        _panda_dir: panda_dir,
+        _plugin_dir: plugin_dir,
         serial,
         monitor,
     })
 }
 
-/// What PANDA prints when a replay reached the end of its log.
-const PANDA_REPLAY_DONE: &str = "Replay completed successfully";
-
 /// Replays `rec` with the tracer (or bare, with no `output`), writing the trace to `output`.
 pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyhow::Result<Traced> {
-    rec.engine.require()?;
+    let emu = rec.engine.emulator();
+    emu.require()?;
     let tracer = match output {
-        Some(out) => Some(rec.engine.tracer_args(&profile(rec)?, out)),
+        Some(out) => Some(engine::tracer_args(&profile(rec)?, out)),
         None => None,
     };
     let setup = replay_command(rec, tracer, None)?;
@@ -138,9 +137,7 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     let start = Instant::now();
     let mut vm = Vm::spawn(setup.cmd, &serial, &setup.monitor)?;
     let deadline = start + timeout;
-    let mut done = false;
     while let Ok(Some(line)) = vm.next_line(deadline) {
-        done |= line.contains(PANDA_REPLAY_DONE);
         bar.set_message(format!("{what}: {}", line.trim()));
     }
     let timed_out = Instant::now() >= deadline;
@@ -163,11 +160,17 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         );
     }
     let said = |out: &str| format!("{}{}", tail(out, 20), stderr.trim_end());
-    if let Some(check) = replayed.lines().find(|l| l.contains("rr_assertion")) {
-        // PANDA checks every input against its log and aborts at the first mismatch.
+    let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+    let verdict = emu.verdict(&replayed, &recorded);
+    if let Verdict::Diverged(why) = &verdict {
+        let kept_log = rec.dir.join("diverged-serial.log");
+        std::fs::write(&kept_log, &replayed)?;
         bail!(
-            "the replay diverged from the recording (PANDA: {}){kept}; PANDA said:\n{}",
-            check.trim(),
+            "the replay diverged from the recording ({why}; the replay's console is in {}, the \
+             recording's in {}){kept}; {} said:\n{}",
+            kept_log.display(),
+            rec.serial_log().display(),
+            emu.binary(),
             said(&replayed)
         );
     }
@@ -175,42 +178,25 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         let meaning = machine::failure_meaning(&stderr);
         bail!(
             "the replay failed ({status}){meaning}{kept}; {} said:\n{}",
-            rec.engine.binary(),
+            emu.binary(),
             said(&replayed)
         );
     }
-    match rec.engine {
-        // QEMU replays the console: it must print what the recorded run printed.
-        Engine::Qemu => {
-            let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-            if recorded != replayed {
-                let kept_log = rec.dir.join("diverged-serial.log");
-                std::fs::write(&kept_log, &replayed)?;
-                bail!(
-                    "the replay diverged from the recording: its console output ({}) differs from the recorded one ({}){kept}",
-                    kept_log.display(),
-                    rec.serial_log().display()
-                );
-            }
-        }
-        // PANDA does not replay the console; it checks every input against its log and says
-        // whether the replay reached the log's end.
-        Engine::Panda if !done => bail!(
-            "the PANDA replay stopped before the end of the recording{kept}; PANDA said:\n{}",
+    if let Verdict::Short = verdict {
+        bail!(
+            "the replay stopped before the end of the recording{kept}; {} said:\n{}",
+            emu.binary(),
             said(&replayed)
-        ),
-        Engine::Panda => {}
+        );
     }
     let events = stderr
         .lines()
         .find_map(|l| {
-            l.strip_prefix(rec.engine.summary_prefix())?
-                .split_once(" events")?
-                .0
-                .parse()
+            l.strip_prefix(rrr_trace::SUMMARY_PREFIX)?
+                .parse::<TraceSummary>()
                 .ok()
         })
-        .unwrap_or(0);
+        .map_or(0, |s| s.events);
     let bytes = output
         .and_then(|o| std::fs::metadata(o).ok())
         .map_or(0, |m| m.len());
@@ -291,8 +277,11 @@ fn free_port() -> anyhow::Result<u16> {
 /// trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
 /// recording's start snapshot, PANDA runs its checkpoint plugin alongside.
 fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()> {
-    rec.engine.require()?;
-    let to = at.map(|at| gdb_to(rec, at)).transpose()?;
+    let emu = rec.engine.emulator();
+    emu.require()?;
+    let to = at
+        .map(|at| emu.gdb_to(at, &mut |at| locate(rec, at)))
+        .transpose()?;
     let port = if port == 0 { free_port()? } else { port };
     let setup = replay_command(rec, None, Some(port))?;
     let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
@@ -317,59 +306,11 @@ fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()>
         let meaning = machine::failure_meaning(&stderr);
         bail!(
             "the replay failed ({status}){meaning}; {} said:\n{}",
-            rec.engine.binary(),
+            emu.binary(),
             stderr.trim_end()
         );
     }
     Ok(())
-}
-
-/// How gdb gets from the replay's start to a trace time.
-struct GdbTo {
-    /// gdb commands, run after `target remote`.
-    commands: Vec<String>,
-    /// Where they stop, in words.
-    place: String,
-}
-
-/// The gdb commands that run a replay of `rec` to trace time `at`. PANDA stops at an
-/// instruction count, which is the trace's clock. QEMU's plugin clock runs slightly ahead of
-/// QEMU's own count, so a replay under the locating tracer first finds which execution of
-/// which instruction the trace shows at `at`; gdb stops there with a breakpoint that ignores
-/// the executions before it.
-fn gdb_to(rec: &Recording, at: u64) -> anyhow::Result<GdbTo> {
-    match rec.engine {
-        Engine::Panda => Ok(GdbTo {
-            commands: vec![
-                format!("maint packet qPandaCmd:rrbreakpoint:{at}"),
-                "continue".to_owned(),
-            ],
-            place: format!("instruction {at}"),
-        }),
-        Engine::Qemu => {
-            let l = locate(rec, at)?;
-            let moved = if l.ts == at {
-                String::new()
-            } else {
-                format!(" (the first call or return at or after {at})")
-            };
-            Ok(GdbTo {
-                commands: vec![
-                    format!("tbreak *{:#x}", l.pc),
-                    format!("ignore $bpnum {}", l.hit - 1),
-                    "continue".to_owned(),
-                ],
-                place: format!(
-                    "trace time {}{moved}, execution {} of {:#x} (gdb passes the {} before it, \
-                     a few ms each)",
-                    l.ts,
-                    l.hit,
-                    l.pc,
-                    l.hit - 1
-                ),
-            })
-        }
-    }
 }
 
 /// Replays `rec` (a QEMU recording) under the locating tracer until it finds trace time `at`.
@@ -379,7 +320,7 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
         .prefix(".locate-")
         .tempdir_in(&rec.dir)?;
     let out = dir.path().join("located");
-    let args = Engine::locator_args(&profile, at, &out);
+    let args = engine::locator_args(&profile, at, &out);
     let setup = replay_command(rec, Some(args), None)?;
     let bar = crate::progress::spinner(format!("finding trace time {at} in the replay"));
     let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
@@ -403,7 +344,7 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
         Err(_) => bail!(
             "the replay ended before trace time {at} (no traced call or return at or after it); \
              {} said:\n{}",
-            rec.engine.binary(),
+            rec.engine.emulator().binary(),
             tail(&stderr, 10)
         ),
     }
@@ -417,14 +358,11 @@ pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
         return replay_gdb(&rec, args.port, args.at);
     }
     let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
-    let checked = match rec.engine {
-        Engine::Qemu => "identical console output",
-        Engine::Panda => "to the end of its log",
-    };
     eprintln!(
-        "rrr: replayed {} in {:.2} s, {checked}",
+        "rrr: replayed {} in {:.2} s, {}",
         rec.dir.display(),
-        t.elapsed.as_secs_f64()
+        t.elapsed.as_secs_f64(),
+        rec.engine.emulator().replay_check()
     );
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use panda::prelude::*;
-use rrr_trace::{contained, Tracer};
+use rrr_trace::{contained, Tracer, SUMMARY_PREFIX};
 
 use crate::guest::PandaGuest;
 
@@ -45,7 +45,7 @@ fn init(_: &mut PluginHandle) -> bool {
         }
         Err(e) => {
             // PANDA stops when a plugin's init fails: no trace that looks complete is left.
-            eprintln!("rrr_trace: error: {e}");
+            eprintln!("{SUMMARY_PREFIX}error: {e}");
             false
         }
     }
@@ -74,8 +74,8 @@ fn on_exec(cpu: &mut CPUState, pc: target_ptr_t) {
 fn uninit(_: &mut PluginHandle) {
     let Some(mut t) = tracer().take() else { return };
     match t.finish() {
-        Some(Ok(s)) => eprintln!("rrr_trace: {s}"),
-        Some(Err(e)) => eprintln!("rrr_trace: error: {e}"),
+        Some(Ok(s)) => eprintln!("{SUMMARY_PREFIX}{s}"),
+        Some(Err(e)) => eprintln!("{SUMMARY_PREFIX}error: {e}"),
         None => {}
     }
 }

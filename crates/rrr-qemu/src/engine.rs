@@ -10,7 +10,7 @@ use qemu_plugin::{
     CallbackFlags, HasCallbacks, PluginId, PluginOp, Register, TranslationBlock, VCPUIndex,
 };
 use rrr_trace::hooks::MAX_RET_LEN;
-use rrr_trace::{contained, Hook, Tracer};
+use rrr_trace::{contained, Hook, Tracer, SUMMARY_PREFIX};
 
 use crate::guest::QemuGuest;
 
@@ -43,7 +43,7 @@ fn state() -> MutexGuard<'static, Option<State>> {
 /// Prints a plugin error where the user sees it and stops QEMU (a half-configured tracer must
 /// not produce a trace that looks complete).
 fn fail(msg: &str) -> ! {
-    eprintln!("rrr_qemu: error: {msg}");
+    eprintln!("{SUMMARY_PREFIX}error: {msg}");
     std::process::exit(2)
 }
 
@@ -52,7 +52,7 @@ fn path_arg(args: &Args, key: &str) -> PathBuf {
         Some(Value::String(s)) => PathBuf::from(s),
         Some(Value::Integer(i)) => PathBuf::from(i.to_string()),
         _ => fail(&format!(
-            "missing plugin argument `{key}=PATH` (usage: -plugin librrr_qemu.so,profile=P.rrrprof,trace=OUT.pftrace)"
+            "missing plugin argument `{key}=PATH` (usage: -plugin librrr_qemu.so,profile=P.rrrprof,out=OUT.pftrace)"
         )),
     }
 }
@@ -73,7 +73,7 @@ impl Register for RrrTrace {
                 Tracer::open_locating(&profile, at, &path_arg(args, "located"))
             }
             Some(_) => fail("`locate=` takes a trace time (an instruction count)"),
-            None => Tracer::open(&profile, &path_arg(args, "trace")),
+            None => Tracer::open(&profile, &path_arg(args, "out")),
         }
         .unwrap_or_else(|e| fail(&e.to_string()));
         // SAFETY: a scoreboard of one u64 per vCPU, freed by QEMU with the plugin.
@@ -150,8 +150,8 @@ fn on_hook(vcpu: VCPUIndex, hook: Hook, pc: u64, back: u64) {
 fn finish() {
     let Some(mut st) = state().take() else { return };
     match st.tracer.finish() {
-        Some(Ok(s)) => eprintln!("rrr_qemu: {s}"),
-        Some(Err(e)) => eprintln!("rrr_qemu: error: {e}"),
+        Some(Ok(s)) => eprintln!("{SUMMARY_PREFIX}{s}"),
+        Some(Err(e)) => eprintln!("{SUMMARY_PREFIX}error: {e}"),
         None => {}
     }
 }

@@ -24,5 +24,5 @@ pub use hooks::{Hook, Hooks};
 pub use observer::{Observer, OsLayout};
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
 pub use record::{Args, Record, ThreadIdent, TrackKey};
-pub use tracer::{contained, Tracer, TracerError};
+pub use tracer::{contained, BadSummary, Tracer, TracerError, SUMMARY_PREFIX};
 pub use writer::{TraceWriter, WriterError};

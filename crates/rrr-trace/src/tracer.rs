@@ -229,6 +229,10 @@ pub fn contained<R>(f: impl FnOnce() -> R) -> Option<R> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
+/// What both engines' plugins print on stderr before the [`TraceSummary`] that ends a trace
+/// (`rrr_trace: 12 events, 345 bytes, 0 dropped`), and before their errors.
+pub const SUMMARY_PREFIX: &str = "rrr_trace: ";
+
 impl std::fmt::Display for TraceSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -236,5 +240,61 @@ impl std::fmt::Display for TraceSummary {
             "{} events, {} bytes, {} dropped",
             self.events, self.bytes, self.dropped
         )
+    }
+}
+
+/// A summary line that is not `N events, N bytes, N dropped`.
+#[derive(Debug, thiserror::Error)]
+#[error("not a trace summary: {0:?}")]
+pub struct BadSummary(String);
+
+impl std::str::FromStr for TraceSummary {
+    type Err = BadSummary;
+
+    /// Parses what [`TraceSummary`]'s `Display` writes (the tracks are not part of it).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadSummary(s.to_owned());
+        let mut parts = s.split(", ");
+        let mut count = |unit: &str| -> Result<u64, BadSummary> {
+            let part = parts.next().ok_or_else(bad)?;
+            let n = part.strip_suffix(unit).ok_or_else(bad)?;
+            n.strip_suffix(' ')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(bad)
+        };
+        let summary = TraceSummary {
+            events: count("events")?,
+            bytes: count("bytes")?,
+            dropped: count("dropped")?,
+            tracks: 0,
+        };
+        match parts.next() {
+            None => Ok(summary),
+            Some(_) => Err(bad()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_round_trip_through_their_text() {
+        let s = TraceSummary {
+            events: 12,
+            bytes: 345,
+            dropped: 6,
+            tracks: 0,
+        };
+        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
+        for bad in [
+            "",
+            "12 events",
+            "x events, 1 bytes, 0 dropped",
+            "1 events, 2 bytes, 3 dropped, 4",
+        ] {
+            assert!(bad.parse::<TraceSummary>().is_err(), "{bad}");
+        }
     }
 }

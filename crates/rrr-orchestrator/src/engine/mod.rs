@@ -1,0 +1,247 @@
+//! The two emulators rrr records and replays with, each in its own module behind one
+//! interface, [`Emulator`]: its binary and version check, its machine's command line in each
+//! [`Mode`], its record/replay log, how its tracer plugin is loaded, how a replay proves it
+//! ran the whole recording, how gdb reaches a trace time, and the kernel drivers its machine
+//! needs. Everything else in rrr is the same for both.
+
+mod panda;
+mod qemu;
+
+use std::path::Path;
+use std::process::Command;
+
+use rrr_trace::locate::Located;
+
+use crate::cache::Key;
+use crate::kernel::Kernel;
+
+pub use panda::{install, InstallArgs};
+
+/// Which emulator records and replays.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// Stock QEMU 10.x: icount record/replay, the TCG plugin librrr_qemu.so.
+    #[default]
+    Qemu,
+    /// PANDA (panda-system-x86_64): its own record/replay, the PANDA plugin rrr_trace.
+    Panda,
+}
+
+/// How the emulator runs.
+pub enum Mode<'a> {
+    /// A boot to take the ready snapshot. QEMU boots under record/replay into `scratch_log`,
+    /// a log nobody replays: a snapshot taken outside record mode carries no replay state,
+    /// so a recording from it starts at replay instruction count 0 while the vCPU's count is
+    /// the whole boot, and QEMU aborts once that difference passes 2^31 (its 32-bit `diff`
+    /// in `replay_advance_current_icount`), as for every KASAN or syzbot kernel. PANDA
+    /// boots plainly.
+    Boot { scratch_log: &'a Path },
+    /// Record from the ready snapshot into `rrfile` (QEMU: the replay log; PANDA: the
+    /// recording's name prefix).
+    Record { rrfile: &'a Path },
+    /// Replay `rrfile`, with the tracer plugin if given (`path`, `args`), or paused at the
+    /// start with a gdb stub on this 127.0.0.1 port.
+    Replay {
+        rrfile: &'a Path,
+        plugin: Option<(&'a Path, String)>,
+        gdb: Option<u16>,
+    },
+}
+
+/// What a replay shows of how far it went.
+pub enum Verdict {
+    /// It replayed the whole recording.
+    Complete,
+    /// It left the recorded execution (the reason, in the emulator's terms).
+    Diverged(String),
+    /// It stopped before the end of the recording.
+    Short,
+}
+
+/// How gdb gets from a replay's start to a trace time.
+pub struct GdbTo {
+    /// gdb commands, run after `target remote`.
+    pub commands: Vec<String>,
+    /// Where they stop, in words.
+    pub place: String,
+}
+
+/// What differs between the emulators. Each engine's module implements it; the rest of rrr
+/// reaches it through [`Engine::emulator`].
+pub trait Emulator: Sync {
+    /// The executable.
+    fn binary(&self) -> &'static str;
+    /// Checks that the emulator is usable and returns what identifies its build (part of the
+    /// cache keys of snapshots and recordings: they load only in the emulator that made them).
+    fn require(&self) -> anyhow::Result<String>;
+    /// The tracer plugin built with rrr for this engine.
+    fn plugin(&self) -> anyhow::Result<std::path::PathBuf>;
+    /// The root disk's device in the guest.
+    fn root_device(&self) -> &'static str;
+    /// The machine type (`-machine`).
+    fn chipset(&self) -> &'static str;
+    /// Adds this emulator's machine (disk, monitor, record/replay) in `mode` to `c`.
+    fn machine_args(
+        &self,
+        c: &mut Command,
+        kernel: &Kernel,
+        disk: &Path,
+        mode: &Mode,
+        monitor: &Path,
+    );
+    /// The record/replay log's name in a recording directory.
+    fn replay_log(&self) -> &'static str;
+    /// Lets a replay command load the tracer plugin `plugin` (PANDA finds plugins by name in
+    /// a directory, made under `scratch`, which must outlive the replay).
+    fn load_plugin(&self, cmd: &mut Command, plugin: &Path, scratch: &Path) -> anyhow::Result<()>;
+    /// How far a replay went, from its console output (`replayed`) against the recorded run's
+    /// (`recorded`).
+    fn verdict(&self, replayed: &str, recorded: &str) -> Verdict;
+    /// What a complete replay proved, in words.
+    fn replay_check(&self) -> &'static str;
+    /// The gdb commands that run a replay to trace time `at`; `locate` replays under the
+    /// locating tracer to find which execution of which instruction the trace shows there.
+    fn gdb_to(
+        &self,
+        at: u64,
+        locate: &mut dyn FnMut(u64) -> anyhow::Result<Located>,
+    ) -> anyhow::Result<GdbTo>;
+    /// The kernel options the machine's devices need, each with why.
+    fn drivers(&self) -> &'static [(&'static str, &'static str)];
+}
+
+impl Engine {
+    /// Every engine.
+    pub const ALL: [Engine; 2] = [Engine::Qemu, Engine::Panda];
+
+    /// What this engine's emulator does its own way.
+    pub fn emulator(self) -> &'static dyn Emulator {
+        match self {
+            Engine::Qemu => &qemu::Qemu,
+            Engine::Panda => &panda::Panda,
+        }
+    }
+
+    /// The name in manifests and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Qemu => "qemu",
+            Engine::Panda => "panda",
+        }
+    }
+
+    /// Parses a manifest's name.
+    pub fn from_name(name: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// Adds the emulator build `id` (what [`Emulator::require`] returned) to a cache key:
+    /// snapshots and recordings load only in the build that made them. The engine's name goes
+    /// in for PANDA only, so that QEMU's keys stay those made before PANDA (their cache
+    /// entries remain valid).
+    pub fn add_to_key<'k>(self, key: &'k mut Key, id: &str) -> &'k mut Key {
+        if self != Engine::Qemu {
+            key.add("engine", self.name().as_bytes());
+        }
+        key.add("qemu", id.as_bytes())
+    }
+
+    /// The kernel command line: serial console, no KASLR, no speculation mitigations (RSB
+    /// stuffing and return thunks confuse call tracking), root on the engine's disk, panics
+    /// stop the machine.
+    pub fn cmdline(self) -> String {
+        format!(
+            "console=ttyS0 nokaslr mitigations=off root={} rw rootfstype=ext4 init=/init panic=-1 oops=panic",
+            self.emulator().root_device()
+        )
+    }
+
+    /// The command line running `kernel` from `disk` in `mode`, monitor on `monitor`. Both
+    /// engines get the same CPU, memory, console and disk; the rest is the emulator's.
+    pub fn command(self, kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
+        let emu = self.emulator();
+        let mut c = Command::new(emu.binary());
+        c.args([
+            "-machine",
+            emu.chipset(),
+            "-cpu",
+            "qemu64",
+            "-smp",
+            "1",
+            "-m",
+        ])
+        .arg(kernel.memory())
+        .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(kernel.bzimage())
+        .arg("-append")
+        .arg(self.cmdline());
+        emu.machine_args(&mut c, kernel, disk, mode, monitor);
+        c
+    }
+}
+
+/// The tracer plugin's arguments, the same on both engines: read `profile`, write the trace
+/// to `out`.
+pub fn tracer_args(profile: &Path, out: &Path) -> String {
+    format!("profile={},out={}", profile.display(), out.display())
+}
+
+/// The tracer plugin's arguments to locate trace time `at` instead of tracing (see
+/// `rrr_trace::locate`): read `profile`, write the answer to `out`.
+pub fn locator_args(profile: &Path, at: u64, out: &Path) -> String {
+    format!(
+        "profile={},locate={at},located={}",
+        profile.display(),
+        out.display()
+    )
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for e in Engine::ALL {
+            assert_eq!(Engine::from_name(e.name()), Some(e));
+        }
+        assert_eq!(Engine::from_name("kvm"), None);
+    }
+
+    #[test]
+    fn qemu_keys_are_those_from_before_panda() {
+        let key = |engine: Option<Engine>| {
+            let mut k = Key::default();
+            match engine {
+                Some(e) => e.add_to_key(&mut k, "QEMU emulator version 10.0.2"),
+                None => k.add("qemu", b"QEMU emulator version 10.0.2"),
+            };
+            k.hex()
+        };
+        assert_eq!(key(Some(Engine::Qemu)), key(None));
+        assert_ne!(key(Some(Engine::Panda)), key(None));
+    }
+
+    #[test]
+    fn both_plugins_take_the_same_arguments() {
+        let (p, t) = (Path::new("/r/trace.rrrprof"), Path::new("t.pftrace"));
+        assert_eq!(tracer_args(p, t), "profile=/r/trace.rrrprof,out=t.pftrace");
+        assert_eq!(
+            locator_args(p, 42, Path::new("l")),
+            "profile=/r/trace.rrrprof,locate=42,located=l"
+        );
+    }
+
+    #[test]
+    fn each_machine_boots_from_its_own_disk() {
+        assert!(Engine::Qemu.cmdline().contains("root=/dev/vda "));
+        assert!(Engine::Panda.cmdline().contains("root=/dev/sda "));
+    }
+}

@@ -1,0 +1,271 @@
+//! PANDA (`panda-system-x86_64`, QEMU 2.9 with its own record/replay) on the i440FX `pc`
+//! machine with an IDE disk, the tracer as the PANDA plugin `rrr_trace`, reverse debugging
+//! through PANDA's checkpoint plugin and its instruction-count breakpoints.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use rrr_trace::locate::Located;
+
+use super::{Emulator, GdbTo, Mode, Verdict};
+use crate::kernel::Kernel;
+use crate::machine::READY_SNAPSHOT;
+use crate::tools;
+
+/// The PANDA system emulator.
+const PANDA: &str = "panda-system-x86_64";
+/// What PANDA prints when a replay reached the end of its log.
+const REPLAY_DONE: &str = "Replay completed successfully";
+/// What PANDA prints when a replay's input does not match its log.
+const REPLAY_MISMATCH: &str = "rr_assertion";
+
+/// The PANDA engine.
+pub struct Panda;
+
+impl Emulator for Panda {
+    fn binary(&self) -> &'static str {
+        PANDA
+    }
+
+    fn require(&self) -> anyhow::Result<String> {
+        require_panda()
+    }
+
+    fn plugin(&self) -> anyhow::Result<PathBuf> {
+        tools::built_library(PANDA_PLUGIN_LIB, "RRR_PANDA_PLUGIN")
+    }
+
+    /// An IDE disk (see [`Emulator::machine_args`]).
+    fn root_device(&self) -> &'static str {
+        "/dev/sda"
+    }
+
+    /// PANDA's QEMU 2.9 cannot load a q35 snapshot into a machine that has run (its ICH9 LPC
+    /// asserts), which both its recording (from a snapshot) and its replay do: the i440FX.
+    fn chipset(&self) -> &'static str {
+        "pc"
+    }
+
+    /// PANDA's own record/replay needs no icount; it records from a snapshot of the disk's
+    /// qcow2 (`-record-from`) into `<name>-rr-snp` + `<name>-rr-nondet.log`, and replays them
+    /// with `-replay <name>`. The tracer plugin comes in by name (`-panda`), from the
+    /// `PANDA_DIR` that [`Emulator::load_plugin`] sets.
+    ///
+    /// The disk is IDE: PANDA records what its IDE controller writes into guest memory, but not
+    /// what virtio-blk writes (its used ring is written behind the log's back, so a replay reads
+    /// another ring index in `vring_interrupt` and diverges a few million instructions in).
+    fn machine_args(
+        &self,
+        c: &mut Command,
+        kernel: &Kernel,
+        disk: &Path,
+        mode: &Mode,
+        monitor: &Path,
+    ) {
+        c.args(["-net", "none"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .args(["-drive", &format!("file={},if=none,id=img", disk.display())])
+            .args(["-device", "ide-hd,drive=img,bus=ide.0"]);
+        match mode {
+            Mode::Boot { .. } => {}
+            Mode::Record { rrfile } => {
+                c.arg("-record-from")
+                    .arg(format!("{READY_SNAPSHOT}:{}", rrfile.display()));
+            }
+            Mode::Replay {
+                rrfile,
+                plugin,
+                gdb,
+            } => {
+                c.arg("-replay").arg(rrfile);
+                if let Some((_, args)) = plugin {
+                    c.arg("-panda").arg(format!("{PANDA_PLUGIN_NAME}:{args}"));
+                }
+                if let Some(port) = gdb {
+                    // The checkpoint plugin keeps the states reverse execution goes back to.
+                    c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")])
+                        .arg("-panda")
+                        .arg(format!("checkpoint:space={}", kernel.memory()));
+                }
+            }
+        }
+    }
+
+    /// The name prefix of PANDA's `<name>-rr-snp` and `<name>-rr-nondet.log`.
+    fn replay_log(&self) -> &'static str {
+        "panda"
+    }
+
+    /// PANDA finds `-panda rrr_trace` in `$PANDA_DIR`: a private one holding exactly this
+    /// build's plugin.
+    fn load_plugin(&self, cmd: &mut Command, plugin: &Path, scratch: &Path) -> anyhow::Result<()> {
+        cmd.env("PANDA_DIR", panda_dir_with_plugin(scratch, plugin)?);
+        Ok(())
+    }
+
+    /// PANDA does not replay the console; it checks every input against its log (and aborts
+    /// at the first mismatch) and says whether the replay reached the log's end.
+    fn verdict(&self, replayed: &str, _recorded: &str) -> Verdict {
+        if let Some(check) = replayed.lines().find(|l| l.contains(REPLAY_MISMATCH)) {
+            return Verdict::Diverged(format!("PANDA: {}", check.trim()));
+        }
+        if replayed.contains(REPLAY_DONE) {
+            Verdict::Complete
+        } else {
+            Verdict::Short
+        }
+    }
+
+    fn replay_check(&self) -> &'static str {
+        "to the end of its log"
+    }
+
+    /// PANDA stops at an instruction count, which is the trace's clock.
+    fn gdb_to(
+        &self,
+        at: u64,
+        _locate: &mut dyn FnMut(u64) -> anyhow::Result<Located>,
+    ) -> anyhow::Result<GdbTo> {
+        Ok(GdbTo {
+            commands: vec![
+                format!("maint packet qPandaCmd:rrbreakpoint:{at}"),
+                "continue".to_owned(),
+            ],
+            place: format!("instruction {at}"),
+        })
+    }
+
+    /// (`ATA_PIIX` also needs `ATA_SFF` and `ATA_BMDMA`, which are on by default under `ATA`.)
+    fn drivers(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("ATA", "the PANDA machine's root disk is IDE (PIIX)"),
+            ("ATA_PIIX", "the PANDA machine's root disk is IDE (PIIX)"),
+            ("SCSI", "an IDE disk is a SCSI disk (/dev/sda)"),
+            ("BLK_DEV_SD", "an IDE disk is a SCSI disk (/dev/sda)"),
+        ]
+    }
+}
+
+/// The PANDA plugin as cargo builds it.
+const PANDA_PLUGIN_LIB: &str = "libpanda_rrr_trace.so";
+/// The PANDA plugin's name (`-panda rrr_trace`); PANDA loads it from `panda_rrr_trace.so`.
+const PANDA_PLUGIN_NAME: &str = "rrr_trace";
+/// Where, under `$PANDA_DIR`, PANDA looks for plugins first.
+const PANDA_DIR_PLUGINS: &str = "x86_64-softmmu/panda/plugins";
+
+/// Checks PANDA once per process; its identity is its version line plus its binary's size and
+/// modification time (every PANDA build calls itself QEMU 2.9.1).
+fn require_panda() -> anyhow::Result<String> {
+    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(id) = CHECKED.get() {
+        return Ok(id.clone());
+    }
+    let Some(panda) = tools::find(PANDA) else {
+        bail!(
+            "`{PANDA}` not found in PATH: the PANDA engine needs PANDA (https://github.com/panda-re/panda), \
+             which no package registry has; use rrr's Docker image (README: Docker), or build PANDA \
+             and put its x86_64-softmmu directory in PATH; or use the default engine, `--engine qemu`"
+        );
+    };
+    let out = Command::new(&panda)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}", panda.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text.lines().find(|l| l.contains("version")) else {
+        bail!(
+            "{} --version printed no version: is it PANDA's panda-system-x86_64?",
+            panda.display()
+        );
+    };
+    let meta = std::fs::metadata(&panda)?;
+    let mtime = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let id = format!("{} size={} mtime={mtime}", line.trim(), meta.len());
+    Ok(CHECKED.get_or_init(|| id).clone())
+}
+
+/// A `$PANDA_DIR` in which PANDA finds exactly this build's `rrr_trace` plugin, under `dir`
+/// (PANDA resolves every other plugin next to its binary, as usual). Returns the directory to
+/// pass as `PANDA_DIR`.
+fn panda_dir_with_plugin(dir: &Path, plugin: &Path) -> anyhow::Result<PathBuf> {
+    let plugins = dir.join(PANDA_DIR_PLUGINS);
+    std::fs::create_dir_all(&plugins)?;
+    let link = plugins.join(format!("panda_{PANDA_PLUGIN_NAME}.so"));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(plugin, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), plugin.display()))?;
+    Ok(dir.to_owned())
+}
+
+/// Arguments of `rrr install-panda-plugin`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InstallArgs {
+    /// The directory to copy panda_rrr_trace.so into (default: the plugin directory of the
+    /// panda-system-x86_64 in PATH).
+    #[arg(long)]
+    pub to: Option<PathBuf>,
+}
+
+/// Where PANDA looks for plugins of the binary at `panda`: `<its dir>/panda/plugins` in a
+/// build tree, else the install location.
+fn plugin_dir_of(panda: &Path) -> PathBuf {
+    let beside = panda
+        .parent()
+        .map(|d| d.join("panda/plugins"))
+        .filter(|d| d.is_dir());
+    beside.unwrap_or_else(|| PathBuf::from("/usr/local/lib/panda/x86_64"))
+}
+
+/// Runs `rrr install-panda-plugin`: copies the plugin where PANDA finds it, so that
+/// `panda-system-x86_64 -replay REC -panda rrr_trace:profile=P,out=T` works by hand (rrr's own
+/// replays do not need it: they point PANDA at the plugin of the running rrr).
+pub fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let plugin = Panda.plugin()?;
+    let dir = match args.to {
+        Some(d) => d,
+        None => {
+            let panda = tools::find(PANDA).with_context(|| {
+                format!("`{PANDA}` not found in PATH: pass the plugin directory with --to")
+            })?;
+            plugin_dir_of(&panda)
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating {} (pass another with --to)", dir.display()))?;
+    let dest = dir.join(format!("panda_{PANDA_PLUGIN_NAME}.so"));
+    let tmp = dir.join(format!(
+        ".panda_{PANDA_PLUGIN_NAME}.so.{}",
+        std::process::id()
+    ));
+    std::fs::copy(&plugin, &tmp)
+        .with_context(|| format!("copying {} to {}", plugin.display(), dir.display()))?;
+    std::fs::rename(&tmp, &dest)?;
+    println!("{}", dest.display());
+    eprintln!(
+        "rrr: installed; replay by hand with `{PANDA} ... -replay REC -panda {PANDA_PLUGIN_NAME}:profile=P.rrrprof,out=trace.pftrace`"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_dir_is_the_build_trees_when_there_is_one() {
+        let t = tempfile::tempdir().unwrap();
+        let bin = t.path().join("x86_64-softmmu");
+        std::fs::create_dir_all(bin.join("panda/plugins")).unwrap();
+        assert_eq!(plugin_dir_of(&bin.join(PANDA)), bin.join("panda/plugins"));
+        assert_eq!(
+            plugin_dir_of(Path::new("/usr/local/bin/panda-system-x86_64")),
+            PathBuf::from("/usr/local/lib/panda/x86_64")
+        );
+    }
+}

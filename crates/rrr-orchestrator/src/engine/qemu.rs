@@ -1,0 +1,186 @@
+//! Stock QEMU 10.x: icount record/replay on the q35 machine, the tracer as a TCG plugin
+//! (`librrr_qemu.so`), reverse debugging through the recording's start snapshot.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use rrr_trace::locate::Located;
+
+use super::{Emulator, GdbTo, Mode, Verdict};
+use crate::kernel::Kernel;
+use crate::machine::{READY_SNAPSHOT, START_SNAPSHOT};
+use crate::tools;
+
+/// The QEMU system emulator rrr drives.
+const QEMU: &str = "qemu-system-x86_64";
+
+/// The QEMU engine.
+pub struct Qemu;
+
+impl Emulator for Qemu {
+    fn binary(&self) -> &'static str {
+        QEMU
+    }
+
+    /// Checks that QEMU is new enough for record/replay with TCG plugins (plugin API v4: QEMU
+    /// 9.2 or later) and returns its version. Checked once per process: `rrr run` needs it
+    /// for its cache key, the recording and the replay.
+    fn require(&self) -> anyhow::Result<String> {
+        static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        if let Some(version) = CHECKED.get() {
+            return Ok(version.clone());
+        }
+        let version = check_qemu()?;
+        Ok(CHECKED.get_or_init(|| version).clone())
+    }
+
+    fn plugin(&self) -> anyhow::Result<PathBuf> {
+        tools::built_library("librrr_qemu.so", "RRR_QEMU_PLUGIN")
+    }
+
+    fn root_device(&self) -> &'static str {
+        "/dev/vda"
+    }
+
+    fn chipset(&self) -> &'static str {
+        "q35"
+    }
+
+    /// icount record/replay from the ready snapshot, the start snapshot (`rrsnapshot`) that
+    /// reverse debugging goes back to, the disk through `blkreplay`. No `kvmvapic` (a Windows
+    /// TPR-patching aid that Linux does not use): loading its state asks the vCPU thread for
+    /// work while the replay lock is held, which deadlocked every reverse step.
+    fn machine_args(
+        &self,
+        c: &mut Command,
+        _kernel: &Kernel,
+        disk: &Path,
+        mode: &Mode,
+        monitor: &Path,
+    ) {
+        c.args(["-nic", "none", "-global", "apic-common.vapic=off"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", monitor.display()));
+        let drive = format!("file={},if=none,id=img-direct", disk.display());
+        let icount = match mode {
+            Mode::Boot { scratch_log } => {
+                format!("shift=auto,rr=record,rrfile={}", scratch_log.display())
+            }
+            Mode::Record { rrfile } => {
+                c.args(["-loadvm", READY_SNAPSHOT]);
+                format!(
+                    "shift=auto,rr=record,rrfile={},rrsnapshot={START_SNAPSHOT}",
+                    rrfile.display()
+                )
+            }
+            Mode::Replay {
+                rrfile,
+                plugin,
+                gdb,
+            } => {
+                if let Some((path, args)) = plugin {
+                    c.arg("-plugin").arg(format!("{},{args}", path.display()));
+                }
+                if let Some(port) = gdb {
+                    c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
+                }
+                format!(
+                    "shift=auto,rr=replay,rrfile={},rrsnapshot={START_SNAPSHOT}",
+                    rrfile.display()
+                )
+            }
+        };
+        c.args(["-icount", &icount])
+            .args(["-drive", &drive])
+            .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])
+            .args(["-device", "virtio-blk-pci,drive=img"]);
+    }
+
+    fn replay_log(&self) -> &'static str {
+        "replay.bin"
+    }
+
+    /// `-plugin` takes the library's path: nothing to prepare.
+    fn load_plugin(&self, _: &mut Command, _: &Path, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// QEMU replays the console: a replay must print what the recorded run printed.
+    fn verdict(&self, replayed: &str, recorded: &str) -> Verdict {
+        if replayed == recorded {
+            Verdict::Complete
+        } else {
+            Verdict::Diverged("its console output differs from the recorded one".to_owned())
+        }
+    }
+
+    fn replay_check(&self) -> &'static str {
+        "identical console output"
+    }
+
+    /// A TCG plugin cannot read QEMU's instruction counter, and the plugin's clock runs
+    /// slightly ahead of it (it counts whole blocks, also those cut short), so a replay under
+    /// the locating tracer first finds which execution of which instruction the trace shows
+    /// at `at`; gdb stops there with a breakpoint that ignores the executions before it.
+    fn gdb_to(
+        &self,
+        at: u64,
+        locate: &mut dyn FnMut(u64) -> anyhow::Result<Located>,
+    ) -> anyhow::Result<GdbTo> {
+        let l = locate(at)?;
+        let moved = if l.ts == at {
+            String::new()
+        } else {
+            format!(" (the first call or return at or after {at})")
+        };
+        Ok(GdbTo {
+            commands: vec![
+                format!("tbreak *{:#x}", l.pc),
+                format!("ignore $bpnum {}", l.hit - 1),
+                "continue".to_owned(),
+            ],
+            place: format!(
+                "trace time {}{moved}, execution {} of {:#x} (gdb passes the {} before it, \
+                 a few ms each)",
+                l.ts,
+                l.hit,
+                l.pc,
+                l.hit - 1
+            ),
+        })
+    }
+
+    fn drivers(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("VIRTIO_MENU", "the QEMU machine's root disk is virtio-blk"),
+            ("VIRTIO_PCI", "the QEMU machine's root disk is virtio-blk"),
+            ("VIRTIO_BLK", "the QEMU machine's root disk is virtio-blk"),
+        ]
+    }
+}
+
+fn check_qemu() -> anyhow::Result<String> {
+    let fix =
+        "install qemu-system-x86 10.x (Debian 12: from bookworm-backports; scripts/setup does it)";
+    let qemu = tools::require(QEMU, "qemu-system-x86")?;
+    let out = Command::new(&qemu)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}", qemu.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    if tools::major_minor(&version) < (9, 2) {
+        bail!("{QEMU} {version} is too old for rrr's tracer plugin (needs 9.2+): {fix}");
+    }
+    let help = Command::new(&qemu).arg("--help").output()?;
+    if !String::from_utf8_lossy(&help.stdout).contains("-plugin") {
+        bail!("{QEMU} {version} was built without TCG plugin support: {fix}");
+    }
+    Ok(version)
+}
