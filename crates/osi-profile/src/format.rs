@@ -8,7 +8,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::ProfileError;
-use crate::model::{Class, Location, ProfileData};
+use crate::model::{Class, EnumType, Function, Location, Param, ProfileData, TypeDesc};
 
 /// File magic.
 const MAGIC: [u8; 8] = *b"RRRPROF\0";
@@ -505,6 +505,80 @@ impl Profile {
             .binary_search_by(|f| self.string(f.key).cmp(key))
             .ok()?;
         Some(self.string(facts[i].value))
+    }
+
+    /// The profile's owned form, as [`ProfileData::to_bytes`] was given it: so a profile built
+    /// once (a kernel's) can be merged with another (a stimulus's) without reading the DWARF
+    /// again.
+    pub fn to_data(&self) -> ProfileData {
+        let class = |c: &ClassRec| match self.class(c) {
+            ClassRef::Void => Class::Void,
+            ClassRef::Signed(w) => Class::Signed(w),
+            ClassRef::Unsigned(w) => Class::Unsigned(w),
+            ClassRef::Bool => Class::Bool,
+            ClassRef::Enum(t) => Class::Enum(t),
+            ClassRef::CharPtr => Class::CharPtr,
+            ClassRef::StructPtr(name) => Class::StructPtr(name.to_owned()),
+            ClassRef::Pointer => Class::Pointer,
+            ClassRef::StructByValue(size) => Class::StructByValue(size),
+            ClassRef::Float(w) => Class::Float(w),
+            ClassRef::Unknown => Class::Unknown,
+        };
+        let functions = self
+            .functions()
+            .map(|f| Function {
+                name: f.name().to_owned(),
+                entry: f.entry(),
+                size: f.size(),
+                file: Some(f.file()).filter(|s| !s.is_empty()).map(str::to_owned),
+                line: f.line(),
+                ret: TypeDesc {
+                    c_type: f.ret_type().to_owned(),
+                    class: class(&f.rec.ret_class),
+                },
+                params: f
+                    .params()
+                    .map(|p| Param {
+                        name: p.name().to_owned(),
+                        ty: TypeDesc {
+                            c_type: p.c_type().to_owned(),
+                            class: class(&p.rec.class),
+                        },
+                        loc: p.location(),
+                    })
+                    .collect(),
+                flags: f.flags(),
+            })
+            .collect();
+        let values = self.records::<EnumValueRec>(S_ENUM_VALUES);
+        let enums = self
+            .records::<EnumRec>(S_ENUMS)
+            .iter()
+            .map(|e| EnumType {
+                values: values
+                    .get(e.first as usize..(e.first + e.count) as usize)
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|v| (v.value, self.string(v.name).to_owned()))
+                    .collect(),
+            })
+            .collect();
+        let text_facts = self
+            .records::<TextFactRec>(S_TEXT_FACTS)
+            .iter()
+            .map(|f| {
+                (
+                    self.string(f.key).to_owned(),
+                    self.string(f.value).to_owned(),
+                )
+            })
+            .collect();
+        ProfileData {
+            functions,
+            enums,
+            facts: self.facts().map(|(k, v)| (k.to_owned(), v)).collect(),
+            text_facts,
+        }
     }
 
     fn class(&self, c: &ClassRec) -> ClassRef<'_> {

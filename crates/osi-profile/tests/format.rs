@@ -65,6 +65,17 @@ fn data() -> ProfileData {
 }
 
 #[test]
+fn a_profile_gives_back_the_data_it_was_written_from() {
+    let d = data();
+    let p = Profile::from_bytes(&d.to_bytes()).unwrap();
+    assert_eq!(p.to_data(), d);
+    // A function without a source file stays without one.
+    let mut d = data();
+    d.functions[0].file = None;
+    assert_eq!(Profile::from_bytes(&d.to_bytes()).unwrap().to_data(), d);
+}
+
+#[test]
 fn round_trip_through_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.rrrprof");

@@ -9,6 +9,7 @@ mod machine;
 mod profile;
 mod progress;
 mod record;
+mod recording;
 mod reduce;
 mod rootfs;
 mod run;

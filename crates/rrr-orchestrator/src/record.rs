@@ -1,7 +1,6 @@
 //! `rrr record`: boot once and snapshot at the ready marker (cached per kernel and disk), then
 //! record the stimulus's run from that snapshot until it ends, the kernel reports a crash, or
-//! a timeout. A recording is a directory: the disk, QEMU's replay log, the serial log and a
-//! manifest.
+//! a timeout, into a [`Recording`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use crate::cache::{self, Key, Staging};
 use crate::engine::{Engine, Mode};
 use crate::kernel::Kernel;
 use crate::machine::{self, Vm};
+use crate::recording::{Outcome, Recording};
 use crate::rootfs;
 
 /// Serial-console lines that start a kernel crash report.
@@ -47,98 +47,6 @@ pub struct RecordArgs {
     /// The emulator that records (and later replays) it.
     #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
     pub engine: Engine,
-}
-
-/// How a recorded run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The stimulus exited with this status and the machine powered off.
-    Ended(i32),
-    /// The kernel printed a crash report starting with this line.
-    Crashed(String),
-    /// Stopped after the timeout.
-    TimedOut(u64),
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Ended(s) => write!(f, "ended status={s}"),
-            Outcome::Crashed(l) => write!(f, "crashed {l}"),
-            Outcome::TimedOut(s) => write!(f, "timeout {s}"),
-        }
-    }
-}
-
-/// A recording on disk.
-#[derive(Debug)]
-pub struct Recording {
-    /// Its directory.
-    pub dir: PathBuf,
-    /// The kernel it ran.
-    pub kernel: Kernel,
-    /// The stimulus binary (traced as user code).
-    pub stimulus: PathBuf,
-    /// How the run ended.
-    pub outcome: Outcome,
-    /// The emulator that recorded it (and alone can replay it).
-    pub engine: Engine,
-}
-
-const MANIFEST: &str = "recording.txt";
-
-impl Recording {
-    /// The disk (holds the snapshot the replay starts from).
-    pub fn disk(&self) -> PathBuf {
-        self.dir.join("disk.qcow2")
-    }
-    /// The record/replay log: QEMU's file, or the name prefix of PANDA's
-    /// `<name>-rr-snp` and `<name>-rr-nondet.log`.
-    pub fn rrfile(&self) -> PathBuf {
-        self.dir.join(self.engine.emulator().replay_log())
-    }
-    /// The console output of the recorded run.
-    pub fn serial_log(&self) -> PathBuf {
-        self.dir.join("serial.log")
-    }
-
-    /// Opens the recording in `dir`.
-    pub fn open(dir: &Path) -> anyhow::Result<Recording> {
-        let text = std::fs::read_to_string(dir.join(MANIFEST)).with_context(|| {
-            format!(
-                "{} is not a recording (no {MANIFEST}); make one with `rrr record`",
-                dir.display()
-            )
-        })?;
-        let field = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-                .with_context(|| format!("{}/{MANIFEST} has no {k}", dir.display()))
-        };
-        let outcome = field("outcome")?;
-        let outcome = if let Some(s) = outcome.strip_prefix("ended status=") {
-            Outcome::Ended(s.parse().unwrap_or(-1))
-        } else if let Some(l) = outcome.strip_prefix("crashed ") {
-            Outcome::Crashed(l.to_owned())
-        } else {
-            Outcome::TimedOut(outcome.trim_start_matches("timeout ").parse().unwrap_or(0))
-        };
-        Ok(Recording {
-            dir: dir.to_owned(),
-            kernel: Kernel {
-                dir: field("kernel")?.into(),
-            },
-            stimulus: field("stimulus")?.into(),
-            outcome,
-            // Recordings from before the PANDA engine have no engine line.
-            engine: match field("engine") {
-                Ok(name) => Engine::from_name(name).with_context(|| {
-                    format!("{}/{MANIFEST}: unknown engine {name}", dir.display())
-                })?,
-                Err(_) => Engine::Qemu,
-            },
-        })
-    }
 }
 
 /// The qcow2 with the machine booted to the ready marker (snapshot [`machine::READY_SNAPSHOT`]),
@@ -227,7 +135,7 @@ pub fn record(
     let stimulus = stimulus
         .canonicalize()
         .with_context(|| format!("{} not found", stimulus.display()))?;
-    if out.exists() && !out.join(MANIFEST).is_file() {
+    if out.exists() && !Recording::is_recording(out) {
         bail!(
             "{} exists and is not a recording: pick another --output",
             out.display()
@@ -240,7 +148,9 @@ pub fn record(
             dir: kernel.dir.clone(),
         },
         stimulus,
-        outcome: Outcome::TimedOut(timeout.as_secs()),
+        outcome: Outcome::TimedOut {
+            seconds: timeout.as_secs(),
+        },
         engine,
     };
     std::fs::copy(&ready, rec.disk())?;
@@ -283,23 +193,17 @@ pub fn record(
         machine::check_exit(engine, status, &stderr, "recording")?;
     }
     rec.outcome = match (crashed, ended) {
-        (Some(line), _) => Outcome::Crashed(line),
-        (None, Some(s)) => Outcome::Ended(s),
+        (Some(line), _) => Outcome::Crashed { line },
+        (None, Some(status)) => Outcome::Ended { status },
         (None, None) if exited => bail!(
             "the machine stopped before the stimulus ended and without a crash report; see {}",
             rec.serial_log().display()
         ),
-        (None, None) => Outcome::TimedOut(timeout.as_secs()),
+        (None, None) => Outcome::TimedOut {
+            seconds: timeout.as_secs(),
+        },
     };
-    std::fs::write(
-        stage.dir.join(MANIFEST),
-        format!(
-            "kernel={}\nstimulus={}\noutcome={}\nengine={engine}\n",
-            kernel.dir.display(),
-            rec.stimulus.display(),
-            rec.outcome
-        ),
-    )?;
+    rec.write_manifest()?;
     rec.dir = stage.commit()?;
     Ok(rec)
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::cache::{self, Key};
 use crate::engine::Engine;
 use crate::kernel::{self, KernelArgs};
-use crate::record::{self, Recording};
+use crate::record;
+use crate::recording::Recording;
 use crate::{machine, rootfs, stimulus, syzbot, syzkaller, trace};
 
 /// Arguments of `rrr run`.

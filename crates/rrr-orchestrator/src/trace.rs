@@ -10,7 +10,7 @@ use rrr_trace::TraceSummary;
 
 use crate::engine::{self, Engine, Mode, Verdict};
 use crate::machine::{self, Vm};
-use crate::record::Recording;
+use crate::recording::Recording;
 
 /// Arguments of `rrr trace`.
 #[derive(clap::Args, Clone, Debug)]
@@ -40,30 +40,10 @@ pub struct Traced {
     pub elapsed: Duration,
 }
 
-/// The profile the tracer uses: the kernel's plus the stimulus's functions, as user code.
-/// Kept in the recording directory.
-fn profile(rec: &Recording) -> anyhow::Result<PathBuf> {
-    let path = rec.dir.join("trace.rrrprof");
-    if path.is_file() {
-        return Ok(path);
-    }
-    let bar = crate::progress::spinner("profiling the kernel and the stimulus".to_owned());
-    let mut data = osi_profile::read(&rec.kernel.vmlinux(), &osi_profile::Options::default())?;
-    let user = osi_profile::Options {
-        user: true,
-        ..Default::default()
-    };
-    data.merge(osi_profile::read(&rec.stimulus, &user)?);
-    osi_profile::write(&data, &path)?;
-    bar.finish_and_clear();
-    Ok(path)
-}
-
 /// A replay ready to start: the command and what it needs while it runs.
 struct ReplaySetup {
     cmd: Command,
-    /// A private copy of the disk: the emulator locks a disk it opens, so one recording can
-    /// be replayed by several runs at once and stays as recorded. Removed when dropped.
+    /// The replay's own copy of the disk ([`Recording::scratch_disk`]).
     _disk: tempfile::NamedTempFile,
     /// Where the engine keeps what loading the plugin needs, removed when dropped.
     _plugin_dir: Option<tempfile::TempDir>,
@@ -90,20 +70,14 @@ fn replay_command(
         gdb,
     };
     let monitor = machine::monitor_path();
-    let disk = tempfile::Builder::new()
-        .prefix(".replay-")
-        .suffix(".qcow2")
-        .tempfile_in(&rec.dir)?;
-    std::fs::copy(rec.disk(), disk.path())?;
+    let disk = rec.scratch_disk()?;
     let serial = disk.path().with_extension("serial.log");
     let mut cmd = rec
         .engine
         .command(&rec.kernel, disk.path(), &mode, &monitor);
     let plugin_dir = match &plugin {
         Some(plugin) => {
-            let dir = tempfile::Builder::new()
-                .prefix(".plugin-")
-                .tempdir_in(&rec.dir)?;
+            let dir = rec.scratch_dir("plugin")?;
             emu.load_plugin(&mut cmd, plugin, dir.path())?;
             Some(dir)
         }
@@ -123,7 +97,7 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     let emu = rec.engine.emulator();
     emu.require()?;
     let tracer = match output {
-        Some(out) => Some(engine::tracer_args(&profile(rec)?, out)),
+        Some(out) => Some(engine::tracer_args(&rec.profile()?, out)),
         None => None,
     };
     let setup = replay_command(rec, tracer, None)?;
@@ -163,7 +137,7 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
     let verdict = emu.verdict(&replayed, &recorded);
     if let Verdict::Diverged(why) = &verdict {
-        let kept_log = rec.dir.join("diverged-serial.log");
+        let kept_log = rec.diverged_serial_log();
         std::fs::write(&kept_log, &replayed)?;
         bail!(
             "the replay diverged from the recording ({why}; the replay's console is in {}, the \
@@ -315,10 +289,8 @@ fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()>
 
 /// Replays `rec` (a QEMU recording) under the locating tracer until it finds trace time `at`.
 fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
-    let profile = profile(rec)?;
-    let dir = tempfile::Builder::new()
-        .prefix(".locate-")
-        .tempdir_in(&rec.dir)?;
+    let profile = rec.profile()?;
+    let dir = rec.scratch_dir("locate")?;
     let out = dir.path().join("located");
     let args = engine::locator_args(&profile, at, &out);
     let setup = replay_command(rec, Some(args), None)?;

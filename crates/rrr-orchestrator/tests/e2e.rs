@@ -10,7 +10,7 @@ mod cli;
 
 use std::path::Path;
 
-use cli::{example, fails, gdb_session, ok, rrr};
+use cli::{example, fails, gdb_session, manifest, ok, rrr, write_manifest};
 
 const PATH_IN_EXAMPLE: &str = "/tmp/rrr-example.txt";
 
@@ -23,8 +23,8 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
     ok(rrr()
         .args(["record", "--kernel", &kernel, "--stimulus", &stimulus, "-o"])
         .arg(&rec));
-    let manifest = std::fs::read_to_string(rec.join("recording.txt")).unwrap();
-    assert!(manifest.contains("outcome=ended status=0"), "{manifest}");
+    let m = manifest(&rec);
+    assert!(m["outcome"]["ended"]["status"] == 0, "{m}");
     let serial = std::fs::read_to_string(rec.join("serial.log")).unwrap();
     assert!(serial.contains("rrr example: ok"), "{serial}");
 
@@ -167,7 +167,12 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
     // written so far is kept.
     let bad = dir.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
-    for f in ["recording.txt", "replay.bin", "disk.qcow2", "trace.rrrprof"] {
+    for f in [
+        "recording.json",
+        "replay.bin",
+        "disk.qcow2",
+        "trace.rrrprof",
+    ] {
         std::fs::copy(rec.join(f), bad.join(f)).unwrap();
     }
     std::fs::write(bad.join("serial.log"), format!("{serial}extra line\n")).unwrap();
@@ -211,8 +216,8 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
         .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
         .args(["--timeout", "4", "-o"])
         .arg(&rec));
-    let manifest = std::fs::read_to_string(rec.join("recording.txt")).unwrap();
-    assert!(manifest.contains("outcome=timeout 4"), "{manifest}");
+    let m = manifest(&rec);
+    assert!(m["outcome"]["timed_out"]["seconds"] == 4, "{m}");
     let t = dir.path().join("t.pftrace");
     ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
     let r = tp::query(
@@ -244,8 +249,8 @@ fn a_kasan_kernel_is_recorded_from_its_ready_snapshot_traced_and_debugged() {
     ok(rrr()
         .args(["record", "--kernel", &kernel, "--stimulus", &stimulus, "-o"])
         .arg(&rec));
-    let manifest = std::fs::read_to_string(rec.join("recording.txt")).unwrap();
-    assert!(manifest.contains("outcome=ended status=0"), "{manifest}");
+    let m = manifest(&rec);
+    assert!(m["outcome"]["ended"]["status"] == 0, "{m}");
 
     let t = dir.path().join("t.pftrace");
     ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
@@ -368,11 +373,7 @@ fn bad_input_gets_errors_that_say_what_to_do() {
         "{err}"
     );
 
-    std::fs::write(
-        dir.path().join("recording.txt"),
-        "kernel=/nonexistent\nstimulus=/nonexistent\noutcome=ended status=0\n",
-    )
-    .unwrap();
+    write_manifest(dir.path(), "qemu");
     let err = fails(rrr().arg("trace").arg(dir.path()).env("PATH", dir.path()));
     assert!(
         err.contains("qemu-system-x86_64") && err.contains("install qemu-system-x86"),

@@ -12,7 +12,7 @@ mod cli;
 
 use std::path::Path;
 
-use cli::{example, fails, gdb_session, ok, rrr};
+use cli::{example, fails, gdb_session, manifest, ok, rrr, write_manifest};
 
 fn panda_on_path() -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -45,23 +45,18 @@ fn a_recording_replays_only_on_its_engine() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
-    std::fs::write(
-        rec.join("recording.txt"),
-        "kernel=/k\nstimulus=/s\noutcome=ended status=0\nengine=panda\n",
-    )
-    .unwrap();
+    write_manifest(&rec, "panda");
     let err = fails(rrr().arg("trace").arg(&rec).args(["--engine", "qemu"]));
     assert!(
         err.contains("recorded with the panda engine") && err.contains("--engine qemu"),
         "{err}"
     );
-    std::fs::write(
-        rec.join("recording.txt"),
-        "kernel=/k\nstimulus=/s\noutcome=ended status=0\nengine=bochs\n",
-    )
-    .unwrap();
+    write_manifest(&rec, "bochs");
     let err = fails(rrr().arg("trace").arg(&rec));
-    assert!(err.contains("unknown engine bochs"), "{err}");
+    assert!(
+        err.contains("unknown variant `bochs`") && err.contains("recording.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,10 +88,10 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
         return;
     }
     ok(&mut record());
-    let manifest = std::fs::read_to_string(rec.join("recording.txt")).unwrap();
+    let m = manifest(&rec);
     assert!(
-        manifest.contains("engine=panda") && manifest.contains("outcome=ended status=0"),
-        "{manifest}"
+        m["engine"] == "panda" && m["outcome"]["ended"]["status"] == 0,
+        "{m}"
     );
 
     // `rrr replay --gdb`: the replay waits for gdb (the guest halted, waiting for the console's

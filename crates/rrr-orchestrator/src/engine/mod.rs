@@ -18,7 +18,19 @@ use crate::kernel::Kernel;
 pub use panda::{install, InstallArgs};
 
 /// Which emulator records and replays.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// Stock QEMU 10.x: icount record/replay, the TCG plugin librrr_qemu.so.
     #[default]
@@ -122,17 +134,12 @@ impl Engine {
         }
     }
 
-    /// The name in manifests and on the command line.
+    /// The name on the command line and in manifests.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Qemu => "qemu",
             Engine::Panda => "panda",
         }
-    }
-
-    /// Parses a manifest's name.
-    pub fn from_name(name: &str) -> Option<Engine> {
-        Engine::ALL.into_iter().find(|e| e.name() == name)
     }
 
     /// Adds the emulator build `id` (what [`Emulator::require`] returned) to a cache key:
@@ -208,11 +215,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
+    fn manifests_name_engines_as_the_command_line_does() {
         for e in Engine::ALL {
-            assert_eq!(Engine::from_name(e.name()), Some(e));
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(json, format!("\"{}\"", e.name()));
+            assert_eq!(serde_json::from_str::<Engine>(&json).unwrap(), e);
         }
-        assert_eq!(Engine::from_name("kvm"), None);
+        assert!(serde_json::from_str::<Engine>("\"kvm\"").is_err());
     }
 
     #[test]

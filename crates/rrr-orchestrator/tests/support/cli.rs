@@ -93,3 +93,19 @@ pub fn gdb_session(rec: &Path, at: Option<u64>, vmlinux: &Path, commands: &[&str
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// The manifest of the recording in `rec`.
+pub fn manifest(rec: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(rec.join("recording.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Makes `rec` look like a recording of `engine` (it holds only the manifest): for errors
+/// found before anything is replayed.
+pub fn write_manifest(rec: &Path, engine: &str) {
+    let text = format!(
+        r#"{{"version": 1, "engine": "{engine}", "kernel": "/nonexistent",
+            "stimulus": "/nonexistent", "outcome": {{"ended": {{"status": 0}}}}}}"#
+    );
+    std::fs::write(rec.join("recording.json"), text).unwrap();
+}

@@ -1,0 +1,291 @@
+//! A recording on disk, owned by one type (like rr's `TraceStream`): its directory and every
+//! file in it (the disk with the snapshot the replay starts from, the engine's record/replay
+//! log, the recorded console, the versioned manifest, the tracer's profile, and the scratch
+//! files of replays).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+use crate::kernel::Kernel;
+
+/// The manifest's file name.
+const MANIFEST: &str = "recording.json";
+/// The manifest of recordings made before it was versioned (`key=value` lines).
+const OLD_MANIFEST: &str = "recording.txt";
+/// Bumped when the manifest's fields change.
+const MANIFEST_VERSION: u32 = 1;
+
+/// How a recorded run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// The stimulus exited with this status and the machine powered off.
+    Ended {
+        /// The stimulus's exit status.
+        status: i32,
+    },
+    /// The kernel printed a crash report starting with this line.
+    Crashed {
+        /// The report's first line.
+        line: String,
+    },
+    /// Stopped after the timeout.
+    TimedOut {
+        /// The timeout, in seconds.
+        seconds: u64,
+    },
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ended { status } => write!(f, "ended status={status}"),
+            Outcome::Crashed { line } => write!(f, "crashed {line}"),
+            Outcome::TimedOut { seconds } => write!(f, "timeout {seconds}"),
+        }
+    }
+}
+
+/// What `recording.json` holds.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    /// [`MANIFEST_VERSION`] when written.
+    version: u32,
+    /// The emulator that recorded it (and alone can replay it).
+    engine: Engine,
+    /// The kernel's cache directory.
+    kernel: PathBuf,
+    /// The stimulus binary.
+    stimulus: PathBuf,
+    /// How the run ended.
+    outcome: Outcome,
+}
+
+/// A recording directory.
+#[derive(Debug)]
+pub struct Recording {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The kernel it ran.
+    pub kernel: Kernel,
+    /// The stimulus binary (traced as user code).
+    pub stimulus: PathBuf,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// The emulator that recorded it (and alone can replay it).
+    pub engine: Engine,
+}
+
+impl Recording {
+    /// Whether `dir` holds a recording (of this rrr or an older one), which may be replaced.
+    pub fn is_recording(dir: &Path) -> bool {
+        dir.join(MANIFEST).is_file() || dir.join(OLD_MANIFEST).is_file()
+    }
+
+    /// The disk (holds the snapshot the replay starts from).
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+
+    /// The record/replay log (QEMU's file, or the name prefix of PANDA's files).
+    pub fn rrfile(&self) -> PathBuf {
+        self.dir.join(self.engine.emulator().replay_log())
+    }
+
+    /// The console output of the recorded run.
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+
+    /// Where the console of a replay that diverged is kept.
+    pub fn diverged_serial_log(&self) -> PathBuf {
+        self.dir.join("diverged-serial.log")
+    }
+
+    /// The tracer's profile: the kernel's (built once per kernel by `rrr kernel`) merged with
+    /// the stimulus's functions, as user code. Made on first use, kept here.
+    pub fn profile(&self) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join("trace.rrrprof");
+        if path.is_file() {
+            return Ok(path);
+        }
+        let bar = crate::progress::spinner("profiling the stimulus".to_owned());
+        let kernel = osi_profile::Profile::open(&self.kernel.profile()).with_context(|| {
+            format!(
+                "the kernel's profile {} (rebuild the kernel with `rrr kernel`)",
+                self.kernel.profile().display()
+            )
+        })?;
+        let mut data = kernel.to_data();
+        let user = osi_profile::Options {
+            user: true,
+            ..Default::default()
+        };
+        data.merge(osi_profile::read(&self.stimulus, &user)?);
+        osi_profile::write(&data, &path)?;
+        bar.finish_and_clear();
+        Ok(path)
+    }
+
+    /// A private copy of the disk for one replay (an emulator locks the disk it opens: so one
+    /// recording can be replayed by several runs at once, and stays as recorded). Removed when
+    /// dropped.
+    pub fn scratch_disk(&self) -> anyhow::Result<tempfile::NamedTempFile> {
+        let disk = tempfile::Builder::new()
+            .prefix(".replay-")
+            .suffix(".qcow2")
+            .tempfile_in(&self.dir)?;
+        std::fs::copy(self.disk(), disk.path())
+            .with_context(|| format!("copying {}", self.disk().display()))?;
+        Ok(disk)
+    }
+
+    /// A private directory for one replay's own files (`what`: plugin, locate), removed when
+    /// dropped.
+    pub fn scratch_dir(&self, what: &str) -> anyhow::Result<tempfile::TempDir> {
+        Ok(tempfile::Builder::new()
+            .prefix(&format!(".{what}-"))
+            .tempdir_in(&self.dir)?)
+    }
+
+    /// Opens the recording in `dir`, checking its manifest.
+    pub fn open(dir: &Path) -> anyhow::Result<Recording> {
+        let path = dir.join(MANIFEST);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(_) if dir.join(OLD_MANIFEST).is_file() => bail!(
+                "{} was recorded by an older rrr (its manifest is {OLD_MANIFEST}); record it \
+                 again with `rrr record`",
+                dir.display()
+            ),
+            Err(_) => bail!(
+                "{} is not a recording (no {MANIFEST}); make one with `rrr record`",
+                dir.display()
+            ),
+        };
+        let version = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("version")?.as_u64());
+        if version.is_some_and(|v| v != MANIFEST_VERSION as u64) {
+            bail!(
+                "{}: manifest version {} is not this rrr's ({MANIFEST_VERSION}); record it again \
+                 with this rrr",
+                path.display(),
+                version.unwrap_or_default()
+            );
+        }
+        let m: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid recording manifest", path.display()))?;
+        Ok(Recording {
+            dir: dir.to_owned(),
+            kernel: Kernel { dir: m.kernel },
+            stimulus: m.stimulus,
+            outcome: m.outcome,
+            engine: m.engine,
+        })
+    }
+
+    /// Writes the manifest (the recording is complete).
+    pub fn write_manifest(&self) -> anyhow::Result<()> {
+        let m = Manifest {
+            version: MANIFEST_VERSION,
+            engine: self.engine,
+            kernel: self.kernel.dir.clone(),
+            stimulus: self.stimulus.clone(),
+            outcome: self.outcome.clone(),
+        };
+        let path = self.dir.join(MANIFEST);
+        let text = serde_json::to_string_pretty(&m).expect("a manifest serialises");
+        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(dir: &Path) -> Recording {
+        Recording {
+            dir: dir.to_owned(),
+            kernel: Kernel { dir: "/k".into() },
+            stimulus: "/s".into(),
+            outcome: Outcome::Crashed {
+                line: "BUG: x".into(),
+            },
+            engine: Engine::Panda,
+        }
+    }
+
+    #[test]
+    fn the_manifest_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = recording(dir.path());
+        rec.write_manifest().unwrap();
+        let back = Recording::open(dir.path()).unwrap();
+        assert_eq!(
+            (back.kernel.dir, back.stimulus, back.outcome, back.engine),
+            (rec.kernel.dir, rec.stimulus, rec.outcome, rec.engine)
+        );
+    }
+
+    fn open(text: &str) -> anyhow::Result<Recording> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST), text).unwrap();
+        Recording::open(dir.path())
+    }
+
+    fn refused(text: &str) -> String {
+        format!("{:#}", open(text).unwrap_err())
+    }
+
+    #[test]
+    fn a_manifest_with_what_rrr_does_not_know_is_refused_with_file_and_line() {
+        let good = r#"{
+  "version": 1,
+  "engine": "qemu",
+  "kernel": "/k",
+  "stimulus": "/s",
+  "outcome": { "ended": { "status": 0 } }
+}"#;
+        assert_eq!(open(good).unwrap().outcome, Outcome::Ended { status: 0 });
+        for (bad, says) in [
+            (good.replace("\"qemu\"", "\"foo\""), "unknown variant `foo`"),
+            (
+                good.replace("\"ended\"", "\"exploded\""),
+                "unknown variant `exploded`",
+            ),
+            (
+                good.replace("\"kernel\"", "\"engine\": \"qemu\",\n  \"kernel\""),
+                "duplicate field `engine`",
+            ),
+            (
+                good.replace("\"kernel\"", "\"colour\": 1,\n  \"kernel\""),
+                "unknown field `colour`",
+            ),
+        ] {
+            let err = refused(&bad);
+            assert!(
+                err.contains(MANIFEST) && err.contains(says) && err.contains("line "),
+                "{err}"
+            );
+        }
+        let err = refused(&good.replace("\"version\": 1", "\"version\": 7"));
+        assert!(err.contains("manifest version 7"), "{err}");
+    }
+
+    #[test]
+    fn an_old_recording_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OLD_MANIFEST), "kernel=/k\n").unwrap();
+        let err = format!("{:#}", Recording::open(dir.path()).unwrap_err());
+        assert!(
+            err.contains("older rrr") && err.contains("record it again"),
+            "{err}"
+        );
+        assert!(Recording::is_recording(dir.path()));
+    }
+}
