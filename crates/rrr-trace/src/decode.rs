@@ -5,22 +5,12 @@
 
 use osi_profile::{Location, Profile};
 
-use crate::encode::Enc;
+use crate::perfetto::encode::Enc;
+use crate::perfetto::fields::{
+    A_ARRAY, A_BOOL, A_INT, A_NAME_IID, A_POINTER, A_STRING, A_UINT, E_ANNOTATION,
+};
+use crate::perfetto::IID_RETURN;
 use crate::record::Args;
-
-/// TrackEvent.debug_annotations.
-const E_ANNOTATION: u32 = 4;
-// DebugAnnotation fields.
-const A_NAME_IID: u32 = 1;
-const A_BOOL: u32 = 2;
-const A_UINT: u32 = 3;
-const A_INT: u32 = 4;
-const A_STRING: u32 = 6;
-const A_POINTER: u32 = 7;
-const A_ARRAY: u32 = 12;
-
-/// Annotation name iid of return values (`return`).
-pub(crate) const IID_RETURN: u64 = 1;
 
 /// Splits an entry's string arena slice into its strings, in `char *` parameter order.
 pub(crate) struct Strings<'a> {

@@ -6,14 +6,14 @@
 //! and strings, and ships [`Record`]s in batches over a bounded channel to one writer thread. The writer keeps per-thread shadow call stacks,
 //! decodes arguments against the [`osi_profile::Profile`], and streams a Perfetto trace.
 
+mod channel;
 mod decode;
-mod encode;
 pub mod guest;
 pub mod hooks;
 pub mod locate;
 pub mod observer;
+mod perfetto;
 pub mod pipeline;
-pub mod proto;
 pub mod record;
 mod stacks;
 pub mod tracer;
@@ -22,6 +22,7 @@ pub mod writer;
 pub use guest::{Guest, Reg};
 pub use hooks::{Hook, Hooks};
 pub use observer::{Observer, OsLayout};
+pub use perfetto::proto;
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
 pub use record::{Args, Record, ThreadIdent, TrackKey};
 pub use tracer::{contained, BadSummary, Tracer, TracerError, SUMMARY_PREFIX};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use osi_profile::{ClassRef, Location, Profile};
 
+use crate::channel::BatchSender;
 use crate::guest::{is_kernel_address, Guest, Reg};
-use crate::pipeline::BatchSender;
 use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey, MAX_ARG_WORDS};
 
 /// Longest string read for a `char *` argument, in bytes.
@@ -140,8 +140,9 @@ impl Observer {
         }
     }
 
-    pub(crate) fn sender_mut(&mut self) -> &mut BatchSender {
-        &mut self.sender
+    /// Closes the channel to the writer (after a last [`Observer::flush`]).
+    pub(crate) fn close(&mut self) {
+        self.sender.close();
     }
 
     /// The profile the observer decodes with.

@@ -10,23 +10,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, RecvTimeoutError};
 use osi_profile::Profile;
 
+pub use crate::channel::Backpressure;
+use crate::channel::BatchSender;
 use crate::observer::{Observer, OsLayout};
 use crate::record::Batch;
 pub use crate::writer::TraceSummary;
 use crate::writer::{TraceWriter, WriterError};
-
-/// What the engine does when the writer falls behind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backpressure {
-    /// Wait for the writer (the default: a replay loses nothing by waiting).
-    #[default]
-    Block,
-    /// Drop the batch, count it, and report the loss in the trace's stats and on stderr.
-    Drop,
-}
 
 /// Tuning of the pipeline.
 #[derive(Clone, Debug)]
@@ -49,57 +41,6 @@ impl Default for PipelineConfig {
             backpressure: Backpressure::Block,
             flush_interval: Duration::from_millis(200),
         }
-    }
-}
-
-/// The engine's end of the channel.
-pub(crate) struct BatchSender {
-    tx: Option<Sender<Batch>>,
-    recycled: Receiver<Batch>,
-    policy: Backpressure,
-    batch_len: usize,
-    dropped: u64,
-}
-
-impl BatchSender {
-    pub fn batch_len(&self) -> usize {
-        self.batch_len
-    }
-
-    pub fn empty_batch(&self) -> Batch {
-        match self.recycled.try_recv() {
-            Ok(mut b) => {
-                b.clear();
-                b
-            }
-            Err(_) => Batch::with_capacity(self.batch_len),
-        }
-    }
-
-    /// Sends `batch` and leaves an empty one in its place.
-    pub fn send(&mut self, batch: &mut Batch) {
-        let mut full = std::mem::replace(batch, self.empty_batch());
-        full.dropped_before = self.dropped;
-        let Some(tx) = &self.tx else { return };
-        let n = full.records.len() as u64;
-        let result = match self.policy {
-            Backpressure::Block => tx.send(full).map_err(|e| e.into_inner()),
-            Backpressure::Drop => tx.try_send(full).map_err(|e| match e {
-                TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
-            }),
-        };
-        match result {
-            Ok(()) => self.dropped = 0,
-            Err(mut back) => {
-                self.dropped += n;
-                back.clear();
-                *batch = back;
-            }
-        }
-    }
-
-    fn close(&mut self) {
-        self.tx = None;
     }
 }
 
@@ -137,13 +78,7 @@ impl Pipeline {
                 writer.finish()
             })
             .expect("spawning the writer thread");
-        let sender = BatchSender {
-            tx: Some(tx),
-            recycled,
-            policy: config.backpressure,
-            batch_len: config.batch_len.max(1),
-            dropped: 0,
-        };
+        let sender = BatchSender::new(tx, recycled, config.backpressure, config.batch_len.max(1));
         Pipeline {
             observer: Some(Observer::new(profile, layout, sender)),
             writer: Some(handle),
@@ -195,11 +130,5 @@ impl Drop for Pipeline {
         if let Err(e) = self.stop() {
             tracing::error!("finishing the trace: {e}");
         }
-    }
-}
-
-impl Observer {
-    pub(crate) fn close(&mut self) {
-        self.sender_mut().close();
     }
 }

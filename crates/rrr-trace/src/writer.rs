@@ -1,23 +1,17 @@
-//! The writer: shadow stacks, decoding and Perfetto encoding, on its own thread.
-//!
-//! Everything goes on one trusted packet sequence (id 1). Timestamps are guest instruction
-//! counts on a sequence-scoped incremental clock (so most timestamps take one or two bytes),
-//! declared equal to BOOTTIME nanoseconds at the first event. Names are interned: event name
-//! iids are handed out in order of first use; annotation names and struct type names get iids on a
-//! function's first use. Output is flushed in whole packets, so a killed process leaves a file
-//! Perfetto reads up to the last flush.
+//! The writer: shadow stacks, decoding and the trace's tracks and threads, on its own
+//! thread, written through the Perfetto encoding in [`crate::perfetto`]. Output is flushed
+//! in whole packets, so a killed process leaves a file Perfetto reads up to the last flush.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
 use osi_profile::{ClassRef, Profile};
-use prost::Message;
 
-use crate::decode::IID_RETURN;
 use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
-use crate::encode::{tag, Enc, LEN, VARINT};
-use crate::proto;
+use crate::perfetto::encode::Enc;
+use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
+use crate::perfetto::{Sequence, IID_USER};
 use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey};
 use crate::stacks::{Ending, Frame, ShadowStack};
 
@@ -28,42 +22,6 @@ pub enum WriterError {
     #[error("writing the trace: {0} (is the disk full?)")]
     Io(#[from] std::io::Error),
 }
-
-const SEQ: u64 = 1;
-/// Sequence-scoped incremental clock carrying instruction counts.
-const ICOUNT_CLOCK: u32 = 64;
-const BOOTTIME: u32 = 6;
-const FLUSH_AT: usize = 1 << 20;
-
-// TracePacket fields.
-const P_TIMESTAMP: u32 = 8;
-const P_SEQ_ID: u32 = 10;
-const P_TRACK_EVENT: u32 = 11;
-const P_INTERNED: u32 = 12;
-const P_CLOCK_ID: u32 = 58;
-const P_DEFAULTS: u32 = 59;
-// TracePacketDefaults fields.
-const D_CLOCK_ID: u32 = 58;
-const D_TRACK_EVENT: u32 = 11;
-/// Events in a row on one track after which it becomes the default track: a defaults
-/// packet costs about as much as the track field of 7 events.
-const RETARGET_AFTER: u32 = 8;
-// TrackEvent fields.
-const E_CATEGORY_IIDS: u32 = 3;
-/// Interned category of user-space (stimulus) calls.
-const IID_USER: u64 = 1;
-const E_TYPE: u32 = 9;
-const E_NAME_IID: u32 = 10;
-const E_TRACK: u32 = 11;
-const E_FLOW: u32 = 47;
-const E_FLOW_END: u32 = 48;
-// InternedData fields.
-const I_EVENT_NAMES: u32 = 2;
-const I_ANNOTATION_NAMES: u32 = 3;
-
-const BEGIN: u64 = 1;
-const END: u64 = 2;
-const INSTANT: u64 = 3;
 
 /// What a finished trace holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -90,8 +48,8 @@ struct Track {
 /// Streams records into a Perfetto trace.
 pub struct TraceWriter<W: Write> {
     out: W,
-    /// Encoded packets not yet written out.
-    buf: Vec<u8>,
+    /// The packets, encoded.
+    seq: Sequence,
     profile: Arc<Profile>,
     /// Tracks, indexed through `index`; a cache of the last lookup makes the common case
     /// (consecutive events on one track) a compare.
@@ -104,23 +62,11 @@ pub struct TraceWriter<W: Write> {
     /// decode its arguments is resolved, so the hot path does not consult the profile.
     plans: Vec<Plan>,
     plan_params: Vec<PlanParam>,
-    /// Annotation names (parameter names, struct type names) to iids.
-    names: HashMap<String, u64>,
-    /// Interned event names that are not functions.
-    extra_names: HashMap<&'static str, u64>,
-    /// Event name iids handed out.
-    event_iids: u64,
-    started: bool,
     first_ts: u64,
-    last_ts: u64,
     next_flow: u64,
     /// Frames a return ends, kept to reuse its allocation (a fresh vector per return was
     /// 2% of the writer benchmark in malloc and free).
     ended: Vec<(Frame, Ending)>,
-    /// The sequence's default track uuid (0: none yet).
-    default_track: u64,
-    /// The track of the latest events not on the default track, and how many in a row.
-    run: (u64, u32),
     summary: TraceSummary,
 }
 
@@ -130,7 +76,7 @@ impl<W: Write> TraceWriter<W> {
         let n = profile.len();
         TraceWriter {
             out,
-            buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+            seq: Sequence::new(),
             profile,
             tracks: Vec::new(),
             index: HashMap::new(),
@@ -139,16 +85,9 @@ impl<W: Write> TraceWriter<W> {
             next_uuid: 1,
             plans: vec![Plan::NONE; n],
             plan_params: Vec::new(),
-            names: HashMap::from([("return".to_owned(), IID_RETURN)]),
-            extra_names: HashMap::new(),
-            event_iids: 0,
-            started: false,
             first_ts: 0,
-            last_ts: 0,
             next_flow: 1,
             ended: Vec::new(),
-            default_track: 0,
-            run: (0, 0),
             summary: TraceSummary::default(),
         }
     }
@@ -163,7 +102,7 @@ impl<W: Write> TraceWriter<W> {
             self.prefetch_plans(records, i);
             self.record(r, &batch.arena);
         }
-        if self.buf.len() >= FLUSH_AT {
+        if self.seq.full() {
             self.flush()?;
         }
         Ok(())
@@ -194,18 +133,13 @@ impl<W: Write> TraceWriter<W> {
 
     /// Writes the buffered packets out.
     pub fn flush(&mut self) -> Result<(), WriterError> {
-        if !self.buf.is_empty() {
-            self.out.write_all(&self.buf)?;
-            self.summary.bytes += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        self.out.flush()?;
+        self.summary.bytes += self.seq.flush(&mut self.out)?;
         Ok(())
     }
 
     /// Closes every open call at the last timestamp, writes the stats, flushes.
     pub fn finish(mut self) -> Result<TraceSummary, WriterError> {
-        let ts = self.last_ts;
+        let ts = self.seq.last_ts();
         // In key order, so that the same records always give the same bytes.
         let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
         keys.sort();
@@ -228,15 +162,7 @@ impl<W: Write> TraceWriter<W> {
                  the trace's stats show the loss (rerun without drop mode to keep everything)",
                 self.summary.dropped
             );
-            let stats = proto::TraceStats {
-                buffer_stats: vec![proto::trace_stats::BufferStats {
-                    trace_writer_packet_loss: Some(self.summary.dropped),
-                }],
-            };
-            self.prost_packet(proto::TracePacket {
-                data: Some(proto::trace_packet::Data::TraceStats(stats)),
-                ..Default::default()
-            });
+            self.seq.packet_loss(self.summary.dropped);
         }
         self.flush()?;
         self.summary.tracks = self.index.len() as u64;
@@ -249,12 +175,13 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn record(&mut self, r: &Record, arena: &[u8]) {
-        if !self.started {
-            self.start(r.ts());
+        if !self.seq.started() {
+            self.first_ts = r.ts();
+            self.seq.start(r.ts());
         }
         // Instruction counts from several vCPUs may interleave slightly out of order; the
         // incremental clock only goes forward.
-        let ts = r.ts().max(self.last_ts);
+        let ts = r.ts().max(self.seq.last_ts());
         match *r {
             Record::Enter {
                 track,
@@ -273,60 +200,6 @@ impl<W: Write> TraceWriter<W> {
             Record::Thread { track, ident, .. } => self.thread(ts, track, ident),
             Record::Switch { from, to, .. } => self.switch(ts, from, to),
         }
-    }
-
-    fn start(&mut self, ts: u64) {
-        self.started = true;
-        self.first_ts = ts;
-        self.last_ts = ts;
-        let clock = |clock_id, is_incremental| proto::clock_snapshot::Clock {
-            clock_id: Some(clock_id),
-            timestamp: Some(ts),
-            is_incremental: Some(is_incremental),
-            unit_multiplier_ns: None,
-        };
-        self.prost_packet(proto::TracePacket {
-            timestamp: Some(ts),
-            timestamp_clock_id: Some(BOOTTIME),
-            sequence_flags: Some(
-                proto::trace_packet::SequenceFlags::SeqIncrementalStateCleared as u32,
-            ),
-            first_packet_on_sequence: Some(true),
-            data: Some(proto::trace_packet::Data::ClockSnapshot(
-                proto::ClockSnapshot {
-                    clocks: vec![clock(BOOTTIME, false), clock(ICOUNT_CLOCK, true)],
-                    primary_trace_clock: Some(proto::BuiltinClock::Boottime as i32),
-                },
-            )),
-            interned_data: Some(proto::InternedData {
-                debug_annotation_names: vec![proto::DebugAnnotationName {
-                    iid: Some(IID_RETURN),
-                    name: Some("return".into()),
-                }],
-                event_categories: vec![proto::EventCategory {
-                    iid: Some(IID_USER),
-                    name: Some("user".into()),
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        self.set_defaults();
-    }
-
-    fn prost_packet(&mut self, mut p: proto::TracePacket) {
-        p.optional_trusted_packet_sequence_id = Some(
-            proto::trace_packet::OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(
-                SEQ as u32,
-            ),
-        );
-        let body = p.encode_to_vec();
-        self.enc().bytes(1, &body);
-    }
-
-    /// An encoder appending to the output buffer.
-    fn enc(&mut self) -> Enc<'_> {
-        Enc::new(&mut self.buf)
     }
 
     fn track(&mut self, key: TrackKey) -> &mut Track {
@@ -384,39 +257,13 @@ impl<W: Write> TraceWriter<W> {
             TrackKey::Irq(cpu) => format!("IRQ cpu{cpu}"),
             TrackKey::Thread(stack) => format!("stack-{stack:x}"),
         };
-        self.describe(uuid, name, None);
+        self.seq.describe_track(uuid, name, None);
     }
 
     fn new_uuid(&mut self) -> u64 {
         let u = self.next_uuid;
         self.next_uuid += 1;
         u
-    }
-
-    /// Emits a track descriptor: a plain named track, or a thread track.
-    fn describe(&mut self, uuid: u64, name: String, thread: Option<ThreadIdent>) {
-        let desc = match thread {
-            None => proto::TrackDescriptor {
-                uuid: Some(uuid),
-                static_or_dynamic_name: Some(proto::track_descriptor::StaticOrDynamicName::Name(
-                    name,
-                )),
-                ..Default::default()
-            },
-            Some(t) => proto::TrackDescriptor {
-                uuid: Some(uuid),
-                thread: Some(proto::ThreadDescriptor {
-                    pid: Some(t.pid),
-                    tid: Some(t.tid as i64),
-                    thread_name: Some(name),
-                }),
-                ..Default::default()
-            },
-        };
-        self.prost_packet(proto::TracePacket {
-            data: Some(proto::trace_packet::Data::TrackDescriptor(desc)),
-            ..Default::default()
-        });
     }
 
     fn thread(&mut self, ts: u64, key: TrackKey, ident: ThreadIdent) {
@@ -429,20 +276,7 @@ impl<W: Write> TraceWriter<W> {
                 None => self.new_uuid(),
             };
             self.processes.insert(ident.pid, (uuid, ident.comm));
-            self.prost_packet(proto::TracePacket {
-                data: Some(proto::trace_packet::Data::TrackDescriptor(
-                    proto::TrackDescriptor {
-                        uuid: Some(uuid),
-                        process: Some(proto::ProcessDescriptor {
-                            pid: Some(ident.pid),
-                            cmdline: vec![],
-                            process_name: Some(comm.clone()),
-                        }),
-                        ..Default::default()
-                    },
-                )),
-                ..Default::default()
-            });
+            self.seq.describe_process(uuid, ident.pid, comm.clone());
         }
         let reusable = match self.index.get(&key).map(|&i| &self.tracks[i]) {
             Some(t) => match t.ident {
@@ -469,43 +303,22 @@ impl<W: Write> TraceWriter<W> {
         track.described = true;
         let uuid = track.uuid;
         // Same uuid and thread: a rename updates the name.
-        self.describe(uuid, comm, Some(ident));
+        self.seq
+            .describe_track(uuid, comm, Some((ident.pid, ident.tid as i64)));
     }
 
     fn switch(&mut self, ts: u64, from: TrackKey, to: TrackKey) {
         let flow = self.next_flow;
         self.next_flow += 1;
-        let iid = self.extra_name("sched_out");
+        let iid = self.seq.event_name("sched_out");
         let uuid = self.event_track(from).uuid;
-        let (p, te) = self.open_event(ts, uuid, INSTANT, Some(iid));
-        let mut e = self.enc();
+        let (p, te) = self.seq.open_event(ts, uuid, INSTANT, Some(iid));
+        let mut e = self.seq.enc();
         e.fixed64(E_FLOW, flow);
         e.close_pair(te, p);
         drop(e);
         self.summary.events += 1;
         self.track(to).pending_flow = Some(flow);
-    }
-
-    /// Interned event name iid for a name that is not a function.
-    fn extra_name(&mut self, name: &'static str) -> u64 {
-        if let Some(&iid) = self.extra_names.get(name) {
-            return iid;
-        }
-        self.event_iids += 1;
-        let iid = self.event_iids;
-        self.extra_names.insert(name, iid);
-        let interned = proto::InternedData {
-            event_names: vec![proto::EventName {
-                iid: Some(iid),
-                name: Some(name.into()),
-            }],
-            ..Default::default()
-        };
-        self.prost_packet(proto::TracePacket {
-            interned_data: Some(interned),
-            ..Default::default()
-        });
-        iid
     }
 
     fn enter(&mut self, ts: u64, key: TrackKey, sp: u64, func: u32, args: &Args, arena: &[u8]) {
@@ -525,13 +338,14 @@ impl<W: Write> TraceWriter<W> {
         for _ in 0..closed {
             self.end_event(ts, uuid, None);
         }
-        let (p, te) = self.open_event(ts, uuid, BEGIN, Some(plan.iid as u64));
+        let (p, te) = self.seq.open_event(ts, uuid, BEGIN, Some(plan.iid as u64));
         let TraceWriter {
-            buf,
+            seq,
             plan_params,
             profile,
             ..
         } = self;
+        let buf = &mut seq.buf;
         if plan.user {
             Enc::new(buf).uint(E_CATEGORY_IIDS, IID_USER);
         }
@@ -587,17 +401,7 @@ impl<W: Write> TraceWriter<W> {
             self.intern_function(func);
         }
         let iid = self.plans[func as usize].iid as u64;
-        let mut e = self.enc();
-        let p = e.open(1);
-        e.uint(P_TIMESTAMP, begin_ts);
-        e.uint(P_CLOCK_ID, BOOTTIME as u64);
-        e.uint(P_SEQ_ID, SEQ);
-        let te = e.open(P_TRACK_EVENT);
-        e.uint(E_TYPE, BEGIN);
-        e.uint(E_TRACK, uuid);
-        e.uint(E_NAME_IID, iid);
-        e.close_pair(te, p);
-        drop(e);
+        self.seq.begin_at(begin_ts, uuid, iid);
         self.summary.events += 1;
         self.end_event(ts, uuid, Some((func, value)));
     }
@@ -610,14 +414,14 @@ impl<W: Write> TraceWriter<W> {
     /// [`TraceWriter::end_event`], inlined where most slices end (a `ret` of the top frame).
     #[inline(always)]
     fn end_event_inline(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
-        let (p, te) = self.open_event(ts, uuid, END, None);
+        let (p, te) = self.seq.open_event(ts, uuid, END, None);
         let TraceWriter {
-            buf,
+            seq,
             plans,
             profile,
             ..
         } = self;
-        let mut e = Enc::new(buf);
+        let mut e = seq.enc();
         if let Some((func, value)) = ret {
             if let Some(plan) = plans.get(func as usize) {
                 encode_return(&mut e, profile, plan.ret, plan.ret_iid, value);
@@ -628,76 +432,6 @@ impl<W: Write> TraceWriter<W> {
         self.summary.events += 1;
     }
 
-    /// Opens the packet of an event of type `ty` on track `uuid`, named by interned `name`,
-    /// at `ts` on the incremental instruction-count clock, and its TrackEvent; the caller
-    /// adds the event's fields and closes both at the returned positions (packet, event).
-    #[inline(always)]
-    fn open_event(&mut self, ts: u64, uuid: u64, ty: u64, name: Option<u64>) -> (usize, usize) {
-        let track = self.track_field(uuid);
-        let delta = ts - self.last_ts;
-        self.last_ts = ts;
-        let mut e = self.enc();
-        let p = e.open(1);
-        e.varints([
-            tag(P_TIMESTAMP, VARINT),
-            delta,
-            tag(P_SEQ_ID, VARINT),
-            SEQ,
-            tag(P_TRACK_EVENT, LEN),
-            0,
-            tag(E_TYPE, VARINT),
-            ty,
-        ]);
-        // The event's length is the byte before its type field (two one-byte varints).
-        let te = e.position() - 3;
-        if let Some(uuid) = track {
-            e.uint(E_TRACK, uuid);
-        }
-        if let Some(iid) = name {
-            e.uint(E_NAME_IID, iid);
-        }
-        (p, te)
-    }
-
-    /// Whether an event on `uuid` must name its track. Events name their track unless it is
-    /// the sequence's default track (`TrackEventDefaults.track_uuid`, 2 bytes saved per
-    /// event); the default follows a track once it has had [`RETARGET_AFTER`] events in a
-    /// row, so an interrupt's few events do not cost a defaults packet each.
-    fn track_field(&mut self, uuid: u64) -> Option<u64> {
-        if uuid == self.default_track {
-            self.run = (uuid, 0);
-            return None;
-        }
-        self.run = match self.run {
-            (u, n) if u == uuid => (u, n + 1),
-            _ => (uuid, 1),
-        };
-        if self.run.1 < RETARGET_AFTER {
-            return Some(uuid);
-        }
-        self.default_track = uuid;
-        self.set_defaults();
-        None
-    }
-
-    /// Writes the sequence's packet defaults: the instruction-count clock and the default
-    /// track, if there is one yet (at the start there is none).
-    fn set_defaults(&mut self) {
-        let default_track = self.default_track;
-        let mut e = self.enc();
-        let p = e.open(1);
-        e.uint(P_SEQ_ID, SEQ);
-        let d = e.open(P_DEFAULTS);
-        e.uint(D_CLOCK_ID, ICOUNT_CLOCK as u64);
-        if default_track != 0 {
-            let t = e.open(D_TRACK_EVENT);
-            e.uint(E_TRACK, default_track);
-            e.close(t);
-        }
-        e.close(d);
-        e.close(p);
-    }
-
     /// Writes a packet interning a function's name and parameter names, and records its
     /// decoding plan.
     fn intern_function(&mut self, func: u32) {
@@ -705,17 +439,7 @@ impl<W: Write> TraceWriter<W> {
         let Some(f) = profile.function(func) else {
             return;
         };
-        self.event_iids += 1;
-        let iid = self.event_iids;
-        let mut e = self.enc();
-        let p = e.open(1);
-        e.uint(P_SEQ_ID, SEQ);
-        let idata = e.open(P_INTERNED);
-        let en = e.open(I_EVENT_NAMES);
-        e.uint(1, iid);
-        e.bytes(2, f.name().as_bytes());
-        e.close(en);
-        drop(e);
+        let (iid, interned) = self.seq.open_interned(f.name());
         let first = self.plan_params.len() as u32;
         for p in f.params() {
             let name_iid = self.typed_name(p.name(), p.class());
@@ -729,10 +453,7 @@ impl<W: Write> TraceWriter<W> {
         let len = self.plan_params.len() as u32 - first;
         let ret = kind(f.ret_class());
         let ret_iid = self.typed_name("return", f.ret_class()) as u32;
-        let mut e = self.enc();
-        e.close(idata);
-        e.close(p);
-        drop(e);
+        self.seq.close_interned(interned);
         self.plans[func as usize] = Plan {
             iid: iid as u32,
             first,
@@ -749,24 +470,9 @@ impl<W: Write> TraceWriter<W> {
     /// type, which was 9% of a real trace's bytes.
     fn typed_name(&mut self, name: &str, class: ClassRef<'_>) -> u64 {
         match class {
-            ClassRef::StructPtr(ty) => self.annotation_name(&format!("{name} ({ty} *)")),
-            _ => self.annotation_name(name),
+            ClassRef::StructPtr(ty) => self.seq.annotation_name(&format!("{name} ({ty} *)")),
+            _ => self.seq.annotation_name(name),
         }
-    }
-
-    /// The iid of an annotation name, interned into the open InternedData if new.
-    fn annotation_name(&mut self, name: &str) -> u64 {
-        if let Some(&iid) = self.names.get(name) {
-            return iid;
-        }
-        let iid = self.names.len() as u64 + 1;
-        self.names.insert(name.to_owned(), iid);
-        let mut e = self.enc();
-        let an = e.open(I_ANNOTATION_NAMES);
-        e.uint(1, iid);
-        e.bytes(2, name.as_bytes());
-        e.close(an);
-        iid
     }
 }
 

@@ -3,7 +3,7 @@
 //! prost builds a message tree per packet and reached about 3M events/s in the writer
 //! benchmark; writing the few fields of a TrackEvent straight into the output buffer is what
 //! lets the writer keep up with an emulator (see `examples/writer_bench.rs`). Every other
-//! packet is built with the prost types in [`crate::proto`].
+//! packet is built with the prost types in [`super::proto`].
 
 /// Wire types.
 pub const VARINT: u32 = 0;

@@ -1,0 +1,404 @@
+//! The Perfetto encoding, apart from what the trace says (tracks, threads, stacks: see
+//! [`crate::writer`]): field numbers, packets, the clock, interning and packet defaults of
+//! the one trusted packet sequence rrr writes.
+//!
+//! Timestamps are guest instruction counts on a sequence-scoped incremental clock (so most
+//! take one or two bytes), declared equal to BOOTTIME nanoseconds at the first event. Names
+//! are interned: event name iids are handed out in order of first use, annotation names on
+//! first use. Hot packets are written with [`encode::Enc`]; the rest with prost's
+//! [`proto`] types.
+
+pub(crate) mod encode;
+pub mod proto;
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use prost::Message;
+
+use encode::{tag, Enc, LEN, VARINT};
+
+/// Protobuf field numbers of the messages rrr writes by hand.
+pub(crate) mod fields {
+    // TracePacket.
+    pub const P_TIMESTAMP: u32 = 8;
+    pub const P_SEQ_ID: u32 = 10;
+    pub const P_TRACK_EVENT: u32 = 11;
+    pub const P_INTERNED: u32 = 12;
+    pub const P_CLOCK_ID: u32 = 58;
+    pub const P_DEFAULTS: u32 = 59;
+    // TracePacketDefaults.
+    pub const D_CLOCK_ID: u32 = 58;
+    pub const D_TRACK_EVENT: u32 = 11;
+    // TrackEvent.
+    pub const E_CATEGORY_IIDS: u32 = 3;
+    pub const E_ANNOTATION: u32 = 4;
+    pub const E_TYPE: u32 = 9;
+    pub const E_NAME_IID: u32 = 10;
+    pub const E_TRACK: u32 = 11;
+    pub const E_FLOW: u32 = 47;
+    pub const E_FLOW_END: u32 = 48;
+    // TrackEvent.Type.
+    pub const BEGIN: u64 = 1;
+    pub const END: u64 = 2;
+    pub const INSTANT: u64 = 3;
+    // InternedData.
+    pub const I_EVENT_NAMES: u32 = 2;
+    pub const I_ANNOTATION_NAMES: u32 = 3;
+    // DebugAnnotation.
+    pub const A_NAME_IID: u32 = 1;
+    pub const A_BOOL: u32 = 2;
+    pub const A_UINT: u32 = 3;
+    pub const A_INT: u32 = 4;
+    pub const A_STRING: u32 = 6;
+    pub const A_POINTER: u32 = 7;
+    pub const A_ARRAY: u32 = 12;
+}
+
+use fields::*;
+
+/// The sequence's id.
+const SEQ: u64 = 1;
+/// Sequence-scoped incremental clock carrying instruction counts.
+const ICOUNT_CLOCK: u32 = 64;
+const BOOTTIME: u32 = 6;
+/// Buffered bytes past which the writer flushes.
+const FLUSH_AT: usize = 1 << 20;
+/// Events in a row on one track after which it becomes the default track: a defaults
+/// packet costs about as much as the track field of 7 events.
+const RETARGET_AFTER: u32 = 8;
+
+/// Annotation name iid of return values (`return`).
+pub(crate) const IID_RETURN: u64 = 1;
+/// Interned category of user-space (stimulus) calls.
+pub(crate) const IID_USER: u64 = 1;
+
+/// An InternedData packet being written (see [`Sequence::open_interned`]).
+pub(crate) struct OpenInterned {
+    packet: usize,
+    data: usize,
+}
+
+/// The trace's one packet sequence, encoded into a buffer that the owner flushes.
+pub(crate) struct Sequence {
+    /// Encoded packets not yet written out.
+    pub buf: Vec<u8>,
+    started: bool,
+    last_ts: u64,
+    /// The sequence's default track uuid (0: none yet).
+    default_track: u64,
+    /// The track of the latest events not on the default track, and how many in a row.
+    run: (u64, u32),
+    /// Annotation names to iids.
+    names: HashMap<String, u64>,
+    /// Interned event names that are not functions.
+    extra_names: HashMap<&'static str, u64>,
+    /// Event name iids handed out.
+    event_iids: u64,
+}
+
+impl Sequence {
+    /// An empty sequence.
+    pub fn new() -> Self {
+        Sequence {
+            buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+            started: false,
+            last_ts: 0,
+            default_track: 0,
+            run: (0, 0),
+            names: HashMap::from([("return".to_owned(), IID_RETURN)]),
+            extra_names: HashMap::new(),
+            event_iids: 0,
+        }
+    }
+
+    /// Whether [`Sequence::start`] has run.
+    #[inline(always)]
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The latest event's time.
+    #[inline(always)]
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// Whether the buffer is due to be flushed.
+    #[inline(always)]
+    pub fn full(&self) -> bool {
+        self.buf.len() >= FLUSH_AT
+    }
+
+    /// Writes the buffered packets to `out`; returns how many bytes.
+    pub fn flush(&mut self, out: &mut impl Write) -> std::io::Result<u64> {
+        let n = self.buf.len() as u64;
+        if n > 0 {
+            out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        out.flush()?;
+        Ok(n)
+    }
+
+    /// Starts the sequence at `ts`: the clock snapshot that ties instruction counts to
+    /// BOOTTIME, the interned names every trace has, and the packet defaults.
+    pub fn start(&mut self, ts: u64) {
+        self.started = true;
+        self.last_ts = ts;
+        let clock = |clock_id, is_incremental| proto::clock_snapshot::Clock {
+            clock_id: Some(clock_id),
+            timestamp: Some(ts),
+            is_incremental: Some(is_incremental),
+            unit_multiplier_ns: None,
+        };
+        self.packet(proto::TracePacket {
+            timestamp: Some(ts),
+            timestamp_clock_id: Some(BOOTTIME),
+            sequence_flags: Some(
+                proto::trace_packet::SequenceFlags::SeqIncrementalStateCleared as u32,
+            ),
+            first_packet_on_sequence: Some(true),
+            data: Some(proto::trace_packet::Data::ClockSnapshot(
+                proto::ClockSnapshot {
+                    clocks: vec![clock(BOOTTIME, false), clock(ICOUNT_CLOCK, true)],
+                    primary_trace_clock: Some(proto::BuiltinClock::Boottime as i32),
+                },
+            )),
+            interned_data: Some(proto::InternedData {
+                debug_annotation_names: vec![proto::DebugAnnotationName {
+                    iid: Some(IID_RETURN),
+                    name: Some("return".into()),
+                }],
+                event_categories: vec![proto::EventCategory {
+                    iid: Some(IID_USER),
+                    name: Some("user".into()),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self.set_defaults();
+    }
+
+    /// Appends a packet built with prost, on this sequence.
+    pub fn packet(&mut self, mut p: proto::TracePacket) {
+        p.optional_trusted_packet_sequence_id = Some(
+            proto::trace_packet::OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(
+                SEQ as u32,
+            ),
+        );
+        let body = p.encode_to_vec();
+        self.enc().bytes(1, &body);
+    }
+
+    /// An encoder appending to the buffer.
+    #[inline(always)]
+    pub fn enc(&mut self) -> Enc<'_> {
+        Enc::new(&mut self.buf)
+    }
+
+    /// Opens the packet of an event of type `ty` on track `uuid`, named by interned `name`,
+    /// at `ts` on the incremental instruction-count clock, and its TrackEvent; the caller
+    /// adds the event's fields and closes both at the returned positions (packet, event).
+    #[inline(always)]
+    pub fn open_event(&mut self, ts: u64, uuid: u64, ty: u64, name: Option<u64>) -> (usize, usize) {
+        let track = self.track_field(uuid);
+        let delta = ts - self.last_ts;
+        self.last_ts = ts;
+        let mut e = self.enc();
+        let p = e.open(1);
+        e.varints([
+            tag(P_TIMESTAMP, VARINT),
+            delta,
+            tag(P_SEQ_ID, VARINT),
+            SEQ,
+            tag(P_TRACK_EVENT, LEN),
+            0,
+            tag(E_TYPE, VARINT),
+            ty,
+        ]);
+        // The event's length is the byte before its type field (two one-byte varints).
+        let te = e.position() - 3;
+        if let Some(uuid) = track {
+            e.uint(E_TRACK, uuid);
+        }
+        if let Some(iid) = name {
+            e.uint(E_NAME_IID, iid);
+        }
+        (p, te)
+    }
+
+    /// A slice begin at absolute time `ts` (on BOOTTIME: before the incremental clock's
+    /// current value), on track `uuid`, named by interned `iid`.
+    pub fn begin_at(&mut self, ts: u64, uuid: u64, iid: u64) {
+        let mut e = self.enc();
+        let p = e.open(1);
+        e.uint(P_TIMESTAMP, ts);
+        e.uint(P_CLOCK_ID, BOOTTIME as u64);
+        e.uint(P_SEQ_ID, SEQ);
+        let te = e.open(P_TRACK_EVENT);
+        e.uint(E_TYPE, BEGIN);
+        e.uint(E_TRACK, uuid);
+        e.uint(E_NAME_IID, iid);
+        e.close_pair(te, p);
+    }
+
+    /// Whether an event on `uuid` must name its track. Events name their track unless it is
+    /// the sequence's default track (`TrackEventDefaults.track_uuid`, 2 bytes saved per
+    /// event); the default follows a track once it has had [`RETARGET_AFTER`] events in a
+    /// row, so an interrupt's few events do not cost a defaults packet each.
+    #[inline(always)]
+    fn track_field(&mut self, uuid: u64) -> Option<u64> {
+        if uuid == self.default_track {
+            self.run = (uuid, 0);
+            return None;
+        }
+        self.run = match self.run {
+            (u, n) if u == uuid => (u, n + 1),
+            _ => (uuid, 1),
+        };
+        if self.run.1 < RETARGET_AFTER {
+            return Some(uuid);
+        }
+        self.default_track = uuid;
+        self.set_defaults();
+        None
+    }
+
+    /// Writes the sequence's packet defaults: the instruction-count clock and the default
+    /// track, if there is one yet (at the start there is none).
+    fn set_defaults(&mut self) {
+        let default_track = self.default_track;
+        let mut e = self.enc();
+        let p = e.open(1);
+        e.uint(P_SEQ_ID, SEQ);
+        let d = e.open(P_DEFAULTS);
+        e.uint(D_CLOCK_ID, ICOUNT_CLOCK as u64);
+        if default_track != 0 {
+            let t = e.open(D_TRACK_EVENT);
+            e.uint(E_TRACK, default_track);
+            e.close(t);
+        }
+        e.close(d);
+        e.close(p);
+    }
+
+    /// A track descriptor: a plain track named `name`, or the track of thread `(pid, tid)`.
+    pub fn describe_track(&mut self, uuid: u64, name: String, thread: Option<(i32, i64)>) {
+        let desc = match thread {
+            None => proto::TrackDescriptor {
+                uuid: Some(uuid),
+                static_or_dynamic_name: Some(proto::track_descriptor::StaticOrDynamicName::Name(
+                    name,
+                )),
+                ..Default::default()
+            },
+            Some((pid, tid)) => proto::TrackDescriptor {
+                uuid: Some(uuid),
+                thread: Some(proto::ThreadDescriptor {
+                    pid: Some(pid),
+                    tid: Some(tid),
+                    thread_name: Some(name),
+                }),
+                ..Default::default()
+            },
+        };
+        self.packet(proto::TracePacket {
+            data: Some(proto::trace_packet::Data::TrackDescriptor(desc)),
+            ..Default::default()
+        });
+    }
+
+    /// A process track descriptor.
+    pub fn describe_process(&mut self, uuid: u64, pid: i32, name: String) {
+        self.packet(proto::TracePacket {
+            data: Some(proto::trace_packet::Data::TrackDescriptor(
+                proto::TrackDescriptor {
+                    uuid: Some(uuid),
+                    process: Some(proto::ProcessDescriptor {
+                        pid: Some(pid),
+                        cmdline: vec![],
+                        process_name: Some(name),
+                    }),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        });
+    }
+
+    /// The interned event name iid of `name` (not a function's: those are interned with
+    /// [`Sequence::open_interned`]), interned on first use.
+    pub fn event_name(&mut self, name: &'static str) -> u64 {
+        if let Some(&iid) = self.extra_names.get(name) {
+            return iid;
+        }
+        self.event_iids += 1;
+        let iid = self.event_iids;
+        self.extra_names.insert(name, iid);
+        let interned = proto::InternedData {
+            event_names: vec![proto::EventName {
+                iid: Some(iid),
+                name: Some(name.into()),
+            }],
+            ..Default::default()
+        };
+        self.packet(proto::TracePacket {
+            interned_data: Some(interned),
+            ..Default::default()
+        });
+        iid
+    }
+
+    /// Opens an InternedData packet that gives `name` the next event name iid (returned);
+    /// [`Sequence::annotation_name`] may add to it before [`Sequence::close_interned`].
+    pub fn open_interned(&mut self, name: &str) -> (u64, OpenInterned) {
+        self.event_iids += 1;
+        let iid = self.event_iids;
+        let mut e = self.enc();
+        let packet = e.open(1);
+        e.uint(P_SEQ_ID, SEQ);
+        let data = e.open(P_INTERNED);
+        let en = e.open(I_EVENT_NAMES);
+        e.uint(1, iid);
+        e.bytes(2, name.as_bytes());
+        e.close(en);
+        (iid, OpenInterned { packet, data })
+    }
+
+    /// Closes what [`Sequence::open_interned`] opened.
+    pub fn close_interned(&mut self, open: OpenInterned) {
+        let mut e = self.enc();
+        e.close(open.data);
+        e.close(open.packet);
+    }
+
+    /// The iid of an annotation name, interned into the open InternedData if new.
+    pub fn annotation_name(&mut self, name: &str) -> u64 {
+        if let Some(&iid) = self.names.get(name) {
+            return iid;
+        }
+        let iid = self.names.len() as u64 + 1;
+        self.names.insert(name.to_owned(), iid);
+        let mut e = self.enc();
+        let an = e.open(I_ANNOTATION_NAMES);
+        e.uint(1, iid);
+        e.bytes(2, name.as_bytes());
+        e.close(an);
+        iid
+    }
+
+    /// The trace's stats: `lost` packets (events dropped under back-pressure).
+    pub fn packet_loss(&mut self, lost: u64) {
+        let stats = proto::TraceStats {
+            buffer_stats: vec![proto::trace_stats::BufferStats {
+                trace_writer_packet_loss: Some(lost),
+            }],
+        };
+        self.packet(proto::TracePacket {
+            data: Some(proto::trace_packet::Data::TraceStats(stats)),
+            ..Default::default()
+        });
+    }
+}
