@@ -22,44 +22,6 @@ const RECIPE: &str = "kernel-recipe-2";
 /// The kernel source `scripts/setup` installs.
 pub const DISTRO_SOURCE: &str = "/usr/src/linux-source-6.1.tar.xz";
 
-/// Arguments of `rrr kernel`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct KernelArgs {
-    /// Kernel source: a tree or a .tar.xz/.tar.gz tarball.
-    #[arg(long, default_value = DISTRO_SOURCE)]
-    pub src: PathBuf,
-    /// Kernel source from git instead: this repository, at --commit (fetched shallow into a
-    /// cached repository shared by all kernels).
-    #[arg(long, requires = "commit")]
-    pub git: Option<String>,
-    /// The commit to build from --git.
-    #[arg(long, requires = "git")]
-    pub commit: Option<String>,
-    /// Base .config (default: `make tinyconfig` plus rrr's fragment).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The crash report the kernel is built for: sanitizers and debug options it does not
-    /// involve are switched off.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// The crash's title (default: read from the report).
-    #[arg(long)]
-    pub title: Option<String>,
-    /// Build with this compiler instead of the one the config names (gcc or clang).
-    #[arg(long)]
-    pub cc: Option<CcChoice>,
-    /// Print each config change and why, then stop.
-    #[arg(long)]
-    pub explain: bool,
-    /// Extra config fragments merged last: files, or a fragment shipped with rrr by name
-    /// (`crash-test`: LKDTM and generic KASAN, a kernel that crashes on demand).
-    #[arg(long = "fragment")]
-    pub fragments: Vec<PathBuf>,
-    /// Parallel make jobs (default: number of cores).
-    #[arg(short, long)]
-    pub jobs: Option<usize>,
-}
-
 /// A compiler to build the kernel with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CcChoice {
@@ -69,10 +31,35 @@ pub enum CcChoice {
     Clang,
 }
 
-impl KernelArgs {
-    /// The default kernel: the distro's source, tinyconfig, no crash.
+/// What kernel to build: its source, config and compiler.
+#[derive(Clone, Debug)]
+pub struct KernelSpec {
+    /// Kernel source: a tree or a .tar.xz/.tar.gz tarball (unless `git` is given).
+    pub src: PathBuf,
+    /// Kernel source from this git repository instead, at `commit` (fetched shallow into a
+    /// cached repository shared by all kernels).
+    pub git: Option<String>,
+    /// The commit to build from `git`.
+    pub commit: Option<String>,
+    /// Base .config (default: `make tinyconfig` plus rrr's fragment).
+    pub config: Option<PathBuf>,
+    /// The crash report the kernel is built for: sanitizers and debug options it does not
+    /// involve are switched off.
+    pub report: Option<PathBuf>,
+    /// The crash's title (default: read from the report).
+    pub title: Option<String>,
+    /// Build with this compiler instead of the one the config names.
+    pub cc: Option<CcChoice>,
+    /// Extra config fragments merged last: files, or a fragment shipped with rrr by name.
+    pub fragments: Vec<PathBuf>,
+    /// Parallel make jobs (default: number of cores).
+    pub jobs: Option<usize>,
+}
+
+impl KernelSpec {
+    /// The default kernel: `src` (the distro's source), tinyconfig, no crash.
     pub fn tiny(src: PathBuf) -> Self {
-        KernelArgs {
+        KernelSpec {
             src,
             git: None,
             commit: None,
@@ -82,7 +69,6 @@ impl KernelArgs {
             cc: None,
             fragments: vec![],
             jobs: None,
-            explain: false,
         }
     }
 }
@@ -158,7 +144,7 @@ fn fragment_text(f: &Path) -> anyhow::Result<String> {
     }
 }
 
-fn plan(args: &KernelArgs) -> anyhow::Result<Plan> {
+fn plan(args: &KernelSpec) -> anyhow::Result<Plan> {
     let base = match &args.config {
         Some(c) => std::fs::read_to_string(c)
             .with_context(|| format!("reading the kernel config {}", c.display()))?,
@@ -236,7 +222,7 @@ enum Source<'a> {
     Tree(&'a Path),
 }
 
-fn source(args: &KernelArgs) -> anyhow::Result<Source<'_>> {
+fn source(args: &KernelSpec) -> anyhow::Result<Source<'_>> {
     Ok(match (&args.git, &args.commit) {
         (Some(url), Some(commit)) => Source::Git { url, commit },
         _ if args.src.is_file() => Source::Tarball(&args.src),
@@ -246,7 +232,7 @@ fn source(args: &KernelArgs) -> anyhow::Result<Source<'_>> {
 }
 
 /// The cache key: source identity, configs, reduction, compiler, recipe.
-fn key(args: &KernelArgs, source: &Source, plan: &Plan) -> anyhow::Result<String> {
+fn key(args: &KernelSpec, source: &Source, plan: &Plan) -> anyhow::Result<String> {
     let mut k = Key::default();
     k.add("recipe", RECIPE.as_bytes())
         .add("base", plan.base.as_bytes())
@@ -290,22 +276,25 @@ fn key(args: &KernelArgs, source: &Source, plan: &Plan) -> anyhow::Result<String
     Ok(k.hex())
 }
 
-/// Prints the plan's config changes, and what the crash keeps.
-fn explain(plan: &Plan) {
-    println!("# compiler: {}", plan.cc_version);
+/// The config changes `spec`'s build would make and why, and what the crash keeps: one line
+/// each.
+pub fn explain(spec: &KernelSpec) -> anyhow::Result<String> {
+    let plan = plan(spec)?;
+    let mut out = format!("# compiler: {}\n", plan.cc_version);
     if plan.changes.is_empty() {
-        println!("# the config needs no change");
+        out.push_str("# the config needs no change\n");
     }
     for c in &plan.changes {
-        println!("{c}");
+        out.push_str(&format!("{c}\n"));
     }
     for k in &plan.kept {
-        println!("{k}");
+        out.push_str(&format!("{k}\n"));
     }
+    Ok(out)
 }
 
 /// Builds (or finds in the cache) the kernel.
-pub fn build(args: &KernelArgs) -> anyhow::Result<Kernel> {
+pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
     let plan = plan(args)?;
     let source = source(args)?;
     let key = key(args, &source, &plan)?;
@@ -493,23 +482,6 @@ fn run_make(cmd: &mut Command) -> anyhow::Result<()> {
             errs.join("\n")
         );
     }
-    Ok(())
-}
-
-/// Runs `rrr kernel`.
-pub fn run(args: KernelArgs) -> anyhow::Result<()> {
-    if args.explain {
-        explain(&plan(&args)?);
-        return Ok(());
-    }
-    let k = build(&args)?;
-    println!("{}", k.dir.display());
-    eprintln!(
-        "rrr: kernel ready:\n  vmlinux  {}\n  bzImage  {}\n  profile  {}",
-        k.vmlinux().display(),
-        k.bzimage().display(),
-        k.profile().display()
-    );
     Ok(())
 }
 

@@ -29,6 +29,10 @@ pub fn monitor_path() -> PathBuf {
     std::env::temp_dir().join(format!("rrr-monitor-{}-{n}.sock", std::process::id()))
 }
 
+/// The emulator closed its console: it exited.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Exited;
+
 /// A running QEMU: serial lines arrive on a channel (and in a log file), the monitor is a unix
 /// socket.
 pub struct Vm {
@@ -101,13 +105,13 @@ impl Vm {
     }
 
     /// The next serial line, waiting until `deadline`. `Ok(None)`: the deadline passed;
-    /// `Err`: QEMU closed the console (it exited).
-    pub fn next_line(&mut self, deadline: Instant) -> Result<Option<String>, ()> {
+    /// `Err`: the emulator closed the console (it exited).
+    pub fn next_line(&mut self, deadline: Instant) -> Result<Option<String>, Exited> {
         let wait = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(wait) {
             Ok(line) => Ok(Some(line)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(()),
+            Err(RecvTimeoutError::Disconnected) => Err(Exited),
         }
     }
 

@@ -29,26 +29,6 @@ const CRASH_MARKERS: &[&str] = &[
 /// How long the rest of a crash report gets to reach the console before recording stops.
 const REPORT_GRACE: Duration = Duration::from_secs(3);
 
-/// Arguments of `rrr record`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct RecordArgs {
-    /// The kernel's cache directory (what `rrr kernel` prints).
-    #[arg(long)]
-    pub kernel: PathBuf,
-    /// The static stimulus binary (`rrr stimulus` builds it); its rootfs is built if needed.
-    #[arg(long)]
-    pub stimulus: PathBuf,
-    /// The recording directory to create.
-    #[arg(short, long, default_value = "rrr-recording")]
-    pub output: PathBuf,
-    /// Stop recording after this many seconds of guest run.
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
-    /// The emulator that records (and later replays) it.
-    #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
-    pub engine: Engine,
-}
-
 /// The qcow2 with the machine booted to the ready marker (snapshot [`machine::READY_SNAPSHOT`]),
 /// cached per kernel, disk and emulator build (`emulator` identifies it).
 pub fn ready_disk(
@@ -80,7 +60,7 @@ pub fn ready_disk(
             match vm.next_line(deadline) {
                 Ok(Some(l)) if l.trim() == rootfs::READY => break,
                 Ok(Some(l)) => bar.set_message(format!("booting: {}", l.trim())),
-                Ok(None) | Err(()) => {
+                Ok(None) | Err(machine::Exited) => {
                     let (_, stderr) = vm.quit()?;
                     let log = std::fs::read_to_string(dir.join("boot.log")).unwrap_or_default();
                     bail!(
@@ -180,7 +160,7 @@ pub fn record(
                 }
             }
             Ok(None) => break false,
-            Err(()) => break true,
+            Err(machine::Exited) => break true,
         }
     };
     let (status, stderr) = if exited {
@@ -206,33 +186,4 @@ pub fn record(
     rec.write_manifest()?;
     rec.dir = stage.commit()?;
     Ok(rec)
-}
-
-/// Runs `rrr record`.
-pub fn run(args: RecordArgs) -> anyhow::Result<()> {
-    let kernel = Kernel {
-        dir: args.kernel.clone(),
-    };
-    if !kernel.bzimage().is_file() {
-        bail!(
-            "{} has no bzImage: pass the directory `rrr kernel` prints",
-            args.kernel.display()
-        );
-    }
-    let rootfs = rootfs::build(&args.stimulus)?;
-    let rec = record(
-        args.engine,
-        &kernel,
-        &args.stimulus,
-        &rootfs,
-        &args.output,
-        Duration::from_secs(args.timeout),
-    )?;
-    println!("{}", rec.dir.display());
-    eprintln!(
-        "rrr: recorded ({}); serial log: {}",
-        rec.outcome,
-        rec.serial_log().display()
-    );
-    Ok(())
 }

@@ -20,14 +20,6 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Bumped when the image recipe changes.
 const RECIPE: &str = "rootfs-recipe-1";
 
-/// Arguments of `rrr rootfs`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct RootfsArgs {
-    /// The static stimulus binary (`rrr stimulus` builds it).
-    #[arg(long)]
-    pub stimulus: PathBuf,
-}
-
 /// True if the ELF file at `path` has no program interpreter (is statically linked).
 fn is_static_elf(path: &Path) -> anyhow::Result<bool> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -113,11 +105,5 @@ fn write_executable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, bytes)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-/// Runs `rrr rootfs`.
-pub fn run(args: RootfsArgs) -> anyhow::Result<()> {
-    println!("{}", build(&args.stimulus)?.display());
     Ok(())
 }

@@ -1,113 +1,103 @@
-//! `rrr run`: the whole chain for one stimulus or one syzbot bug: kernel, stimulus, rootfs,
+//! The whole chain (`rrr run`) for one stimulus or one syzbot bug: kernel, stimulus, rootfs,
 //! snapshot, recording (each cached), then a traced replay.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cache::{self, Key};
 use crate::engine::Engine;
-use crate::kernel::{self, KernelArgs};
+use crate::kernel::{self, KernelSpec};
 use crate::record;
 use crate::recording::Recording;
+use crate::trace::Traced;
 use crate::{machine, rootfs, stimulus, syzbot, syzkaller, trace};
 
-/// Arguments of `rrr run`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct RunArgs {
-    /// The reproducer's C source.
-    #[arg(long, required_unless_present = "syzbot", conflicts_with = "syzbot")]
-    pub stimulus: Option<PathBuf>,
-    /// A syzbot bug (extid, id or URL) instead: its kernel commit and config (reduced for the
-    /// crash) and its C reproducer.
-    #[arg(long)]
-    pub syzbot: Option<String>,
-    /// With --syzbot: this crash of the bug instead of the newest with a C reproducer.
-    #[arg(long, requires = "syzbot")]
-    pub crash: Option<usize>,
-    /// With --syzbot: the dashboard to ask.
-    #[arg(long, env = "RRR_SYZBOT_URL", default_value = syzbot::DEFAULT_URL)]
-    pub syzbot_url: String,
-    /// Kernel source tree or tarball (default: the distro's linux-source tarball).
-    #[arg(long, default_value = kernel::DISTRO_SOURCE)]
-    pub kernel_src: PathBuf,
-    /// Base kernel .config (default: tinyconfig plus rrr's fragment).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Extra kernel config fragments merged last: files, or rrr's by name (`crash-test`).
-    #[arg(long = "fragment")]
-    pub fragments: Vec<PathBuf>,
-    /// The trace to write.
-    #[arg(short, long, default_value = "trace.pftrace")]
-    pub output: PathBuf,
-    /// Stop recording after this many seconds.
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
-    /// Record again even if a recording of these inputs is cached.
-    #[arg(long)]
-    pub rerecord: bool,
-    /// The emulator that records and replays.
-    #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
-    pub engine: Engine,
+/// Where the reproducer comes from.
+#[derive(Clone, Debug)]
+pub enum StimulusSource {
+    /// A C file, run on `kernel` (a kernel spec whose source and config the caller chose).
+    File {
+        /// The reproducer's C source.
+        path: PathBuf,
+        /// The kernel to run it on.
+        kernel: KernelSpec,
+    },
+    /// A syzbot bug: its kernel commit and config (reduced for its crash), its reproducer.
+    Syzbot {
+        /// Which bug and crash, and where to ask.
+        bug: syzbot::BugSpec,
+        /// The kernel spec to start from (its source tree for the distro fallback, extra
+        /// fragments); the bug's commit, config and report replace the rest.
+        kernel: KernelSpec,
+    },
 }
 
-/// Runs `rrr run`.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (kernel_args, source) = match &args.syzbot {
-        Some(bug) => syzbot_inputs(&args, bug)?,
-        None => (
-            KernelArgs {
-                config: args.config.clone(),
-                fragments: args.fragments.clone(),
-                ..KernelArgs::tiny(args.kernel_src.clone())
-            },
-            args.stimulus
-                .clone()
-                .expect("clap requires --stimulus without --syzbot"),
-        ),
+/// Everything `rrr run` does, as plain values.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The reproducer and its kernel.
+    pub source: StimulusSource,
+    /// The emulator that records and replays.
+    pub engine: Engine,
+    /// Stop recording after this long.
+    pub timeout: Duration,
+    /// Record again even if a recording of these inputs is cached.
+    pub rerecord: bool,
+    /// The trace to write.
+    pub output: PathBuf,
+}
+
+/// Builds, records (or finds the cached recording) and traces; returns the recording and
+/// what the trace holds.
+pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
+    let (kernel_spec, source) = match &spec.source {
+        StimulusSource::File { path, kernel } => (kernel.clone(), path.clone()),
+        StimulusSource::Syzbot { bug, kernel } => syzbot_inputs(bug, kernel)?,
     };
     // The stimulus first: a reproducer that does not compile fails in seconds, not after a
     // kernel build.
     let stim = stimulus::build(&source)?;
-    let kernel = kernel::build(&kernel_args)?;
+    let kernel = kernel::build(&kernel_spec)?;
     let disk = rootfs::build(&stim)?;
+    let rec = cached_recording(spec, &kernel, &stim, &disk)?;
+    eprintln!("rrr: recording {} ({})", rec.dir.display(), rec.outcome);
+    let t = trace::replay(&rec, Some(&spec.output), Duration::from_secs(3600))?;
+    Ok((rec, t))
+}
+
+/// The recording of `stim` (in `disk`) on `kernel`, from the cache unless `spec.rerecord`.
+fn cached_recording(
+    spec: &RunSpec,
+    kernel: &kernel::Kernel,
+    stim: &Path,
+    disk: &Path,
+) -> anyhow::Result<Recording> {
     let mut key = Key::default();
     // A recording replays only on the emulator build that made it.
-    let emulator = args.engine.emulator().require()?;
+    let emulator = spec.engine.emulator().require()?;
     key.add("kernel", kernel.dir.to_string_lossy().as_bytes());
-    args.engine
+    spec.engine
         .add_to_key(&mut key, &emulator)
         // The machine it ran on (a recording replays only on the same devices).
         .add("machine", machine::RECIPE.as_bytes())
-        .add("cmdline", args.engine.cmdline().as_bytes())
-        .add("timeout", &args.timeout.to_le_bytes())
-        .add_file("rootfs", &disk)?;
+        .add("cmdline", spec.engine.cmdline().as_bytes())
+        .add("timeout", &spec.timeout.as_secs().to_le_bytes())
+        .add_file("rootfs", disk)?;
     let dir = cache::root()?.join("recordings").join(key.hex());
     let _lock = cache::lock(&dir)?;
-    let rec = match Recording::open(&dir) {
-        Ok(rec) if !args.rerecord => rec,
-        _ => record::record(
-            args.engine,
-            &kernel,
-            &stim,
-            &disk,
-            &dir,
-            Duration::from_secs(args.timeout),
-        )?,
-    };
-    eprintln!("rrr: recording {} ({})", rec.dir.display(), rec.outcome);
-    let t = trace::replay(&rec, Some(&args.output), Duration::from_secs(3600))?;
-    trace::report(&args.output, &t);
-    Ok(())
+    match Recording::open(&dir) {
+        Ok(rec) if !spec.rerecord => Ok(rec),
+        _ => record::record(spec.engine, kernel, stim, disk, &dir, spec.timeout),
+    }
 }
 
 /// The kernel (the bug's commit, its config reduced for its crash) and the C reproducer of a
 /// syzbot bug (written from its syz reproducer when it has no C one).
-fn syzbot_inputs(args: &RunArgs, bug: &str) -> anyhow::Result<(KernelArgs, PathBuf)> {
-    let f = syzbot::fetch(&syzbot::BugArgs {
-        bug: bug.to_owned(),
-        crash: args.crash,
-        syzbot_url: args.syzbot_url.clone(),
-    })?;
+fn syzbot_inputs(
+    bug: &syzbot::BugSpec,
+    base: &KernelSpec,
+) -> anyhow::Result<(KernelSpec, PathBuf)> {
+    let f = syzbot::fetch(bug)?;
     let crash = f.crash();
     eprintln!("rrr: {} (crash #{}: {})", f.bug.title, f.index, crash.title);
     if let Some(arch) = crash.architecture.as_deref().filter(|a| *a != "amd64") {
@@ -127,14 +117,13 @@ fn syzbot_inputs(args: &RunArgs, bug: &str) -> anyhow::Result<(KernelArgs, PathB
     let (Some(link), Some(commit)) = (&crash.kernel_source_git, &crash.kernel_source_commit) else {
         anyhow::bail!("syzbot gives no kernel tree and commit for this crash");
     };
-    let kernel = KernelArgs {
+    let kernel = KernelSpec {
         git: Some(syzbot::clone_url(link)?),
         commit: Some(commit.clone()),
         config: Some(f.config()),
         report: f.report(),
         title: Some(crash.title.clone()),
-        fragments: args.fragments.clone(),
-        ..KernelArgs::tiny(args.kernel_src.clone())
+        ..base.clone()
     };
     Ok((kernel, repro))
 }

@@ -12,23 +12,6 @@ use tiny_http::{Header, Method, Response, Server};
 /// The only origin allowed to read the trace.
 pub const UI_ORIGIN: &str = "https://ui.perfetto.dev";
 
-/// Arguments of `rrr serve`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct ServeArgs {
-    /// The trace to serve.
-    pub trace: PathBuf,
-    /// Port on 127.0.0.1 (the Perfetto UI allows 9001 without asking).
-    #[arg(long, default_value_t = 9001)]
-    pub port: u16,
-    /// Open the UI in the browser (xdg-open).
-    #[arg(long)]
-    pub open: bool,
-    /// Run `trace_processor_shell` as an RPC server instead, for traces too big for the
-    /// browser's memory (it must be on PATH).
-    #[arg(long)]
-    pub rpc: bool,
-}
-
 /// The URL that makes ui.perfetto.dev fetch `name` from the server on `port`.
 pub fn ui_url(port: u16, name: &str) -> String {
     format!("{UI_ORIGIN}/#!/?url=http://127.0.0.1:{port}/{name}")
@@ -136,7 +119,8 @@ fn urlencoding(name: &str) -> String {
         .collect()
 }
 
-fn open_in_browser(url: &str) {
+/// Opens `url` in the user's browser (xdg-open), or says to open it by hand.
+pub fn open_in_browser(url: &str) {
     match Command::new("xdg-open").arg(url).status() {
         Ok(s) if s.success() => {}
         Ok(s) => eprintln!("rrr: xdg-open exited with {s}; open the URL above by hand"),
@@ -144,8 +128,9 @@ fn open_in_browser(url: &str) {
     }
 }
 
-/// Runs `trace_processor_shell` (or `trace_processor`) as the UI's RPC backend.
-fn serve_rpc(args: &ServeArgs) -> anyhow::Result<()> {
+/// Runs `trace_processor_shell` (or `trace_processor`) as the UI's RPC backend for `trace`
+/// on `port`, until it exits; with `open`, opens the UI.
+pub fn serve_rpc(trace: &Path, port: u16, open: bool) -> anyhow::Result<()> {
     let shell = ["trace_processor_shell", "trace_processor"]
         .into_iter()
         .find(|tool| crate::tools::on_path(tool))
@@ -154,46 +139,26 @@ fn serve_rpc(args: &ServeArgs) -> anyhow::Result<()> {
              `curl -LO https://get.perfetto.dev/trace_processor && chmod +x trace_processor`, \
              or serve the file without --rpc",
         )?;
-    if !args.trace.is_file() {
-        bail!("{}: no such trace", args.trace.display());
+    if !trace.is_file() {
+        bail!("{}: no such trace", trace.display());
     }
     let url = format!("{UI_ORIGIN}/");
     eprintln!(
         "rrr: {shell} serves {} on 127.0.0.1:{}; open {url} and choose \"Use loaded trace\"",
-        args.trace.display(),
-        args.port
+        trace.display(),
+        port
     );
-    if args.open {
+    if open {
         open_in_browser(&url);
     }
     let status = Command::new(shell)
         .args(["--httpd", "--http-port"])
-        .arg(args.port.to_string())
-        .arg(&args.trace)
+        .arg(port.to_string())
+        .arg(trace)
         .status()
         .with_context(|| format!("running {shell}"))?;
     if !status.success() {
         bail!("{shell} exited with {status}");
     }
-    Ok(())
-}
-
-/// Runs `rrr serve`.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if args.rpc {
-        return serve_rpc(&args);
-    }
-    let server = TraceServer::bind(&args.trace, args.port)?;
-    let url = server.url();
-    println!("{url}");
-    eprintln!(
-        "rrr: serving {} on http://127.0.0.1:{} (only to {UI_ORIGIN}); Ctrl-C stops",
-        args.trace.display(),
-        server.port()
-    );
-    if args.open {
-        open_in_browser(&url);
-    }
-    server.serve_forever();
     Ok(())
 }

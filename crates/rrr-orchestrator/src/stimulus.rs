@@ -13,16 +13,6 @@ pub const TEXT_BASE: &str = "0x10000000";
 /// Bumped when the compile recipe changes.
 const RECIPE: &str = "stimulus-recipe-1";
 
-/// Arguments of `rrr stimulus`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct StimulusArgs {
-    /// The reproducer's C source.
-    pub source: PathBuf,
-    /// Also copy the binary here.
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-}
-
 /// The compiler flags (besides the output).
 fn flags() -> Vec<String> {
     [
@@ -69,15 +59,5 @@ fn compile(source: &Path, dir: &Path) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim_end()
         );
     }
-    Ok(())
-}
-
-/// Runs `rrr stimulus`.
-pub fn run(args: StimulusArgs) -> anyhow::Result<()> {
-    let bin = build(&args.source)?;
-    if let Some(out) = &args.output {
-        std::fs::copy(&bin, out).with_context(|| format!("writing {}", out.display()))?;
-    }
-    println!("{}", args.output.as_ref().unwrap_or(&bin).display());
     Ok(())
 }

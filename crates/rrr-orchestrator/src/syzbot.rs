@@ -17,25 +17,16 @@ use crate::cache::{self, Key, Staging};
 pub const DEFAULT_URL: &str = "https://syzkaller.appspot.com";
 
 /// Which syzbot bug, and where to ask.
-#[derive(clap::Args, Clone, Debug)]
-pub struct BugArgs {
+#[derive(Clone, Debug)]
+pub struct BugSpec {
     /// The bug: its extid (`c6d438f2d77f96cae7c2`, from the `extid=` of its URL, or of the
     /// `syzbot+<extid>@` reporter address), its 40-digit id, or its URL.
     pub bug: String,
-    /// Use this crash of the bug (index in syzbot's list) instead of the newest one with a C
+    /// This crash of the bug (index in syzbot's list) instead of the newest one with a C
     /// reproducer.
-    #[arg(long)]
     pub crash: Option<usize>,
     /// The syzbot dashboard to ask (a mirror, or a local server in tests).
-    #[arg(long, env = "RRR_SYZBOT_URL", default_value = DEFAULT_URL)]
     pub syzbot_url: String,
-}
-
-/// Arguments of `rrr syzbot`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct SyzbotArgs {
-    #[command(flatten)]
-    pub bug: BugArgs,
 }
 
 /// A bug, as syzbot's JSON API describes it.
@@ -223,7 +214,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The bug: fresh from syzbot (then cached), or the cached copy when syzbot is unreachable.
-fn bug(args: &BugArgs, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result<Bug> {
+fn bug(args: &BugSpec, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result<Bug> {
     let base = args.syzbot_url.trim_end_matches('/');
     let url = format!("{base}/bug?{}&json=1", bug.query());
     let cached = cache::root()?
@@ -300,7 +291,7 @@ pub fn choose_crash(bug: &Bug, wanted: Option<usize>) -> anyhow::Result<usize> {
 }
 
 /// Fetches the bug, chooses its crash and downloads the crash's files (once).
-pub fn fetch(args: &BugArgs) -> anyhow::Result<Fetched> {
+pub fn fetch(args: &BugSpec) -> anyhow::Result<Fetched> {
     let bug_ref = BugRef::parse(&args.bug)?;
     let agent = agent();
     let bug = bug(args, &bug_ref, &agent)?;
@@ -381,8 +372,8 @@ pub fn clone_url(link: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// Prints what was fetched.
-fn summary(f: &Fetched) -> String {
+/// What was fetched, in a few lines for the user.
+pub fn summary(f: &Fetched) -> String {
     let c = f.crash();
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let file = |p: Option<PathBuf>| p.map_or("-".into(), |p| p.display().to_string());
@@ -402,14 +393,6 @@ fn summary(f: &Fetched) -> String {
         file(f.repro_syz()),
         file(f.report()),
     )
-}
-
-/// Runs `rrr syzbot`.
-pub fn run(args: SyzbotArgs) -> anyhow::Result<()> {
-    let f = fetch(&args.bug)?;
-    eprintln!("{}", summary(&f));
-    println!("{}", f.dir.display());
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,26 +8,9 @@ use anyhow::bail;
 use rrr_trace::locate::Located;
 use rrr_trace::TraceSummary;
 
-use crate::engine::{self, Engine, Mode, Verdict};
+use crate::engine::{self, Mode, Verdict};
 use crate::machine::{self, Vm};
 use crate::recording::Recording;
-
-/// Arguments of `rrr trace`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct TraceArgs {
-    /// The recording directory (`rrr record` makes it).
-    pub recording: PathBuf,
-    /// The trace to write.
-    #[arg(short, long, default_value = "trace.pftrace")]
-    pub output: PathBuf,
-    /// Give up on a replay that runs longer than this many seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub timeout: u64,
-    /// The engine to replay with: a recording replays only on the engine that made it, so
-    /// this only checks that it is the one expected.
-    #[arg(long, value_enum)]
-    pub engine: Option<Engine>,
-}
 
 /// What a replay produced.
 #[derive(Debug)]
@@ -204,42 +187,6 @@ pub fn report(out: &Path, t: &Traced) {
     );
 }
 
-/// Runs `rrr trace`.
-pub fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let rec = Recording::open(&args.recording)?;
-    if let Some(engine) = args.engine.filter(|e| *e != rec.engine) {
-        bail!(
-            "{} was recorded with the {} engine and replays only on it, not on {engine}: \
-             record again with `--engine {engine}`",
-            rec.dir.display(),
-            rec.engine
-        );
-    }
-    let t = replay(&rec, Some(&args.output), Duration::from_secs(args.timeout))?;
-    report(&args.output, &t);
-    Ok(())
-}
-
-/// Arguments of `rrr replay`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct ReplayArgs {
-    /// The recording directory (`rrr record` makes it).
-    pub recording: PathBuf,
-    /// Give up on a replay that runs longer than this many seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub timeout: u64,
-    /// Start the replay paused with a gdb stub; prints the gdb command.
-    #[arg(long)]
-    pub gdb: bool,
-    /// The gdb stub's port on 127.0.0.1 (0: any free port).
-    #[arg(long, default_value_t = 1234, requires = "gdb")]
-    pub port: u16,
-    /// Take gdb to this trace time (a slice's start in the trace, in instructions): the
-    /// printed gdb command runs the replay there.
-    #[arg(long, requires = "gdb", value_name = "TS")]
-    pub at: Option<u64>,
-}
-
 /// A free port on 127.0.0.1 (bound, then released for QEMU).
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -250,7 +197,7 @@ fn free_port() -> anyhow::Result<u16> {
 /// or the end of the recording); with `at`, the printed gdb command first runs it to that
 /// trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
 /// recording's start snapshot, PANDA runs its checkpoint plugin alongside.
-fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()> {
+pub fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()> {
     let emu = rec.engine.emulator();
     emu.require()?;
     let to = at
@@ -300,7 +247,7 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
         if out.exists() {
             break false;
         }
-        if vm.next_line(Instant::now() + Duration::from_millis(100)) == Err(()) {
+        if vm.next_line(Instant::now() + Duration::from_millis(100)) == Err(machine::Exited) {
             break true;
         }
     };
@@ -320,21 +267,4 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
             tail(&stderr, 10)
         ),
     }
-}
-
-/// Runs `rrr replay`: the recording replayed without the tracer (checks it still replays, and
-/// is the baseline the tracer's cost is measured against).
-pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
-    let rec = Recording::open(&args.recording)?;
-    if args.gdb {
-        return replay_gdb(&rec, args.port, args.at);
-    }
-    let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
-    eprintln!(
-        "rrr: replayed {} in {:.2} s, {}",
-        rec.dir.display(),
-        t.elapsed.as_secs_f64(),
-        rec.engine.emulator().replay_check()
-    );
-    Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
-use crate::cache;
+use rrr_orchestrator::cache;
 
 /// The kinds of entries, as directories under the cache root.
 const KINDS: [&str; 8] = [

@@ -15,7 +15,7 @@ use rrr_trace::locate::Located;
 use crate::cache::Key;
 use crate::kernel::Kernel;
 
-pub use panda::{install, InstallArgs};
+pub use panda::{install_plugin as install_panda_plugin, manual_replay_hint as panda_replay_hint};
 
 /// Which emulator records and replays.
 #[derive(

@@ -203,15 +203,6 @@ fn panda_dir_with_plugin(dir: &Path, plugin: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir.to_owned())
 }
 
-/// Arguments of `rrr install-panda-plugin`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct InstallArgs {
-    /// The directory to copy panda_rrr_trace.so into (default: the plugin directory of the
-    /// panda-system-x86_64 in PATH).
-    #[arg(long)]
-    pub to: Option<PathBuf>,
-}
-
 /// Where PANDA looks for plugins of the binary at `panda`: `<its dir>/panda/plugins` in a
 /// build tree, else the install location.
 fn plugin_dir_of(panda: &Path) -> PathBuf {
@@ -222,12 +213,13 @@ fn plugin_dir_of(panda: &Path) -> PathBuf {
     beside.unwrap_or_else(|| PathBuf::from("/usr/local/lib/panda/x86_64"))
 }
 
-/// Runs `rrr install-panda-plugin`: copies the plugin where PANDA finds it, so that
-/// `panda-system-x86_64 -replay REC -panda rrr_trace:profile=P,out=T` works by hand (rrr's own
-/// replays do not need it: they point PANDA at the plugin of the running rrr).
-pub fn install(args: InstallArgs) -> anyhow::Result<()> {
+/// Copies the PANDA plugin into `to` (default: the plugin directory of the PANDA in PATH),
+/// so that `panda-system-x86_64 -replay REC -panda rrr_trace:profile=P,out=T` works by hand
+/// (rrr's own replays do not need it: they point PANDA at the plugin of the running rrr).
+/// Returns the installed file.
+pub fn install_plugin(to: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let plugin = Panda.plugin()?;
-    let dir = match args.to {
+    let dir = match to {
         Some(d) => d,
         None => {
             let panda = tools::find(PANDA).with_context(|| {
@@ -246,11 +238,14 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
     std::fs::copy(&plugin, &tmp)
         .with_context(|| format!("copying {} to {}", plugin.display(), dir.display()))?;
     std::fs::rename(&tmp, &dest)?;
-    println!("{}", dest.display());
-    eprintln!(
-        "rrr: installed; replay by hand with `{PANDA} ... -replay REC -panda {PANDA_PLUGIN_NAME}:profile=P.rrrprof,out=trace.pftrace`"
-    );
-    Ok(())
+    Ok(dest)
+}
+
+/// How to replay by hand with the installed plugin.
+pub fn manual_replay_hint() -> String {
+    format!(
+        "{PANDA} ... -replay REC -panda {PANDA_PLUGIN_NAME}:profile=P.rrrprof,out=trace.pftrace"
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,84 @@
+//! `rrr run`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rrr_orchestrator::engine::Engine;
+use rrr_orchestrator::kernel::{KernelSpec, DISTRO_SOURCE};
+use rrr_orchestrator::run::{run_chain, RunSpec, StimulusSource};
+use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
+use rrr_orchestrator::trace::report;
+
+/// Arguments of `rrr run`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// The reproducer's C source.
+    #[arg(long, required_unless_present = "syzbot", conflicts_with = "syzbot")]
+    pub stimulus: Option<PathBuf>,
+    /// A syzbot bug (extid, id or URL) instead: its kernel commit and config (reduced for the
+    /// crash) and its C reproducer.
+    #[arg(long)]
+    pub syzbot: Option<String>,
+    /// With --syzbot: this crash of the bug instead of the newest with a C reproducer.
+    #[arg(long, requires = "syzbot")]
+    pub crash: Option<usize>,
+    /// With --syzbot: the dashboard to ask.
+    #[arg(long, env = "RRR_SYZBOT_URL", default_value = DEFAULT_URL)]
+    pub syzbot_url: String,
+    /// Kernel source tree or tarball (default: the distro's linux-source tarball).
+    #[arg(long, default_value = DISTRO_SOURCE)]
+    pub kernel_src: PathBuf,
+    /// Base kernel .config (default: tinyconfig plus rrr's fragment).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Extra kernel config fragments merged last: files, or rrr's by name (`crash-test`).
+    #[arg(long = "fragment")]
+    pub fragments: Vec<PathBuf>,
+    /// The trace to write.
+    #[arg(short, long, default_value = "trace.pftrace")]
+    pub output: PathBuf,
+    /// Stop recording after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Record again even if a recording of these inputs is cached.
+    #[arg(long)]
+    pub rerecord: bool,
+    /// The emulator that records and replays.
+    #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
+    pub engine: Engine,
+}
+
+/// Runs `rrr run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let kernel = KernelSpec {
+        config: args.config.clone(),
+        fragments: args.fragments.clone(),
+        ..KernelSpec::tiny(args.kernel_src.clone())
+    };
+    let source = match args.syzbot {
+        Some(bug) => StimulusSource::Syzbot {
+            bug: BugSpec {
+                bug,
+                crash: args.crash,
+                syzbot_url: args.syzbot_url,
+            },
+            kernel,
+        },
+        None => StimulusSource::File {
+            path: args
+                .stimulus
+                .expect("clap requires --stimulus without --syzbot"),
+            kernel,
+        },
+    };
+    let spec = RunSpec {
+        source,
+        engine: args.engine,
+        timeout: Duration::from_secs(args.timeout),
+        rerecord: args.rerecord,
+        output: args.output,
+    };
+    let (_, t) = run_chain(&spec)?;
+    report(&spec.output, &t);
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! `rrr trace` and `rrr replay`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use rrr_orchestrator::engine::Engine;
+use rrr_orchestrator::recording::Recording;
+use rrr_orchestrator::trace::{replay, replay_gdb, report};
+
+/// Arguments of `rrr trace`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TraceArgs {
+    /// The recording directory (`rrr record` makes it).
+    pub recording: PathBuf,
+    /// The trace to write.
+    #[arg(short, long, default_value = "trace.pftrace")]
+    pub output: PathBuf,
+    /// Give up on a replay that runs longer than this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    /// The engine to replay with: a recording replays only on the engine that made it, so
+    /// this only checks that it is the one expected.
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
+}
+
+/// Runs `rrr trace`.
+pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+    let rec = Recording::open(&args.recording)?;
+    if let Some(engine) = args.engine.filter(|e| *e != rec.engine) {
+        bail!(
+            "{} was recorded with the {} engine and replays only on it, not on {engine}: \
+             record again with `--engine {engine}`",
+            rec.dir.display(),
+            rec.engine
+        );
+    }
+    let t = replay(&rec, Some(&args.output), Duration::from_secs(args.timeout))?;
+    report(&args.output, &t);
+    Ok(())
+}
+
+/// Arguments of `rrr replay`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReplayArgs {
+    /// The recording directory (`rrr record` makes it).
+    pub recording: PathBuf,
+    /// Give up on a replay that runs longer than this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    /// Start the replay paused with a gdb stub; prints the gdb command.
+    #[arg(long)]
+    pub gdb: bool,
+    /// The gdb stub's port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 1234, requires = "gdb")]
+    pub port: u16,
+    /// Take gdb to this trace time (a slice's start in the trace, in instructions): the
+    /// printed gdb command runs the replay there.
+    #[arg(long, requires = "gdb", value_name = "TS")]
+    pub at: Option<u64>,
+}
+
+/// Runs `rrr replay`: the recording replayed without the tracer (checks it still replays, and
+/// is the baseline the tracer's cost is measured against).
+pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
+    let rec = Recording::open(&args.recording)?;
+    if args.gdb {
+        return replay_gdb(&rec, args.port, args.at);
+    }
+    let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
+    eprintln!(
+        "rrr: replayed {} in {:.2} s, {}",
+        rec.dir.display(),
+        t.elapsed.as_secs_f64(),
+        rec.engine.emulator().replay_check()
+    );
+    Ok(())
+}
