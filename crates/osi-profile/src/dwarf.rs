@@ -712,7 +712,7 @@ fn unknown() -> TypeDesc {
 /// SysV x86-64 locations of integer-class parameters, in order: rdi, rsi, rdx, rcx, r8, r9,
 /// then the stack (the first stack argument at rsp + 8 at entry).
 pub(crate) fn abi_locations(params: &mut [Param]) {
-    const REGS: [u16; 6] = [5, 4, 1, 2, 8, 9];
+    const REGS: [u16; 6] = crate::arch::INTEGER_ARGS;
     let mut next = 0usize;
     let mut stack = 8i32;
     for p in params {

@@ -3,6 +3,7 @@
 //! entry, return types, and the OS-introspection facts (struct offsets, symbol addresses) that
 //! name threads. Stored in a compact format a tracer memory-maps and uses in place.
 
+pub mod arch;
 mod denylist;
 mod dwarf;
 mod elf;
@@ -20,7 +21,7 @@ pub use format::{ClassRef, FunctionRef, ParamRef, Profile, FORMAT_VERSION};
 pub use kernelinfo::kernelinfo;
 pub use model::{flags, Class, EnumType, Function, Location, Param, ProfileData, TypeDesc};
 pub use reader::{read, Options};
-pub use tsv::{line as tsv_line, location as tsv_location, reg_name, write_tsv};
+pub use tsv::{line as tsv_line, location as tsv_location, write_tsv};
 
 /// Builds the profile of `elf` and writes it atomically (temp file, then rename) to `out`.
 pub fn build(

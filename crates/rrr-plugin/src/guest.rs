@@ -5,10 +5,6 @@ use panda::prelude::*;
 use panda::sys::CPUX86State;
 use rrr_trace::{Guest, Reg};
 
-/// DWARF's number for rip.
-const RIP: u16 = 16;
-/// DWARF's number for the FS segment base.
-const FS_BASE: u16 = 58;
 /// QEMU's segment indexes (`R_FS`, `R_GS`).
 const R_FS: usize = 4;
 const R_GS: usize = 5;
@@ -40,8 +36,8 @@ impl Guest for PandaGuest<'_> {
         match reg {
             Reg::GS_BASE => env.segs[R_GS].base,
             Reg::KERNEL_GS_BASE => env.kernelgsbase,
-            Reg(FS_BASE) => env.segs[R_FS].base,
-            Reg(RIP) => env.eip,
+            Reg::FS_BASE => env.segs[R_FS].base,
+            Reg::RIP => env.eip,
             _ => 0,
         }
     }

@@ -17,9 +17,6 @@ unsafe extern "C" {
     fn g_array_free(array: *mut GArray, free_segment: bool) -> *mut i8;
 }
 
-/// Highest DWARF register number the profile's locations use (x86-64: 0..=66).
-const DWARF_REGS: u16 = 67;
-
 /// The registers and memory of the running vCPU.
 pub struct QemuGuest {
     /// Register handles by DWARF number.
@@ -55,7 +52,7 @@ impl QemuGuest {
             }
             g_array_free(array, true);
         }
-        let regs: Vec<Option<usize>> = (0..DWARF_REGS)
+        let regs: Vec<Option<usize>> = (0..Reg::COUNT)
             .map(|n| by_name.get(Reg(n).name()).copied())
             .collect();
         if regs[Reg::RSP.0 as usize].is_none() {

@@ -1,19 +1,28 @@
 //! What the core needs from an engine: registers and guest virtual memory of the vCPU that is
 //! running the hook.
 
-/// An x86-64 register in DWARF numbering (the numbering the profile's locations use).
+use osi_profile::arch;
+
+/// An x86-64 register in DWARF numbering (the numbering the profile's locations use; the
+/// table is [`osi_profile::arch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Reg(pub u16);
 
 impl Reg {
     /// rax (return value).
-    pub const RAX: Reg = Reg(0);
+    pub const RAX: Reg = Reg(arch::RAX);
     /// rdx (high half of a 128-bit return value).
-    pub const RDX: Reg = Reg(1);
+    pub const RDX: Reg = Reg(arch::RDX);
     /// rsp.
-    pub const RSP: Reg = Reg(7);
+    pub const RSP: Reg = Reg(arch::RSP);
+    /// rip.
+    pub const RIP: Reg = Reg(arch::RIP);
+    /// The FS segment base.
+    pub const FS_BASE: Reg = Reg(arch::FS_BASE);
     /// The GS segment base (kernel per-CPU base while in kernel mode).
-    pub const GS_BASE: Reg = Reg(59);
+    pub const GS_BASE: Reg = Reg(arch::GS_BASE);
+    /// How many DWARF register numbers there are (`Reg(0)..Reg(COUNT)`).
+    pub const COUNT: u16 = arch::COUNT;
     /// MSR_KERNEL_GS_BASE (kernel per-CPU base while in user mode). Not a DWARF register:
     /// numbered outside DWARF's range.
     pub const KERNEL_GS_BASE: Reg = Reg(1000);
@@ -22,16 +31,14 @@ impl Reg {
     /// rdi, r8..r15): its index in an emulator's general-register array (QEMU's and PANDA's
     /// `CPUX86State::regs`). `None` for the others.
     pub fn x86_gpr_index(self) -> Option<usize> {
-        // DWARF numbers rax, rdx, rcx, rbx, rsi, rdi, rbp, rsp, then r8..r15.
-        const BY_DWARF: [usize; 16] = [0, 2, 1, 3, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15];
-        BY_DWARF.get(usize::from(self.0)).copied()
+        arch::gpr_index(self.0)
     }
 
     /// Name of the register, as the profile's TSV and QEMU's register list spell it.
     pub fn name(self) -> &'static str {
         match self {
             Reg::KERNEL_GS_BASE => "k_gs_base",
-            Reg(n) => osi_profile::reg_name(n),
+            Reg(n) => arch::name(n),
         }
     }
 }
