@@ -315,19 +315,15 @@ impl Observer {
                 return;
             }
             Err(Retry::Never) => {
-                // No layout: name the thread by its stack, once.
+                // No layout: the thread is known by its stack alone (the writer names it), once.
                 self.cpu(cpu).ident_pending = false;
                 if self.idents.contains_key(&key) {
                     return;
                 }
-                let mut comm = [0u8; 16];
-                let name = format!("stack-{:x}", key >> 14);
-                let n = name.len().min(15);
-                comm[..n].copy_from_slice(&name.as_bytes()[..n]);
                 ThreadIdent {
                     tid: -1,
                     pid: -1,
-                    comm,
+                    comm: [0; 16],
                     kernel: true,
                 }
             }

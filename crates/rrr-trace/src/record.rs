@@ -9,6 +9,14 @@ pub enum TrackKey {
     Irq(u32),
 }
 
+impl TrackKey {
+    /// The name of a thread known only by its kernel stack (its task could not be read):
+    /// `stack-<base in hex>`.
+    pub fn stack_name(stack: u64) -> String {
+        format!("stack-{stack:x}")
+    }
+}
+
 /// Most argument words an entry carries; further parameters are not read.
 pub const MAX_ARG_WORDS: usize = 12;
 
@@ -33,7 +41,8 @@ pub struct ThreadIdent {
     pub tid: i32,
     /// Process id (`task_struct.tgid`).
     pub pid: i32,
-    /// `task_struct.comm`, NUL-padded.
+    /// `task_struct.comm`, NUL-padded (empty for a task that cannot be read: the writer
+    /// names its track by its stack, [`TrackKey::stack_name`]).
     pub comm: [u8; 16],
     /// True for kernel threads (no mm).
     pub kernel: bool,

@@ -255,7 +255,7 @@ impl<W: Write> TraceWriter<W> {
         let uuid = track.uuid;
         let name = match key {
             TrackKey::Irq(cpu) => format!("IRQ cpu{cpu}"),
-            TrackKey::Thread(stack) => format!("stack-{stack:x}"),
+            TrackKey::Thread(stack) => TrackKey::stack_name(stack),
         };
         self.seq.describe_track(uuid, name, None);
     }
@@ -267,7 +267,10 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn thread(&mut self, ts: u64, key: TrackKey, ident: ThreadIdent) {
-        let comm = ident.comm_str();
+        let comm = match key {
+            TrackKey::Thread(stack) if ident.tid < 0 => TrackKey::stack_name(stack),
+            _ => ident.comm_str(),
+        };
         let known = self.processes.get(&ident.pid).copied();
         // A process track, described again when its main thread is renamed (exec).
         if ident.pid == ident.tid && ident.pid >= 0 && known.map(|k| k.1) != Some(ident.comm) {

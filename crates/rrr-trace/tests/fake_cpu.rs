@@ -289,3 +289,28 @@ fn an_interrupt_from_user_mode_ends_with_its_handlers_return_and_power_off_ends_
     .map(|(t, ts, d, depth, n)| (t.to_string(), ts, d, depth, n.to_string()));
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_thread_whose_task_cannot_be_read_is_named_by_its_whole_stack_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pftrace");
+    let profile = support::profile();
+    // No per-CPU `current_task`: no task can be read.
+    let layout = OsLayout {
+        current_task: None,
+        ..OsLayout::from_profile(&profile)
+    };
+    let mut pipe = Pipeline::create(&path, profile, layout, PipelineConfig::default()).unwrap();
+    scenario(pipe.observer());
+    pipe.finish().unwrap();
+    let tracks: std::collections::BTreeSet<String> = slices(&std::fs::read(&path).unwrap())
+        .into_iter()
+        .map(|s| s.track)
+        .filter(|t| t.starts_with("stack-"))
+        .collect();
+    let want: std::collections::BTreeSet<String> = [support::KA, support::KB]
+        .iter()
+        .map(|k| format!("stack-{k:x} -1"))
+        .collect();
+    assert_eq!(tracks, want);
+}
