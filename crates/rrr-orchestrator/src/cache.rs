@@ -7,6 +7,64 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
+/// The kinds of cache entries, each a directory under the cache root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Built kernels (`rrr kernel`).
+    Kernels,
+    /// Compiled stimuli.
+    Stimuli,
+    /// Disk images.
+    Rootfs,
+    /// Disks with the ready snapshot.
+    Snapshots,
+    /// Recordings made by `rrr run`.
+    Recordings,
+    /// syzbot crashes' files.
+    SyzbotCrashes,
+    /// syzbot bugs' JSON.
+    SyzbotBugs,
+    /// Git repositories (kernels, syzkaller).
+    Git,
+    /// syzkaller's syz-prog2c, built per commit.
+    Syzkaller,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 9] = [
+        Kind::Kernels,
+        Kind::Stimuli,
+        Kind::Rootfs,
+        Kind::Snapshots,
+        Kind::Recordings,
+        Kind::SyzbotCrashes,
+        Kind::SyzbotBugs,
+        Kind::Git,
+        Kind::Syzkaller,
+    ];
+
+    /// Its directory under the cache root.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Kind::Kernels => "kernels",
+            Kind::Stimuli => "stimuli",
+            Kind::Rootfs => "rootfs",
+            Kind::Snapshots => "snapshots",
+            Kind::Recordings => "recordings",
+            Kind::SyzbotCrashes => "syzbot/crashes",
+            Kind::SyzbotBugs => "syzbot/bugs",
+            Kind::Git => "git",
+            Kind::Syzkaller => "syzkaller",
+        }
+    }
+
+    /// Its directory: `<root>/<dir_name>`.
+    pub fn dir(self) -> anyhow::Result<PathBuf> {
+        Ok(root()?.join(self.dir_name()))
+    }
+}
+
 /// `$XDG_CACHE_HOME/rrr` (or `~/.cache/rrr`).
 pub fn root() -> anyhow::Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
@@ -45,12 +103,12 @@ pub fn lock(target: &Path) -> anyhow::Result<std::fs::File> {
 /// The file `file` of the cache entry `<root>/<kind>/<key>`: found, or built by `build` into a
 /// staging directory (given to it) that becomes the entry, under the entry's lock.
 pub fn file_entry(
-    kind: &str,
+    kind: Kind,
     key: &Key,
     file: &str,
     build: impl FnOnce(&Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<PathBuf> {
-    let target = root()?.join(kind).join(key.hex());
+    let target = kind.dir()?.join(key.hex());
     let path = target.join(file);
     let _lock = lock(&target)?;
     if path.is_file() {

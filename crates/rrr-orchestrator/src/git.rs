@@ -34,7 +34,7 @@ pub fn checkout_from(name: &str, url: &str, commit: &str, dest: &Path) -> anyhow
             "`{commit}` is not a full 40-digit commit id; git fetches a commit only by its full id"
         );
     }
-    let repo = cache::root()?.join("git").join(name);
+    let repo = cache::Kind::Git.dir()?.join(name);
     {
         let _lock = cache::lock(&repo)?;
         if !repo.join("HEAD").is_file() {

@@ -298,7 +298,7 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
     let plan = plan(args)?;
     let source = source(args)?;
     let key = key(args, &source, &plan)?;
-    let target = cache::root()?.join("kernels").join(&key);
+    let target = cache::Kind::Kernels.dir()?.join(&key);
     let _lock = cache::lock(&target)?;
     if target.join("vmlinux.rrrprof").is_file() {
         tracing::info!("kernel {key} found in the cache");

@@ -44,7 +44,7 @@ pub fn ready_disk(
         .add_to_key(&mut key, emulator)
         .add_file("bzImage", &kernel.bzimage())?
         .add_file("rootfs", rootfs)?;
-    cache::file_entry("snapshots", &key, "ready.qcow2", |dir| {
+    cache::file_entry(cache::Kind::Snapshots, &key, "ready.qcow2", |dir| {
         let staged = dir.join("ready.qcow2");
         std::fs::copy(rootfs, &staged)?;
         let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());

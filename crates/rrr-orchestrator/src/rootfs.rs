@@ -65,7 +65,7 @@ pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
         .add("init", INIT.as_bytes())
         .add_file("busybox", busybox)?
         .add_file("stimulus", stimulus)?;
-    cache::file_entry("rootfs", &key, "rootfs.qcow2", |dir| {
+    cache::file_entry(cache::Kind::Rootfs, &key, "rootfs.qcow2", |dir| {
         let root = dir.join("root");
         for d in ["bin", "dev", "proc", "sys", "tmp"] {
             std::fs::create_dir_all(root.join(d))?;

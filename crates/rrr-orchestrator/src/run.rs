@@ -83,7 +83,7 @@ fn cached_recording(
         .add("cmdline", spec.engine.cmdline().as_bytes())
         .add("timeout", &spec.timeout.as_secs().to_le_bytes())
         .add_file("rootfs", disk)?;
-    let dir = cache::root()?.join("recordings").join(key.hex());
+    let dir = cache::Kind::Recordings.dir()?.join(key.hex());
     let _lock = cache::lock(&dir)?;
     match Recording::open(&dir) {
         Ok(rec) if !spec.rerecord => Ok(rec),

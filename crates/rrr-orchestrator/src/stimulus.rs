@@ -37,7 +37,9 @@ pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
         .add("flags", flags().join(" ").as_bytes())
         .add("gcc", gcc.as_bytes())
         .add_file("source", source)?;
-    cache::file_entry("stimuli", &key, "stimulus", |dir| compile(source, dir))
+    cache::file_entry(cache::Kind::Stimuli, &key, "stimulus", |dir| {
+        compile(source, dir)
+    })
 }
 
 /// Compiles `source` into `dir/stimulus`.

@@ -217,8 +217,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn bug(args: &BugSpec, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result<Bug> {
     let base = args.syzbot_url.trim_end_matches('/');
     let url = format!("{base}/bug?{}&json=1", bug.query());
-    let cached = cache::root()?
-        .join("syzbot/bugs")
+    let cached = cache::Kind::SyzbotBugs
+        .dir()?
         .join(format!("{}.json", bug.name()));
     match get(agent, &url) {
         Ok(body) => {
@@ -300,7 +300,7 @@ pub fn fetch(args: &BugSpec) -> anyhow::Result<Fetched> {
     let crash_json = serde_json::to_vec(crash)?;
     let mut key = Key::default();
     key.add("crash", &crash_json);
-    let target = cache::root()?.join("syzbot/crashes").join(key.hex());
+    let target = cache::Kind::SyzbotCrashes.dir()?.join(key.hex());
     let _lock = cache::lock(&target)?;
     if !target.join("crash.json").is_file() {
         let stage = Staging::new(&target)?;

@@ -222,7 +222,7 @@ pub fn prog2c(url: &str, commit: &str) -> anyhow::Result<PathBuf> {
     key.add("recipe", RECIPE.as_bytes())
         .add("commit", commit.as_bytes())
         .add("go", version.as_bytes());
-    cache::file_entry("syzkaller", &key, "syz-prog2c", |dir| {
+    cache::file_entry(cache::Kind::Syzkaller, &key, "syz-prog2c", |dir| {
         build_prog2c(url, commit, &go, &version, dir)
     })
 }

@@ -7,18 +7,6 @@ use anyhow::Context;
 
 use rrr_orchestrator::cache;
 
-/// The kinds of entries, as directories under the cache root.
-const KINDS: [&str; 8] = [
-    "kernels",
-    "stimuli",
-    "rootfs",
-    "snapshots",
-    "recordings",
-    "syzbot/crashes",
-    "syzbot/bugs",
-    "git",
-];
-
 /// Arguments of `rrr cache`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct CacheArgs {
@@ -78,7 +66,8 @@ fn alive(pid: u32) -> bool {
 fn entries(root: &Path) -> Vec<Entry> {
     let now = SystemTime::now();
     let mut all = Vec::new();
-    for kind in KINDS {
+    for kind in cache::Kind::ALL {
+        let kind = kind.dir_name();
         let Ok(dir) = std::fs::read_dir(root.join(kind)) else {
             continue;
         };
