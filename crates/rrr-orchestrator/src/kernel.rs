@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
 use crate::reduce;
-use crate::tools::{major_minor, run_quiet, version_line};
+use crate::tools::{last_lines, major_minor, run_quiet, version_line};
 
 /// The fragment merged over `tinyconfig` (or over `--config`).
 const TINY_FRAGMENT: &str = include_str!("../assets/tiny-kernel.config");
@@ -460,26 +460,22 @@ fn run_make(cmd: &mut Command) -> anyhow::Result<()> {
             .map_while(Result::ok)
             .collect::<Vec<_>>()
     });
-    let mut tail = std::collections::VecDeque::new();
+    let mut out = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped"))
         .lines()
         .map_while(Result::ok)
     {
         bar.set_message(format!("building the kernel: {}", line.trim()));
-        tail.push_back(line);
-        if tail.len() > 30 {
-            tail.pop_front();
-        }
+        out.push(line);
     }
     let status = child.wait()?;
     let errors = err_thread.join().unwrap_or_default();
     bar.finish_and_clear();
     if !status.success() {
-        let errs: Vec<_> = errors.iter().rev().take(40).rev().cloned().collect();
         bail!(
             "the kernel did not build (make exited with {status}); the end of its output:\n{}\n{}",
-            tail.into_iter().collect::<Vec<_>>().join("\n"),
-            errs.join("\n")
+            last_lines(&out.join("\n"), 30),
+            last_lines(&errors.join("\n"), 40)
         );
     }
     Ok(())

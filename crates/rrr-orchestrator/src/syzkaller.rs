@@ -181,11 +181,7 @@ fn go() -> anyhow::Result<(PathBuf, String)> {
          from bookworm-backports; scripts/setup does it), or pick a crash with a C reproducer \
          (--crash)",
     )?;
-    let out = Command::new(&go)
-        .arg("version")
-        .output()
-        .with_context(|| format!("running {} version", go.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = crate::tools::version_output(&go, "version")?;
     let version = text
         .split_whitespace()
         .find_map(|w| {

@@ -1,6 +1,6 @@
 //! The host tools rrr runs, found up front with a message that says what to install.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -25,10 +25,18 @@ pub fn require(tool: &str, package: &str) -> anyhow::Result<PathBuf> {
         })
 }
 
+/// What `program how` (`--version`, or Go's `version`) prints on stdout.
+pub fn version_output(program: &Path, how: &str) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .arg(how)
+        .output()
+        .with_context(|| format!("running {} {how}", program.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The first line of `tool --version`, if the tool runs.
 pub fn version_line(tool: &str) -> Option<String> {
-    let out = Command::new(tool).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = version_output(Path::new(tool), "--version").ok()?;
     Some(text.lines().next().unwrap_or("").to_owned())
 }
 

@@ -164,11 +164,14 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     })
 }
 
-/// The last `n` lines of `text` (without PANDA's progress lines), each ending in a newline.
+/// The last `n` lines of `text` without PANDA's progress lines, ending in a newline.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" instrs. ")).collect();
-    let from = lines.len().saturating_sub(n);
-    lines[from..].iter().map(|l| format!("{l}\n")).collect()
+    let mut tail = crate::tools::last_lines(&lines.join("\n"), n);
+    if !tail.is_empty() {
+        tail.push('\n');
+    }
+    tail
 }
 
 /// Prints where the trace is and how to open it.

@@ -169,11 +169,7 @@ fn require_panda() -> anyhow::Result<String> {
              and put its x86_64-softmmu directory in PATH; or use the default engine, `--engine qemu`"
         );
     };
-    let out = Command::new(&panda)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {}", panda.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = tools::version_output(&panda, "--version")?;
     let Some(line) = text.lines().find(|l| l.contains("version")) else {
         bail!(
             "{} --version printed no version: is it PANDA's panda-system-x86_64?",

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use rrr_trace::locate::Located;
 
 use super::{Emulator, GdbTo, Mode, Verdict};
@@ -164,11 +164,7 @@ fn check_qemu() -> anyhow::Result<String> {
     let fix =
         "install qemu-system-x86 10.x (Debian 12: from bookworm-backports; scripts/setup does it)";
     let qemu = tools::require(QEMU, "qemu-system-x86")?;
-    let out = Command::new(&qemu)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {}", qemu.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = tools::version_output(&qemu, "--version")?;
     let version = text
         .split_whitespace()
         .skip_while(|w| *w != "version")
