@@ -19,8 +19,9 @@ pub const READY_SNAPSHOT: &str = "rrr-ready";
 /// Name of the snapshot a recording starts from (QEMU's `rrsnapshot`).
 pub const START_SNAPSHOT: &str = "rrr-start";
 /// Bumped when the machine below changes (snapshots of another machine do not load).
-/// 3: QEMU takes the ready snapshot while recording (it carries replay state).
-pub const RECIPE: &str = "machine-recipe-3";
+/// 3: QEMU takes the ready snapshot while recording (it carries replay state); 4: a QEMU
+/// recording's disk keeps only its start snapshot.
+pub const RECIPE: &str = "machine-recipe-4";
 
 /// A fresh path for a monitor socket (in the temp dir: socket paths must stay short).
 pub fn monitor_path() -> PathBuf {

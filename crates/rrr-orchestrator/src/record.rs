@@ -183,6 +183,7 @@ pub fn record(
             seconds: timeout.as_secs(),
         },
     };
+    engine.emulator().finish_recording(&rec.disk())?;
     rec.write_manifest()?;
     rec.dir = stage.commit()?;
     Ok(rec)

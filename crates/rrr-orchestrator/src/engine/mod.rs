@@ -103,6 +103,8 @@ pub trait Emulator: Sync {
     );
     /// The record/replay log's name in a recording directory.
     fn replay_log(&self) -> &'static str;
+    /// Readies a finished recording's `disk` for its replays.
+    fn finish_recording(&self, disk: &Path) -> anyhow::Result<()>;
     /// Lets a replay command load the tracer plugin `plugin` (PANDA finds plugins by name in
     /// a directory, made under `scratch`, which must outlive the replay).
     fn load_plugin(&self, cmd: &mut Command, plugin: &Path, scratch: &Path) -> anyhow::Result<()>;

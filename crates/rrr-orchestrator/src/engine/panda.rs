@@ -98,6 +98,11 @@ impl Emulator for Panda {
         "panda"
     }
 
+    /// PANDA replays from its own `<name>-rr-snp`: nothing to do.
+    fn finish_recording(&self, _disk: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// PANDA finds `-panda rrr_trace` in `$PANDA_DIR`: a private one holding exactly this
     /// build's plugin.
     fn load_plugin(&self, cmd: &mut Command, plugin: &Path, scratch: &Path) -> anyhow::Result<()> {

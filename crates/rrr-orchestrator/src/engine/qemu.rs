@@ -101,6 +101,41 @@ impl Emulator for Qemu {
         "replay.bin"
     }
 
+    /// Removes the ready snapshot from the recording's disk. It was taken under record/replay,
+    /// so it carries an instruction count, the same as the recording's start snapshot's; a
+    /// reverse step loads the first snapshot at or before its target, which would be the
+    /// ready one, whose replay state points into the boot's log ("error reading the replay
+    /// data"). The disk keeps only `rrsnapshot`.
+    fn finish_recording(&self, disk: &Path) -> anyhow::Result<()> {
+        let qemu_img = tools::require("qemu-img", "qemu-utils")?;
+        // blkreplay passes the snapshot to its image, which then holds it under two ids.
+        for _ in 0..8 {
+            let out = Command::new(&qemu_img)
+                .args(["snapshot", "-d", READY_SNAPSHOT])
+                .arg(disk)
+                .output()?;
+            if !out.status.success() {
+                break;
+            }
+        }
+        let out = Command::new(&qemu_img)
+            .args(["snapshot", "-l"])
+            .arg(disk)
+            .output()?;
+        let listed = String::from_utf8_lossy(&out.stdout);
+        if listed
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(READY_SNAPSHOT))
+        {
+            bail!(
+                "could not remove the ready snapshot from {}: {}",
+                disk.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// `-plugin` takes the library's path: nothing to prepare.
     fn load_plugin(&self, _: &mut Command, _: &Path, _: &Path) -> anyhow::Result<()> {
         Ok(())
