@@ -64,12 +64,45 @@ impl TraceServer {
         ui_url(self.port(), &urlencoding(&self.name))
     }
 
+    /// Whether `host` (a request's `Host` header) names this server: `127.0.0.1`,
+    /// `localhost` or `[::1]` with its port. Any other name reached 127.0.0.1 through a name a
+    /// web page controls (DNS rebinding), and must not read the trace.
+    fn is_own_host(&self, host: &str) -> bool {
+        let port = self.port();
+        ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .any(|name| host.eq_ignore_ascii_case(&format!("{name}:{port}")))
+    }
+
     /// Answers requests until the process ends.
     pub fn serve_forever(&self) {
         for request in self.server.incoming_requests() {
+            let host = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Host"))
+                .map(|h| h.value.as_str().to_owned());
+            if !host.as_deref().is_some_and(|h| self.is_own_host(h)) {
+                tracing::warn!("refused a request for host {host:?}");
+                let result = request.respond(Response::empty(403));
+                if let Err(e) = result {
+                    tracing::debug!("a client went away: {e}");
+                }
+                continue;
+            }
             let wanted = request.url().trim_start_matches('/');
-            let ok = matches!(request.method(), Method::Get | Method::Head)
-                && (wanted == self.name || wanted == urlencoding(&self.name));
+            let is_trace = wanted == self.name || wanted == urlencoding(&self.name);
+            if is_trace && *request.method() == Method::Options {
+                // The UI's CORS preflight.
+                let response = with_common_headers(Response::empty(204))
+                    .with_header(header("Access-Control-Allow-Methods", "GET, HEAD"))
+                    .with_header(header("Access-Control-Allow-Headers", "*"));
+                if let Err(e) = request.respond(response) {
+                    tracing::debug!("a client went away: {e}");
+                }
+                continue;
+            }
+            let ok = matches!(request.method(), Method::Get | Method::Head) && is_trace;
             let result = if ok {
                 tracing::info!("serving {} to {:?}", self.name, request.remote_addr());
                 match std::fs::File::open(&self.trace) {

@@ -200,13 +200,16 @@ fn free_port() -> anyhow::Result<u16> {
 /// or the end of the recording); with `at`, the printed gdb command first runs it to that
 /// trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
 /// recording's start snapshot, PANDA runs its checkpoint plugin alongside.
-pub fn replay_gdb(rec: &Recording, port: u16, at: Option<u64>) -> anyhow::Result<()> {
+pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Result<()> {
     let emu = rec.engine.emulator();
     emu.require()?;
     let to = at
         .map(|at| emu.gdb_to(at, &mut |at| locate(rec, at)))
         .transpose()?;
-    let port = if port == 0 { free_port()? } else { port };
+    let port = match port {
+        Some(0) | None => free_port()?,
+        Some(port) => port,
+    };
     let setup = replay_command(rec, None, Some(port))?;
     let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
     let mut gdb = format!("gdb -ex 'target remote 127.0.0.1:{port}'");

@@ -10,7 +10,7 @@ mod cli;
 
 use std::path::Path;
 
-use cli::{example, fails, gdb_session, manifest, ok, rrr, write_manifest};
+use cli::{example, fails, gdb_server, gdb_session, manifest, ok, rrr, write_manifest};
 
 const PATH_IN_EXAMPLE: &str = "/tmp/rrr-example.txt";
 
@@ -153,6 +153,17 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
          writer's has O_CREAT | O_WRONLY | O_TRUNC too):\n{said}\n{}",
         g.stderr
     );
+    // Two replays under gdb at once: each picks its own free port.
+    let (first, second) = (gdb_server(&rec, None), gdb_server(&rec, None));
+    assert_ne!(first.printed[3], second.printed[3], "two ports");
+    for server in [first, second] {
+        let g = server.run(
+            &vmlinux,
+            &["break do_sys_openat2", "continue", "p/x how->flags"],
+        );
+        assert_eq!(g.values(), ["0x8241"], "{}\n{}", g.said, g.stderr);
+    }
+
     let err = fails(
         rrr()
             .args(["replay", "--gdb", "--port", "0", "--at", "999999999999"])

@@ -1,5 +1,5 @@
-//! `rrr serve` over loopback, with a real HTTP client: the trace to the Perfetto UI's origin,
-//! 404 for everything else.
+//! `rrr serve` over loopback, with a real HTTP client: the trace to the Perfetto UI's origin
+//! and only under the server's own host names, 404 for everything else.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -77,7 +77,47 @@ fn serves_exactly_the_trace_to_the_perfetto_ui() {
     assert_eq!(r.status(), 404);
     let r = http.post(file_url).send("").unwrap();
     assert_eq!(r.status(), 404, "only GET serves the trace");
+
+    // DNS rebinding: a page whose name resolves to 127.0.0.1 must not read the trace.
+    let port = base.rsplit(':').next().unwrap();
+    let path = "/my%20trace.pftrace";
+    let foreign = raw(port, "GET", path, &format!("attacker.example:{port}"));
+    assert!(
+        foreign.starts_with("HTTP/1.1 403") && foreign.len() < 1000,
+        "no trace bytes to a foreign Host: {}",
+        &foreign[..foreign.len().min(200)]
+    );
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let own = raw(port, "GET", path, &host);
+        assert!(
+            own.starts_with("HTTP/1.1 200") && own.len() > body.len(),
+            "Host {host}"
+        );
+    }
+    let post = raw(port, "POST", path, &format!("127.0.0.1:{port}"));
+    assert!(post.len() < 1000, "no trace bytes to a POST");
+    let preflight = raw(port, "OPTIONS", path, &format!("127.0.0.1:{port}"));
+    assert!(
+        preflight.starts_with("HTTP/1.1 204") && preflight.contains("GET, HEAD"),
+        "{preflight}"
+    );
     drop(server);
+}
+
+/// Sends `METHOD path` with this `Host` header to 127.0.0.1:`port` over a plain socket and
+/// returns all it answered.
+fn raw(port: &str, method: &str, path: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: https://ui.perfetto.dev\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 #[test]

@@ -52,9 +52,9 @@ pub struct ReplayArgs {
     /// Start the replay paused with a gdb stub; prints the gdb command.
     #[arg(long)]
     pub gdb: bool,
-    /// The gdb stub's port on 127.0.0.1 (0: any free port).
-    #[arg(long, default_value_t = 1234, requires = "gdb")]
-    pub port: u16,
+    /// The gdb stub's port on 127.0.0.1 (default: a free one; the printed command has it).
+    #[arg(long, requires = "gdb")]
+    pub port: Option<u16>,
     /// Take gdb to this trace time (a slice's start in the trace, in instructions): the
     /// printed gdb command runs the replay there.
     #[arg(long, requires = "gdb", value_name = "TS")]

@@ -53,22 +53,28 @@ impl GdbSession {
     }
 }
 
-/// Starts `rrr replay REC --gdb [--at TS]` on a free port, runs the gdb command it prints on
-/// `vmlinux` in batch mode with `commands` and `kill` after it, and stops the replay.
-pub fn gdb_session(rec: &Path, at: Option<u64>, vmlinux: &Path, commands: &[&str]) -> GdbSession {
+/// A `rrr replay REC --gdb [--at TS]` waiting for gdb (on the free port it picked).
+pub struct GdbServer {
+    child: std::process::Child,
+    /// The gdb arguments of the command it printed (see [`GdbSession::printed`]).
+    pub printed: Vec<String>,
+}
+
+/// Starts `rrr replay REC --gdb [--at TS]` and reads the gdb command it prints.
+pub fn gdb_server(rec: &Path, at: Option<u64>) -> GdbServer {
     let mut cmd = rrr();
-    cmd.args(["replay", "--gdb", "--port", "0"]).arg(rec);
+    cmd.args(["replay", "--gdb"]).arg(rec);
     if let Some(at) = at {
         cmd.arg("--at").arg(at.to_string());
     }
-    let mut server = cmd
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut gdb_cmd = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
         &mut gdb_cmd,
     )
     .unwrap();
@@ -79,19 +85,32 @@ pub fn gdb_session(rec: &Path, at: Option<u64>, vmlinux: &Path, commands: &[&str
         printed.extend(["-ex".to_owned(), ex.to_owned()]);
     }
     assert!(printed[3].starts_with("target remote"), "{gdb_cmd}");
-    let mut gdb = Command::new("gdb");
-    gdb.args(&printed);
-    for c in commands.iter().chain(&["kill"]) {
-        gdb.args(["-ex", c]);
+    GdbServer { child, printed }
+}
+
+impl GdbServer {
+    /// Runs the printed gdb command on `vmlinux` in batch mode with `commands` and `kill`
+    /// after it, and stops the replay.
+    pub fn run(mut self, vmlinux: &Path, commands: &[&str]) -> GdbSession {
+        let mut gdb = Command::new("gdb");
+        gdb.args(&self.printed);
+        for c in commands.iter().chain(&["kill"]) {
+            gdb.args(["-ex", c]);
+        }
+        let out = gdb.arg(vmlinux).output().unwrap();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        GdbSession {
+            printed: self.printed,
+            said: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
-    let out = gdb.arg(vmlinux).output().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    GdbSession {
-        printed,
-        said: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+}
+
+/// [`gdb_server`] then [`GdbServer::run`].
+pub fn gdb_session(rec: &Path, at: Option<u64>, vmlinux: &Path, commands: &[&str]) -> GdbSession {
+    gdb_server(rec, at).run(vmlinux, commands)
 }
 
 /// The manifest of the recording in `rec`.
