@@ -196,7 +196,7 @@ impl Stream {
                     track,
                     sp,
                     pc: 0,
-                    value: rng.below(64),
+                    value: [rng.below(64), 0],
                 });
                 *d -= 1;
             }

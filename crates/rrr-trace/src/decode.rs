@@ -236,9 +236,9 @@ pub(crate) fn encode_return(
     profile: &Profile,
     kind: Kind,
     name_iid: u32,
-    value: u64,
+    [lo, hi]: [u64; 2],
 ) {
     if !matches!(kind, Kind::Skip) {
-        encode_annotation(e, profile, name_iid, kind, value, 0, None);
+        encode_annotation(e, profile, name_iid, kind, lo, hi, None);
     }
 }

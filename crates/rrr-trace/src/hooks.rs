@@ -5,15 +5,42 @@
 use std::ops::Range;
 
 use crate::guest::is_kernel_address;
-use osi_profile::Profile;
+use osi_profile::{ClassRef, Profile};
 
 /// What to call when an instruction is about to execute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     /// The entry of the function with this id.
     Enter(u32),
-    /// A return.
-    Return,
+    /// A return, of a function that leaves its value there.
+    Return(Returns),
+}
+
+/// Where a function leaves its return value at its `ret` (System V x86-64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Returns {
+    /// In rax (or nothing).
+    #[default]
+    Rax,
+    /// A struct of 9 to 16 bytes: its two eightbytes in rax and rdx.
+    RaxRdx,
+    /// A struct of more than 16 bytes, in memory: rax holds its address.
+    Memory,
+}
+
+impl Returns {
+    /// Where the function containing `pc` leaves its return value.
+    pub fn at(profile: &Profile, pc: u64) -> Returns {
+        let class = profile
+            .function_containing(pc)
+            .and_then(|id| profile.function(id))
+            .map(|f| f.ret_class());
+        match class {
+            Some(ClassRef::StructByValue(size)) if size > 16 => Returns::Memory,
+            Some(ClassRef::StructByValue(size)) if size > 8 => Returns::RaxRdx,
+            _ => Returns::Rax,
+        }
+    }
 }
 
 /// The hook plan for one profile.
@@ -49,7 +76,7 @@ impl Hooks {
             .function_at_entry(pc)
             .filter(|&id| profile.function(id).is_some_and(|f| !f.is_denied()))
             .map(Hook::Enter);
-        let ret = is_ret(code).then_some(Hook::Return);
+        let ret = is_ret(code).then(|| Hook::Return(Returns::at(profile, pc)));
         (enter, ret)
     }
 }
@@ -69,7 +96,7 @@ pub fn is_ret(code: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osi_profile::{flags, Function, ProfileData, TypeDesc};
+    use osi_profile::{flags, Class, Function, ProfileData, TypeDesc};
 
     fn profile() -> Profile {
         let f = |name: &str, entry, fl| Function {
@@ -82,12 +109,22 @@ mod tests {
             params: vec![],
             flags: fl,
         };
+        let returning = |name: &str, entry, size| Function {
+            ret: TypeDesc {
+                c_type: format!("struct s{size}"),
+                class: Class::StructByValue(size),
+            },
+            ..f(name, entry, 0)
+        };
         let mut d = ProfileData {
             functions: vec![
                 f("main", 0x1000_1000, flags::USER),
                 f("helper", 0x1000_2000, flags::USER),
                 f("do_sys_openat2", 0xffff_ffff_8120_0000, 0),
                 f("kasan_check_range", 0xffff_ffff_8130_0000, flags::DENIED),
+                returning("current_time", 0xffff_ffff_8140_0000, 16),
+                returning("build_open_how", 0xffff_ffff_8150_0000, 24),
+                returning("fdget_small", 0xffff_ffff_8160_0000, 8),
             ],
             ..Default::default()
         };
@@ -139,15 +176,36 @@ mod tests {
         assert_eq!(at(&h, &p, 0xffff_ffff_8130_0000, &push_rbp), (None, None));
         assert_eq!(
             at(&h, &p, 0x1000_1000, &[0xc3]),
-            (Some(Hook::Enter(id("main"))), Some(Hook::Return))
+            (
+                Some(Hook::Enter(id("main"))),
+                Some(Hook::Return(Returns::Rax))
+            )
         );
         assert_eq!(
             at(&h, &p, 0xffff_ffff_8120_0010, &[0xc3]),
-            (None, Some(Hook::Return))
+            (None, Some(Hook::Return(Returns::Rax)))
         );
         assert_eq!(
             at(&h, &p, 0xffff_ffff_8120_0010, &[0x48, 0x89, 0xe5, 0x90]),
             (None, None)
         );
+    }
+
+    #[test]
+    fn a_ret_knows_where_its_function_leaves_a_struct() {
+        let p = profile();
+        let h = Hooks::new(&p);
+        for (pc, returns) in [
+            (0xffff_ffff_8140_0020, Returns::RaxRdx),
+            (0xffff_ffff_8150_0020, Returns::Memory),
+            (0xffff_ffff_8160_0020, Returns::Rax),
+            (0xffff_ffff_8170_0020, Returns::Rax),
+        ] {
+            assert_eq!(
+                at(&h, &p, pc, &[0xc3]).1,
+                Some(Hook::Return(returns)),
+                "{pc:x}"
+            );
+        }
     }
 }

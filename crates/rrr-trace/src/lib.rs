@@ -20,7 +20,7 @@ pub mod tracer;
 pub mod writer;
 
 pub use guest::{Guest, Reg};
-pub use hooks::{Hook, Hooks};
+pub use hooks::{Hook, Hooks, Returns};
 pub use observer::{Observer, OsLayout};
 pub use perfetto::proto;
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};

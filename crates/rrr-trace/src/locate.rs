@@ -104,6 +104,7 @@ impl Locator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hooks::Returns;
 
     #[test]
     fn the_nth_execution_at_or_after_the_time_is_found_once() {
@@ -113,7 +114,7 @@ mod tests {
             assert_eq!(l.observe(Hook::Enter(1), f, ts), None, "{i}");
         }
         // The return at g is counted apart from the entries at f.
-        assert_eq!(l.observe(Hook::Return, f, 40), None);
+        assert_eq!(l.observe(Hook::Return(Returns::Rax), f, 40), None);
         assert_eq!(l.observe(Hook::Enter(2), g, 45), None);
         let at = Located {
             ts: 60,
@@ -130,10 +131,10 @@ mod tests {
         let mut l = Locator::new(30);
         let pc = 0xffff_ffff_8100_0000;
         l.observe(Hook::Enter(1), pc, 10);
-        l.observe(Hook::Return, pc, 10);
+        l.observe(Hook::Return(Returns::Rax), pc, 10);
         l.observe(Hook::Enter(1), pc, 20);
-        l.observe(Hook::Return, pc, 20);
-        let found = l.observe(Hook::Return, pc, 30).unwrap();
+        l.observe(Hook::Return(Returns::Rax), pc, 20);
+        let found = l.observe(Hook::Return(Returns::Rax), pc, 30).unwrap();
         assert_eq!(found.hit, 3);
     }
 

@@ -11,6 +11,7 @@ use osi_profile::{ClassRef, Location, Profile};
 
 use crate::channel::BatchSender;
 use crate::guest::{is_kernel_address, Guest, Reg};
+use crate::hooks::Returns;
 use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey, MAX_ARG_WORDS};
 
 /// Longest string read for a `char *` argument, in bytes.
@@ -199,14 +200,36 @@ impl Observer {
         self.ended = kind == KIND_END;
     }
 
-    /// A `ret` at `pc` is about to execute on `cpu`.
-    pub fn on_return<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, pc: u64, ts: u64) {
+    /// A `ret` at `pc`, of a function that leaves its value as `returns` says, is about to
+    /// execute on `cpu`.
+    pub fn on_return<G: Guest + ?Sized>(
+        &mut self,
+        cpu: u32,
+        g: &mut G,
+        pc: u64,
+        returns: Returns,
+        ts: u64,
+    ) {
         if self.ended {
             return;
         }
         let sp = g.reg(Reg::RSP);
         let track = self.track_for(cpu, g, sp, true, ts);
-        let value = g.reg(Reg::RAX);
+        let rax = g.reg(Reg::RAX);
+        let value = match returns {
+            Returns::Rax => [rax, 0],
+            Returns::RaxRdx => [rax, g.reg(Reg::RDX)],
+            // The struct's first 16 bytes (as many as a value shows); its address if unreadable.
+            Returns::Memory => {
+                let mut b = [0u8; 16];
+                if g.read(rax, &mut b) {
+                    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+                    [word(0), word(8)]
+                } else {
+                    [rax, 0]
+                }
+            }
+        };
         self.push(Record::Return {
             ts,
             track,

@@ -86,8 +86,9 @@ pub enum Record {
         sp: u64,
         /// Address of the `ret` instruction.
         pc: u64,
-        /// rax.
-        value: u64,
+        /// The return value's eightbytes: rax and 0, rax and rdx (a struct of 9 to 16
+        /// bytes), or a struct returned in memory's first 16 bytes.
+        value: [u64; 2],
     },
     /// A thread track's identity (new, or changed: rename or stack reuse).
     Thread {

@@ -152,7 +152,7 @@ impl Tracer {
         let obs = pipeline.observer();
         match hook {
             Hook::Enter(func) => obs.on_enter(cpu, g, func, self.last_ts),
-            Hook::Return => obs.on_return(cpu, g, pc, self.last_ts),
+            Hook::Return(returns) => obs.on_return(cpu, g, pc, returns, self.last_ts),
         }
     }
 

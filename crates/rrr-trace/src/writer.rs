@@ -363,7 +363,7 @@ impl<W: Write> TraceWriter<W> {
         self.summary.events += 1;
     }
 
-    fn ret(&mut self, ts: u64, key: TrackKey, sp: u64, pc: u64, value: u64) {
+    fn ret(&mut self, ts: u64, key: TrackKey, sp: u64, pc: u64, value: [u64; 2]) {
         let user = !crate::guest::is_kernel_address(sp);
         let track = self.event_track(key);
         let uuid = track.uuid;
@@ -410,13 +410,13 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// A slice end, with the return value typed by `func`'s return class.
-    fn end_event(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
+    fn end_event(&mut self, ts: u64, uuid: u64, ret: Option<(u32, [u64; 2])>) {
         self.end_event_inline(ts, uuid, ret);
     }
 
     /// [`TraceWriter::end_event`], inlined where most slices end (a `ret` of the top frame).
     #[inline(always)]
-    fn end_event_inline(&mut self, ts: u64, uuid: u64, ret: Option<(u32, u64)>) {
+    fn end_event_inline(&mut self, ts: u64, uuid: u64, ret: Option<(u32, [u64; 2])>) {
         let (p, te) = self.seq.open_event(ts, uuid, END, None);
         let TraceWriter {
             seq,

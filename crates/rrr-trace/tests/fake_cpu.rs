@@ -256,7 +256,7 @@ fn an_interrupt_from_user_mode_ends_with_its_handlers_return_and_power_off_ends_
             c.set(Reg::RSP, sp);
             match func {
                 Some(name) => obs.on_enter(0, &mut c, id(&p, name), ts),
-                None => obs.on_return(0, &mut c, K + 0x10, ts),
+                None => obs.on_return(0, &mut c, K + 0x10, rrr_trace::Returns::Rax, ts),
             }
         };
         at(obs, 0x7ffc_0ff8, Some("main"), 10);
@@ -313,4 +313,42 @@ fn a_thread_whose_task_cannot_be_read_is_named_by_its_whole_stack_base() {
         .map(|k| format!("stack-{k:x} -1"))
         .collect();
     assert_eq!(tracks, want);
+}
+
+#[test]
+fn structs_returned_in_two_registers_or_in_memory_are_decoded_whole() {
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = FakeCpu::default();
+        c.set(Reg::GS_BASE, GS0);
+        c.poke_u64(GS0 + 0x100, TASK_A);
+        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        let ret = |obs: &mut Observer, c: &mut FakeCpu, pc: u64, ts: u64| {
+            let returns = rrr_trace::Returns::at(obs.profile(), pc);
+            obs.on_return(0, c, pc, returns, ts);
+        };
+        // current_time: a 16-byte struct in rax:rdx.
+        c.set(Reg::RSP, KA + 0x3f00);
+        obs.on_enter(0, &mut c, id(&p, "current_time"), 10);
+        c.set(Reg::RAX, 0x6b0c_af10).set(Reg::RDX, 0x29a3_29da);
+        ret(obs, &mut c, K + 0xb10, 20);
+        // build_open_how: 24 bytes in memory, rax holds its address.
+        c.poke_u64(0xffff_8880_0000_1000, 0x8241);
+        c.poke_u64(0xffff_8880_0000_1008, 0o644);
+        obs.on_enter(0, &mut c, id(&p, "build_open_how"), 30);
+        c.set(Reg::RAX, 0xffff_8880_0000_1000);
+        ret(obs, &mut c, K + 0xc10, 40);
+    });
+    let got: Vec<(String, Vec<(String, String)>)> = slices(&bytes)
+        .into_iter()
+        .map(|s| (s.name, s.args))
+        .collect();
+    let ret = |v: &str| vec![("return".to_owned(), v.to_owned())];
+    assert_eq!(
+        got,
+        [
+            ("current_time".to_owned(), ret("[1795993360, 698558938]")),
+            ("build_open_how".to_owned(), ret("[33345, 420]")),
+        ]
+    );
 }

@@ -157,7 +157,7 @@ fn slices_on_the_default_track_and_on_named_tracks_land_on_their_threads() {
                 track: TrackKey::Thread(stack),
                 sp,
                 pc: 0,
-                value: 0,
+                value: [0, 0],
             });
             let begin = frames.pop().unwrap();
             let tid = if stack == a { 100 } else { 101 };

@@ -63,8 +63,10 @@ impl Drive for QemuShaped {
     }
     fn ret(&mut self, c: &mut FakeCpu, pc: u64, ts: u64) {
         let hooks = self.0.tracer.hooks_at(pc, &[RET]);
-        assert_eq!(hooks, [None, Some(Hook::Return)]);
-        self.0.tracer.on_hook(0, c, Hook::Return, pc, ts);
+        assert_eq!(hooks, [None, Some(Hook::Return(rrr_trace::Returns::Rax))]);
+        self.0
+            .tracer
+            .on_hook(0, c, Hook::Return(rrr_trace::Returns::Rax), pc, ts);
     }
 }
 
@@ -186,7 +188,13 @@ fn the_clock_never_goes_back() {
     let f = id(&run.profile, "tail_target");
     run.tracer
         .on_hook(0, &mut c, Hook::Enter(f), K + 0x500, 100);
-    run.tracer.on_hook(0, &mut c, Hook::Return, K + 0x510, 90);
+    run.tracer.on_hook(
+        0,
+        &mut c,
+        Hook::Return(rrr_trace::Returns::Rax),
+        K + 0x510,
+        90,
+    );
     let got = slices(&run.finish());
     assert_eq!((got[0].ts, got[0].dur), (100, 0));
 }
@@ -217,8 +225,15 @@ fn a_panic_in_a_hook_ends_the_trace_cleanly() {
     run.tracer
         .guarded(|t| t.on_hook(0, &mut broken, Hook::Enter(g), K + 0x200, 110));
     // Later hooks do nothing; the trace written so far decodes with its open call closed.
-    run.tracer
-        .guarded(|t| t.on_hook(0, &mut c, Hook::Return, K + 0x510, 120));
+    run.tracer.guarded(|t| {
+        t.on_hook(
+            0,
+            &mut c,
+            Hook::Return(rrr_trace::Returns::Rax),
+            K + 0x510,
+            120,
+        )
+    });
     assert!(run.tracer.finish().is_none());
     let got = slices(&std::fs::read(&run.path).unwrap());
     assert_eq!(got.len(), 1);

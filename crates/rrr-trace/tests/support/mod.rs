@@ -179,6 +179,20 @@ pub fn profile() -> Arc<Profile> {
             0,
         ),
         func("schedule", K + 0x700, TypeDesc::void(), vec![], 0),
+        func(
+            "current_time",
+            K + 0xb00,
+            ty("struct timespec64", Class::StructByValue(16)),
+            vec![],
+            0,
+        ),
+        func(
+            "build_open_how",
+            K + 0xc00,
+            ty("struct open_how", Class::StructByValue(24)),
+            vec![],
+            0,
+        ),
         func("kernel_power_off", K + 0xa00, TypeDesc::void(), vec![], 0),
         func(
             "started_before",
@@ -247,7 +261,8 @@ impl Drive for Observer {
         self.on_enter(0, c, func, ts);
     }
     fn ret(&mut self, c: &mut FakeCpu, pc: u64, ts: u64) {
-        self.on_return(0, c, pc, ts);
+        let returns = rrr_trace::Returns::at(self.profile(), pc);
+        self.on_return(0, c, pc, returns, ts);
     }
 }
 
@@ -350,6 +365,10 @@ pub struct Slice {
 
 fn ann_value(a: &proto::DebugAnnotation) -> String {
     use proto::debug_annotation::Value as V;
+    if !a.array_values.is_empty() {
+        let items: Vec<String> = a.array_values.iter().map(ann_value).collect();
+        return format!("[{}]", items.join(", "));
+    }
     match &a.value {
         Some(V::IntValue(i)) => i.to_string(),
         Some(V::UintValue(u)) => u.to_string(),
