@@ -710,7 +710,8 @@ fn unknown() -> TypeDesc {
 }
 
 /// SysV x86-64 locations of integer-class parameters, in order: rdi, rsi, rdx, rcx, r8, r9,
-/// then the stack (the first stack argument at rsp + 8 at entry).
+/// then the stack (the first stack argument at rsp + 8 at entry). An empty struct (size 0,
+/// e.g. `struct vm_userfaultfd_ctx` without userfaultfd) takes no register and no stack slot.
 pub(crate) fn abi_locations(params: &mut [Param]) {
     const REGS: [u16; 6] = crate::arch::INTEGER_ARGS;
     let mut next = 0usize;
@@ -724,6 +725,10 @@ pub(crate) fn abi_locations(params: &mut [Param]) {
             }
             _ => 8,
         };
+        if size == 0 {
+            p.loc = Location::None;
+            continue;
+        }
         let words = size.div_ceil(8).max(1);
         p.loc = if size <= 16 && next + words <= REGS.len() {
             let loc = if words == 1 {
@@ -759,5 +764,41 @@ pub(crate) fn finish_function(f: &mut Function, symbol: Option<&str>) {
         f.flags |= flags::CLONE;
     } else {
         abi_locations(&mut f.params);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TypeDesc;
+
+    fn param(class: Class) -> Param {
+        Param {
+            name: "p".into(),
+            ty: TypeDesc {
+                c_type: "t".into(),
+                class,
+            },
+            loc: Location::None,
+        }
+    }
+
+    #[test]
+    fn an_empty_struct_takes_no_register_and_no_stack_slot() {
+        // vma_merge: seven pointers, then an empty struct vm_userfaultfd_ctx, then anon_name.
+        let mut params: Vec<Param> = (0..7).map(|_| param(Class::Pointer)).collect();
+        params.push(param(Class::StructByValue(0)));
+        params.push(param(Class::Pointer));
+        abi_locations(&mut params);
+        let locs: Vec<Location> = params.iter().map(|p| p.loc).collect();
+        assert_eq!(
+            locs[5..],
+            [
+                Location::Reg(9),
+                Location::Stack(8),
+                Location::None,
+                Location::Stack(16)
+            ]
+        );
     }
 }

@@ -498,6 +498,12 @@ impl Profile {
             .map(|f| (self.string(f.key), f.value))
     }
 
+    /// Whether this profile was made by this version of the reader ([`crate::READER_VERSION`]):
+    /// one made by another may hold what that reader got wrong, and should be built again.
+    pub fn is_current(&self) -> bool {
+        self.text_fact(crate::reader::READER_FACT) == Some(&*crate::READER_VERSION.to_string())
+    }
+
     /// A textual fact, e.g. `kernel.version`.
     pub fn text_fact(&self, key: &str) -> Option<&str> {
         let facts = self.records::<TextFactRec>(S_TEXT_FACTS);

@@ -20,7 +20,7 @@ pub use error::ProfileError;
 pub use format::{ClassRef, FunctionRef, ParamRef, Profile, FORMAT_VERSION};
 pub use kernelinfo::kernelinfo;
 pub use model::{flags, Class, EnumType, Function, Location, Param, ProfileData, TypeDesc};
-pub use reader::{read, Options};
+pub use reader::{read, Options, READER_VERSION};
 pub use tsv::{line as tsv_line, location as tsv_location, write_tsv};
 
 /// Builds the profile of `elf` and writes it atomically (temp file, then rename) to `out`.

@@ -106,5 +106,15 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
     }
     data.finish();
     facts::collect(&file, &layouts, &mut data);
+    data.text_facts
+        .insert(READER_FACT.to_owned(), READER_VERSION.to_string());
     Ok(data)
 }
+
+/// Bumped whenever the DWARF reader's output changes (locations, classes, names): a profile
+/// made by another reader is stale ([`crate::Profile::is_current`]) and is built again.
+/// 2: an empty struct parameter takes no register or stack slot.
+pub const READER_VERSION: u32 = 2;
+
+/// The text fact that records which reader made a profile.
+pub(crate) const READER_FACT: &str = "osi.reader";

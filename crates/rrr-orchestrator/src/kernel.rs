@@ -89,9 +89,28 @@ impl Kernel {
     pub fn bzimage(&self) -> PathBuf {
         self.dir.join("bzImage")
     }
-    /// The tracer profile.
+    /// The kernel's tracer profile (built with the kernel).
     pub fn profile(&self) -> PathBuf {
         self.dir.join("vmlinux.rrrprof")
+    }
+
+    /// The kernel's tracer profile, opened: built again from vmlinux first if it is missing or
+    /// was made by another version of the DWARF reader (a kernel cached by an older rrr).
+    pub fn current_profile(&self) -> anyhow::Result<osi_profile::Profile> {
+        if let Ok(p) = osi_profile::Profile::open(&self.profile()) {
+            if p.is_current() {
+                return Ok(p);
+            }
+        }
+        let bar = crate::progress::spinner("profiling vmlinux".to_owned());
+        let built = osi_profile::build(
+            &self.vmlinux(),
+            &self.profile(),
+            &osi_profile::Options::default(),
+        )
+        .with_context(|| format!("profiling {}", self.vmlinux().display()))?;
+        bar.finish_and_clear();
+        Ok(built)
     }
 
     /// Guest memory for this kernel: 256M for a small kernel like rrr's tiny one, 2G for a

@@ -107,20 +107,15 @@ impl Recording {
     }
 
     /// The tracer's profile: the kernel's (built once per kernel by `rrr kernel`) merged with
-    /// the stimulus's functions, as user code. Made on first use, kept here.
+    /// the stimulus's functions, as user code. Made on first use, kept here (made again when
+    /// the DWARF reader changed).
     pub fn profile(&self) -> anyhow::Result<PathBuf> {
         let path = self.dir.join("trace.rrrprof");
-        if path.is_file() {
+        if osi_profile::Profile::open(&path).is_ok_and(|p| p.is_current()) {
             return Ok(path);
         }
+        let mut data = self.kernel.current_profile()?.to_data();
         let bar = crate::progress::spinner("profiling the stimulus".to_owned());
-        let kernel = osi_profile::Profile::open(&self.kernel.profile()).with_context(|| {
-            format!(
-                "the kernel's profile {} (rebuild the kernel with `rrr kernel`)",
-                self.kernel.profile().display()
-            )
-        })?;
-        let mut data = kernel.to_data();
         let user = osi_profile::Options {
             user: true,
             ..Default::default()
