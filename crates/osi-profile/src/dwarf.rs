@@ -337,7 +337,13 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
         frame_base: Option<i64>,
     ) -> Result<Location, gimli::Error> {
         let Some(v) = die.attr_value(gimli::DW_AT_location)? else {
-            return Ok(Location::None);
+            let constant = die
+                .attr_value(gimli::DW_AT_const_value)?
+                .and_then(|v| match v {
+                    AttributeValue::Sdata(v) => i32::try_from(v).ok(),
+                    v => v.udata_value().and_then(|v| i32::try_from(v).ok()),
+                });
+            return Ok(constant.map_or(Location::None, Location::Const));
         };
         let expr = match v {
             AttributeValue::Exprloc(e) => Some(e),
@@ -358,6 +364,9 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
     }
 
     fn simple_location(&self, expr: gimli::Expression<R<'a>>, frame_base: Option<i64>) -> Location {
+        if let Some(v) = constant_expression(expr, self.unit.encoding()) {
+            return Location::Const(v);
+        }
         let mut r = expr.0;
         let mut regs = Vec::new();
         let mut first = None;
@@ -709,6 +718,24 @@ fn unknown() -> TypeDesc {
     }
 }
 
+/// The value of a constant location expression (`DW_OP_lit*`/`DW_OP_const*`, then
+/// `DW_OP_stack_value`), if it is one and fits in 32 bits.
+fn constant_expression<R: gimli::Reader>(
+    expr: gimli::Expression<R>,
+    encoding: gimli::Encoding,
+) -> Option<i32> {
+    let mut r = expr.0;
+    let value = match gimli::Operation::parse(&mut r, encoding).ok()? {
+        gimli::Operation::UnsignedConstant { value } => i32::try_from(value).ok()?,
+        gimli::Operation::SignedConstant { value } => i32::try_from(value).ok()?,
+        _ => return None,
+    };
+    match gimli::Operation::parse(&mut r, encoding).ok()? {
+        gimli::Operation::StackValue if r.is_empty() => Some(value),
+        _ => None,
+    }
+}
+
 /// SysV x86-64 locations of integer-class parameters, in order: rdi, rsi, rdx, rcx, r8, r9,
 /// then the stack (the first stack argument at rsp + 8 at entry). An empty struct (size 0,
 /// e.g. `struct vm_userfaultfd_ctx` without userfaultfd) takes no register and no stack slot.
@@ -781,6 +808,31 @@ mod tests {
             },
             loc: Location::None,
         }
+    }
+
+    #[test]
+    fn constant_expressions_are_values() {
+        let encoding = gimli::Encoding {
+            address_size: 8,
+            format: gimli::Format::Dwarf32,
+            version: 5,
+        };
+        let expr =
+            |b: &'static [u8]| gimli::Expression(gimli::EndianSlice::new(b, gimli::LittleEndian));
+        // DW_OP_const1u 32; DW_OP_stack_value, DW_OP_lit1; DW_OP_stack_value.
+        assert_eq!(
+            constant_expression(expr(&[0x08, 32, 0x9f]), encoding),
+            Some(32)
+        );
+        assert_eq!(constant_expression(expr(&[0x31, 0x9f]), encoding), Some(1));
+        // DW_OP_const1s -3; DW_OP_stack_value.
+        assert_eq!(
+            constant_expression(expr(&[0x09, 0xfd, 0x9f]), encoding),
+            Some(-3)
+        );
+        // DW_OP_const1u 32 alone is an address, and DW_OP_reg5 a register.
+        assert_eq!(constant_expression(expr(&[0x08, 32]), encoding), None);
+        assert_eq!(constant_expression(expr(&[0x55]), encoding), None);
     }
 
     #[test]

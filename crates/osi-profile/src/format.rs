@@ -135,6 +135,7 @@ mod loc {
     pub const REG: u8 = 1;
     pub const REG_PAIR: u8 = 2;
     pub const STACK: u8 = 3;
+    pub const CONST: u8 = 4;
 }
 
 /// Deduplicating string table: each string stored once as `u32 length + bytes`.
@@ -185,6 +186,7 @@ fn loc_rec(l: Location) -> LocRec {
         Location::Reg(r) => (loc::REG, r, 0),
         Location::RegPair(a, b) => (loc::REG_PAIR, a, b as i32),
         Location::Stack(off) => (loc::STACK, 0, off),
+        Location::Const(v) => (loc::CONST, 0, v),
     };
     LocRec {
         kind,
@@ -730,6 +732,7 @@ impl<'a> ParamRef<'a> {
             loc::REG => Location::Reg(self.rec.loc.reg),
             loc::REG_PAIR => Location::RegPair(self.rec.loc.reg, self.rec.loc.aux as u16),
             loc::STACK => Location::Stack(self.rec.loc.aux),
+            loc::CONST => Location::Const(self.rec.loc.aux),
             _ => Location::None,
         }
     }

@@ -39,6 +39,9 @@ pub enum Location {
     RegPair(u16, u16),
     /// In memory at this offset from the stack pointer at entry (the return address is at +0).
     Stack(i32),
+    /// Not in the machine at all: a known constant, from the debug info (`DW_AT_const_value`,
+    /// or a constant `DW_OP_stack_value` expression), as in gcc's `.constprop` clones.
+    Const(i32),
     /// Optimized out, or not described at the entry address.
     None,
 }

@@ -13,6 +13,7 @@ pub fn location(loc: Location) -> String {
         Location::RegPair(a, b) => format!("{}:{}", crate::arch::name(a), crate::arch::name(b)),
         Location::Stack(off) if off >= 0 => format!("stack+{off}"),
         Location::Stack(off) => format!("stack{off}"),
+        Location::Const(v) => format!("const{v}"),
         Location::None => "none".to_owned(),
     }
 }

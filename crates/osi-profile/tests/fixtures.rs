@@ -143,7 +143,7 @@ const GCC: &[&str] = &[
     "many\tlong int\tlong int a1@rdi;long int a2@rsi;long int a3@rdx;long int a4@rcx;long int a5@r8;long int a6@r9;long int a7@stack+8;int a8@stack+16",
     "pick\tenum color\tenum color c@rdi;_Bool flip@rsi",
     // A clone: its own symbol name, locations from DWARF at its entry, the rest optimized out.
-    "scaled.constprop.0.isra.0\tlong int\tlong int x@rdi;long int factor@none;struct node * n@none",
+    "scaled.constprop.0.isra.0\tlong int\tlong int x@rdi;long int factor@const3;struct node * n@none",
 ];
 
 const CLANG: &[&str] = &[

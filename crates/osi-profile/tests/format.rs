@@ -53,6 +53,14 @@ fn data() -> ProfileData {
                     },
                     loc: Location::RegPair(4, 1),
                 },
+                Param {
+                    name: "len".into(),
+                    ty: TypeDesc {
+                        c_type: "int".into(),
+                        class: Class::Signed(4),
+                    },
+                    loc: Location::Const(-32),
+                },
             ],
             0,
         ),
@@ -109,6 +117,7 @@ fn round_trip_through_a_file() {
                 ClassRef::StructByValue(16),
                 Location::RegPair(4, 1)
             ),
+            ("len", "int", ClassRef::Signed(4), Location::Const(-32)),
         ]
     );
     assert_eq!(p.function_at_entry(0x2000), p.function_by_name("beta"));

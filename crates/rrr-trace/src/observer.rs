@@ -437,6 +437,7 @@ impl Observer {
                     Some(g.reg(Reg(a)))
                 }
                 Location::Stack(off) => g.read_u64(sp.wrapping_add(off as i64 as u64)),
+                Location::Const(v) => Some(v as i64 as u64),
                 Location::None => None,
             };
             match word {
