@@ -1,9 +1,11 @@
-/* rrr's example stimulus: one thread writes a file, a second thread reads it back.
- * Small, deterministic and visible in a trace: openat, write, read, close on two threads. */
+/* rrr's example stimulus: one thread writes a file, a second thread reads it back, a third
+ * renames itself. Small, deterministic and visible in a trace: openat, write, read, close on
+ * two threads, prctl(PR_SET_NAME) on the third. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 static const char path[] = "/tmp/rrr-example.txt";
@@ -30,6 +32,11 @@ static void *reader(void *arg)
 	return (void *)(long)(n <= 0 || strcmp(buf, text) != 0);
 }
 
+static void *namer(void *arg)
+{
+	return (void *)(long)(prctl(PR_SET_NAME, "rrr-renamed") != 0);
+}
+
 static int run(void *(*fn)(void *))
 {
 	pthread_t t;
@@ -44,6 +51,7 @@ int main(void)
 {
 	int bad = run(writer);
 	bad |= run(reader);
+	bad |= run(namer);
 	printf("rrr example: %s\n", bad ? "FAILED" : "ok");
 	return bad;
 }

@@ -71,7 +71,19 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
                  and extract_arg(s.arg_set_id, 'debug.filename') = '{PATH_IN_EXAMPLE}' \
                  order by s.ts desc limit 1"
             ),
+            // The thread that renamed itself: its track has the new name, in the stimulus's
+            // process, with the rename's slice on it.
+            "select count(*), sum(p.name = 'stimulus'), sum(exists(select 1 from slice s \
+             join thread_track tt on s.track_id = tt.id where tt.utid = t.utid \
+             and s.name = '__set_task_comm' \
+             and extract_arg(s.arg_set_id, 'debug.buf') = 'rrr-renamed')) \
+             from thread t join process p using (upid) where t.name = 'rrr-renamed'",
         ],
+    );
+    assert_eq!(
+        tp::lines(&r[8]),
+        vec!["1|1|1"],
+        "a thread that renamed itself has its new name"
     );
     assert_eq!(
         tp::lines(&r[0]),

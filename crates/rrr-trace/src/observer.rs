@@ -124,6 +124,10 @@ impl Observer {
                     KIND_IRQ
                 } else if is_machine_end(f.name()) {
                     KIND_END
+                } else if f.name() == RENAME {
+                    KIND_RENAME
+                } else if f.name() == SWITCH {
+                    KIND_SWITCH
                 } else {
                     KIND_PLAIN
                 }
@@ -188,6 +192,15 @@ impl Observer {
             let key = sp & !(self.layout.thread_size - 1);
             self.cpu(cpu).irqs.push(IrqMarker { key, sp });
         }
+        if kind == KIND_SWITCH {
+            // Already on the next task's stack, before `current_task` names it: identify the
+            // thread from the switch's own argument, so that its first events (a new thread's
+            // first resume) are on its track, not on a track of a stack nobody owns.
+            let next = g.reg(Reg(osi_profile::arch::INTEGER_ARGS[1]));
+            if let Ok((key, ident)) = self.read_task(g, next) {
+                self.identify(key, ident, ts);
+            }
+        }
         let track = self.track_for(cpu, g, sp, false, ts);
         let args = self.read_args(g, func, sp);
         self.push(Record::Enter {
@@ -198,6 +211,9 @@ impl Observer {
             args,
         });
         self.ended = kind == KIND_END;
+        if kind == KIND_RENAME && args.len >= 2 {
+            self.rename(g, args.words[0], args.words[1], ts);
+        }
     }
 
     /// A `ret` at `pc`, of a function that leaves its value as `returns` says, is about to
@@ -352,14 +368,7 @@ impl Observer {
             }
         };
         self.cpu(cpu).ident_pending = false;
-        if self.idents.get(&key) != Some(&ident) {
-            self.idents.insert(key, ident);
-            self.push(Record::Thread {
-                ts,
-                track: TrackKey::Thread(key),
-                ident,
-            });
-        }
+        self.identify(key, ident, ts);
     }
 
     /// The kernel stack base of the current task, read through the per-CPU base in `percpu`.
@@ -377,20 +386,31 @@ impl Observer {
         percpu: Reg,
     ) -> Result<ThreadIdent, Retry> {
         let l = &self.layout;
-        let (Some(cur), Some(pid), Some(tgid), Some(comm), Some(stack)) = (
-            l.current_task,
-            l.task_pid,
-            l.task_tgid,
-            l.task_comm,
-            l.task_stack,
-        ) else {
+        let task_layout = [l.task_pid, l.task_tgid, l.task_comm, l.task_stack];
+        let (Some(cur), true) = (l.current_task, task_layout.iter().all(Option::is_some)) else {
             return Err(Retry::Never);
         };
         let gs = g.reg(percpu);
         let task = g.read_u64(gs.wrapping_add(cur)).ok_or(Retry::Later)?;
-        if g.read_u64(task + stack).ok_or(Retry::Later)? != key {
-            return Err(Retry::Later);
+        match self.read_task(g, task)? {
+            (stack, ident) if stack == key => Ok(ident),
+            _ => Err(Retry::Later),
         }
+    }
+
+    /// The kernel stack and identity of the task at `task`.
+    fn read_task<G: Guest + ?Sized>(
+        &self,
+        g: &mut G,
+        task: u64,
+    ) -> Result<(u64, ThreadIdent), Retry> {
+        let l = &self.layout;
+        let (Some(pid), Some(tgid), Some(comm), Some(stack)) =
+            (l.task_pid, l.task_tgid, l.task_comm, l.task_stack)
+        else {
+            return Err(Retry::Never);
+        };
+        let key = g.read_u64(task + stack).ok_or(Retry::Later)?;
         let mut buf = [0u8; 4];
         let mut read_i32 = |g: &mut G, addr: u64| -> Result<i32, Retry> {
             g.read(addr, &mut buf)
@@ -407,12 +427,46 @@ impl Observer {
             Some(mm) => g.read_u64(task + mm).ok_or(Retry::Later)? == 0,
             None => false,
         };
-        Ok(ThreadIdent {
-            tid,
-            pid,
-            comm: name,
-            kernel,
-        })
+        Ok((
+            key,
+            ThreadIdent {
+                tid,
+                pid,
+                comm: name,
+                kernel,
+            },
+        ))
+    }
+
+    /// `__set_task_comm(task, name, ...)` is about to rename `task` (a thread naming itself,
+    /// or exec naming the process after its program): its track takes the new name now, not
+    /// at its next context switch (which a thread that exits after renaming never has).
+    fn rename<G: Guest + ?Sized>(&mut self, g: &mut G, task: u64, name: u64, ts: u64) {
+        let Ok((key, mut ident)) = self.read_task(g, task) else {
+            return;
+        };
+        // The new name: up to 15 bytes and a NUL, as the kernel copies it; the longest
+        // readable prefix if it ends just before an unmapped page.
+        let mut comm = [0u8; 16];
+        let Some(n) = (1..16).rev().find(|&n| g.read(name, &mut comm[..n])) else {
+            return;
+        };
+        let end = comm[..n].iter().position(|&b| b == 0).unwrap_or(n);
+        comm[end..].fill(0);
+        ident.comm = comm;
+        self.identify(key, ident, ts);
+    }
+
+    /// The thread on stack `key` is `ident` from `ts` on (sent to the writer if new).
+    fn identify(&mut self, key: u64, ident: ThreadIdent, ts: u64) {
+        if self.idents.get(&key) != Some(&ident) {
+            self.idents.insert(key, ident);
+            self.push(Record::Thread {
+                ts,
+                track: TrackKey::Thread(key),
+                ident,
+            });
+        }
     }
 
     fn read_args<G: Guest + ?Sized>(&mut self, g: &mut G, func: u32, sp: u64) -> Args {
@@ -463,6 +517,15 @@ const KIND_IRQ: u8 = 1;
 const KIND_USER: u8 = 2;
 /// [`Observer::kinds`]: the machine goes down.
 const KIND_END: u8 = 3;
+/// See [`RENAME`].
+const KIND_RENAME: u8 = 4;
+/// See [`SWITCH`].
+const KIND_SWITCH: u8 = 5;
+/// The C half of a context switch, `__switch_to(prev, next)`, entered on `next`'s stack.
+const SWITCH: &str = "__switch_to";
+/// The kernel function every rename of a task goes through (`prctl(PR_SET_NAME)`,
+/// `pthread_setname_np`, exec).
+const RENAME: &str = "__set_task_comm";
 
 enum Retry {
     Later,

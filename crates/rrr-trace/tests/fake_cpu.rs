@@ -352,3 +352,69 @@ fn structs_returned_in_two_registers_or_in_memory_are_decoded_whole() {
         ]
     );
 }
+
+#[test]
+fn a_thread_that_renames_itself_is_named_anew_from_that_moment() {
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = FakeCpu::default();
+        c.set(Reg::GS_BASE, GS0);
+        c.poke_u64(GS0 + 0x100, TASK_A);
+        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        c.poke_str(0x7ffc_5000, "rrr-renamed-thread");
+        c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 3);
+        obs.on_enter(0, &mut c, id(&p, "tail_target"), 10);
+        // prctl(PR_SET_NAME): the kernel copies 15 bytes of the name.
+        c.set(Reg::RSP, KA + 0x3e00)
+            .set(Reg(5), TASK_A)
+            .set(Reg(4), 0x7ffc_5000)
+            .set(Reg(1), 0);
+        obs.on_enter(0, &mut c, id(&p, "__set_task_comm"), 20);
+        c.set(Reg::RSP, KA + 0x3d00).set(Reg(5), 4);
+        obs.on_enter(0, &mut c, id(&p, "tail_target"), 30);
+    });
+    let tracks: Vec<(String, String)> = slices(&bytes)
+        .into_iter()
+        .map(|s| (s.name, s.track))
+        .collect();
+    let renamed = "rrr-renamed-thr 100";
+    assert!(
+        tracks.contains(&("tail_target".into(), renamed.into()))
+            && tracks.iter().all(|(_, t)| t == renamed),
+        "one thread track, named anew (Perfetto keeps a thread's last name): {tracks:?}"
+    );
+}
+
+#[test]
+fn a_threads_first_resume_is_on_its_own_track() {
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = FakeCpu::default();
+        c.set(Reg::GS_BASE, GS0);
+        c.poke_u64(GS0 + 0x100, TASK_A);
+        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        support::task(&mut c, support::TASK_B, 101, 100, "stimulus", support::KB);
+        c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 3);
+        obs.on_enter(0, &mut c, id(&p, "tail_target"), 10);
+        // __switch_to_asm has moved to B's stack; current_task is still A until
+        // __switch_to writes it.
+        c.set(Reg::RSP, support::KB + 0x3f00)
+            .set(Reg(5), TASK_A)
+            .set(Reg(4), support::TASK_B);
+        obs.on_enter(0, &mut c, id(&p, "__switch_to"), 20);
+        c.set(Reg::RSP, support::KB + 0x3e00).set(Reg(5), 4);
+        obs.on_enter(0, &mut c, id(&p, "tail_target"), 30);
+        c.poke_u64(GS0 + 0x100, support::TASK_B);
+        c.set(Reg::RSP, support::KB + 0x3d00).set(Reg(5), 5);
+        obs.on_enter(0, &mut c, id(&p, "tail_target"), 40);
+    });
+    let tracks: Vec<(String, String)> = slices(&bytes)
+        .into_iter()
+        .map(|s| (s.name, s.track))
+        .collect();
+    assert!(
+        tracks.contains(&("__switch_to".into(), "stimulus 101".into()))
+            && !tracks.iter().any(|(_, t)| t.starts_with("stack-")),
+        "no track of a stack nobody owns: {tracks:?}"
+    );
+}

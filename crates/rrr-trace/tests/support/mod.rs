@@ -180,6 +180,45 @@ pub fn profile() -> Arc<Profile> {
         ),
         func("schedule", K + 0x700, TypeDesc::void(), vec![], 0),
         func(
+            "__switch_to",
+            K + 0xe00,
+            ty(
+                "struct task_struct *",
+                Class::StructPtr("struct task_struct".into()),
+            ),
+            vec![
+                param(
+                    "prev_p",
+                    "struct task_struct *",
+                    Class::StructPtr("struct task_struct".into()),
+                    RDI,
+                ),
+                param(
+                    "next_p",
+                    "struct task_struct *",
+                    Class::StructPtr("struct task_struct".into()),
+                    RSI,
+                ),
+            ],
+            0,
+        ),
+        func(
+            "__set_task_comm",
+            K + 0xd00,
+            TypeDesc::void(),
+            vec![
+                param(
+                    "tsk",
+                    "struct task_struct *",
+                    Class::StructPtr("struct task_struct".into()),
+                    RDI,
+                ),
+                param("buf", "const char *", Class::CharPtr, RSI),
+                param("exec", "_Bool", Class::Bool, RDX),
+            ],
+            0,
+        ),
+        func(
             "current_time",
             K + 0xb00,
             ty("struct timespec64", Class::StructByValue(16)),
