@@ -253,6 +253,108 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
     assert_eq!(tp::lines(&r[0]), vec!["1"]);
 }
 
+/// A call of the trace and what gdb says at the same call: the trace's arguments and return
+/// value, gdb's values of the same (read at the call's entry with `--at`, and after `finish`).
+struct Checked {
+    function: &'static str,
+    trace: Vec<String>,
+    gdb: Vec<String>,
+}
+
+/// Every value of a call as the trace shows it: the arguments named, then the return value's
+/// parts (`return`, or `return[0]`, `return[1]` for a struct).
+fn trace_values(trace: &Path, ts: u64, args: &[&str]) -> Vec<String> {
+    let sql: Vec<String> = args
+        .iter()
+        .map(|a| {
+            format!(
+                "select coalesce(cast(a.int_value as text), a.string_value) from slice s \
+                 join args a using (arg_set_id) where s.ts = {ts} \
+                 and a.key = 'debug.{a}' and s.dur > 0 order by s.depth limit 1"
+            )
+        })
+        .collect();
+    let sql: Vec<&str> = sql.iter().map(String::as_str).collect();
+    tp::query(trace, &sql)
+        .iter()
+        .map(|rows| tp::lines(rows).join(","))
+        .collect()
+}
+
+#[test]
+fn the_trace_says_what_gdb_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().arg("kernel"));
+    let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
+    let rec = dir.path().join("rec");
+    ok(rrr()
+        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus, "-o"])
+        .arg(&rec));
+    let t = dir.path().join("t.pftrace");
+    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
+    let vmlinux = Path::new(&kernel).join("vmlinux");
+    let first = |name: &str, cond: &str| -> u64 {
+        let r = tp::query(
+            &t,
+            &[&format!(
+                "select s.ts from slice s join thread_track tt on s.track_id = tt.id \
+                 join thread th using (utid) where th.name = 'stimulus' and s.name = '{name}' \
+                 {cond} order by s.ts limit 1"
+            )],
+        );
+        tp::lines(&r[0])[0].parse().unwrap()
+    };
+    let gdb_values = |ts: u64, commands: &[&str]| -> Vec<String> {
+        let g = gdb_session(&rec, Some(ts), &vmlinux, commands);
+        let mut values: Vec<String> = g.values().iter().map(|v| v.to_string()).collect();
+        assert!(!values.is_empty(), "{}\n{}", g.said, g.stderr);
+        values.iter_mut().for_each(|v| {
+            // `0x1234 "text"` (a char *): the text; `{tv_sec = 1, tv_nsec = 2}`: 1,2.
+            if let Some(text) = v.split_once(" \"").map(|(_, t)| t.trim_end_matches('"')) {
+                *v = text.to_owned();
+            } else if v.starts_with('{') {
+                *v = v
+                    .trim_matches(|c| c == '{' || c == '}')
+                    .split(", ")
+                    .map(|f| f.split(" = ").nth(1).unwrap_or(f))
+                    .collect::<Vec<_>>()
+                    .join(",");
+            }
+        });
+        values
+    };
+    let mut checked = Vec::new();
+    // Signed and unsigned integers of several widths, a string, and a return value.
+    let ts = first(
+        "ksys_write",
+        "and extract_arg(s.arg_set_id, 'debug.fd') > 2",
+    );
+    checked.push(Checked {
+        function: "ksys_write",
+        trace: trace_values(&t, ts, &["fd", "count", "return"]),
+        gdb: gdb_values(ts, &["p fd", "p count", "finish"]),
+    });
+    let ts = first("do_sys_openat2", "");
+    checked.push(Checked {
+        function: "do_sys_openat2",
+        trace: trace_values(&t, ts, &["dfd", "filename"]),
+        gdb: gdb_values(ts, &["p dfd", "p filename"]),
+    });
+    // A struct returned in rax:rdx.
+    let ts = first("current_time", "");
+    checked.push(Checked {
+        function: "current_time",
+        trace: trace_values(&t, ts, &["return[0]", "return[1]"]),
+        gdb: gdb_values(ts, &["finish"]),
+    });
+    for c in &checked {
+        let trace = c.trace.join(",");
+        let gdb: Vec<&str> = c.gdb.iter().map(String::as_str).collect();
+        let gdb = gdb.join(",");
+        assert_eq!(trace, gdb, "{}: the trace's values, then gdb's", c.function);
+    }
+}
+
 /// A kernel of syzbot's size class: rrr's tiny kernel with its `crash-test` fragment (SLUB,
 /// LKDTM, generic KASAN), built once and cached. It boots in more than 2^31 instructions, which
 /// QEMU's record/replay handles only when the ready snapshot carries replay state.
