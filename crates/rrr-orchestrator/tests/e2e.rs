@@ -8,7 +8,7 @@ mod tp;
 #[path = "support/cli.rs"]
 mod cli;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cli::{example, fails, gdb_server, gdb_session, manifest, ok, rrr, write_manifest};
 
@@ -253,6 +253,18 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
     assert_eq!(tp::lines(&r[0]), vec!["1"]);
 }
 
+/// Records the example stimulus on `kernel` into `dir/rec` and traces it into `dir/t.pftrace`.
+fn record_and_trace(kernel: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
+    let rec = dir.join("rec");
+    ok(rrr()
+        .args(["record", "--kernel", kernel, "--stimulus", &stimulus, "-o"])
+        .arg(&rec));
+    let t = dir.join("t.pftrace");
+    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
+    (rec, t)
+}
+
 /// A call of the trace and what gdb says at the same call: the trace's arguments and return
 /// value, gdb's values of the same (read at the call's entry with `--at`, and after `finish`).
 struct Checked {
@@ -285,13 +297,7 @@ fn trace_values(trace: &Path, ts: u64, args: &[&str]) -> Vec<String> {
 fn the_trace_says_what_gdb_says() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().arg("kernel"));
-    let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
-    let rec = dir.path().join("rec");
-    ok(rrr()
-        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus, "-o"])
-        .arg(&rec));
-    let t = dir.path().join("t.pftrace");
-    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
+    let (rec, t) = record_and_trace(&kernel, dir.path());
     let vmlinux = Path::new(&kernel).join("vmlinux");
     let first = |name: &str, cond: &str| -> u64 {
         let r = tp::query(
@@ -369,16 +375,9 @@ fn a_kasan_kernel_is_recorded_from_its_ready_snapshot_traced_and_debugged() {
             "{option} in the crash-test kernel"
         );
     }
-    let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
-    let rec = dir.path().join("rec");
-    ok(rrr()
-        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus, "-o"])
-        .arg(&rec));
+    let (rec, t) = record_and_trace(&kernel, dir.path());
     let m = manifest(&rec);
     assert!(m["outcome"]["ended"]["status"] == 0, "{m}");
-
-    let t = dir.path().join("t.pftrace");
-    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
     let r = tp::query(
         &t,
         &[

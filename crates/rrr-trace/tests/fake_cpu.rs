@@ -319,10 +319,7 @@ fn a_thread_whose_task_cannot_be_read_is_named_by_its_whole_stack_base() {
 fn structs_returned_in_two_registers_or_in_memory_are_decoded_whole() {
     let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
         let p = support::profile();
-        let mut c = FakeCpu::default();
-        c.set(Reg::GS_BASE, GS0);
-        c.poke_u64(GS0 + 0x100, TASK_A);
-        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        let mut c = on_task_a();
         let ret = |obs: &mut Observer, c: &mut FakeCpu, pc: u64, ts: u64| {
             let returns = rrr_trace::Returns::at(obs.profile(), pc);
             obs.on_return(0, c, pc, returns, ts);
@@ -357,10 +354,7 @@ fn structs_returned_in_two_registers_or_in_memory_are_decoded_whole() {
 fn a_thread_that_renames_itself_is_named_anew_from_that_moment() {
     let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
         let p = support::profile();
-        let mut c = FakeCpu::default();
-        c.set(Reg::GS_BASE, GS0);
-        c.poke_u64(GS0 + 0x100, TASK_A);
-        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        let mut c = on_task_a();
         c.poke_str(0x7ffc_5000, "rrr-renamed-thread");
         c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 3);
         obs.on_enter(0, &mut c, id(&p, "tail_target"), 10);
@@ -389,10 +383,7 @@ fn a_thread_that_renames_itself_is_named_anew_from_that_moment() {
 fn a_threads_first_resume_is_on_its_own_track() {
     let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
         let p = support::profile();
-        let mut c = FakeCpu::default();
-        c.set(Reg::GS_BASE, GS0);
-        c.poke_u64(GS0 + 0x100, TASK_A);
-        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        let mut c = on_task_a();
         support::task(&mut c, support::TASK_B, 101, 100, "stimulus", support::KB);
         c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 3);
         obs.on_enter(0, &mut c, id(&p, "tail_target"), 10);
@@ -417,4 +408,13 @@ fn a_threads_first_resume_is_on_its_own_track() {
             && !tracks.iter().any(|(_, t)| t.starts_with("stack-")),
         "no track of a stack nobody owns: {tracks:?}"
     );
+}
+
+/// A CPU running task A (pid 100, `stimulus`, stack KA), in the kernel.
+fn on_task_a() -> FakeCpu {
+    let mut c = FakeCpu::default();
+    c.set(Reg::GS_BASE, GS0);
+    c.poke_u64(GS0 + 0x100, TASK_A);
+    support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+    c
 }
