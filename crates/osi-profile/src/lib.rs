@@ -13,6 +13,7 @@ mod format;
 mod kernelinfo;
 mod model;
 mod reader;
+mod returns;
 mod tsv;
 
 pub use denylist::{DenyList, DEFAULT_DENY};

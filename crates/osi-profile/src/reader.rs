@@ -76,6 +76,12 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
     let symbols = elf::function_symbols(&file);
     for f in &mut data.functions {
         dwarf::finish_function(f, symbols.get(&f.entry).map(|s| s.name.as_str()));
+        if f.flags & flags::CLONE != 0 && f.ret.class != Class::Void && f.size > 0 {
+            let code = elf::read_at(&file, f.entry, u64::from(f.size));
+            if code.is_some_and(|c| crate::returns::returns_nothing(&c, f.entry)) {
+                f.ret = TypeDesc::void();
+            }
+        }
     }
     // Functions only in the symbol table (assembly): by name, no parameters.
     let known: std::collections::HashSet<u64> = data.functions.iter().map(|f| f.entry).collect();
@@ -113,8 +119,9 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
 
 /// Bumped whenever the DWARF reader's output changes (locations, classes, names): a profile
 /// made by another reader is stale ([`crate::Profile::is_current`]) and is built again.
-/// 2: an empty struct parameter takes no register or stack slot; 3: constant locations.
-pub const READER_VERSION: u32 = 3;
+/// 2: an empty struct parameter takes no register or stack slot; 3: constant locations; 4:
+/// clones whose code returns nothing return void.
+pub const READER_VERSION: u32 = 4;
 
 /// The text fact that records which reader made a profile.
 pub(crate) const READER_FACT: &str = "osi.reader";

@@ -144,6 +144,8 @@ const GCC: &[&str] = &[
     "pick\tenum color\tenum color c@rdi;_Bool flip@rsi",
     // A clone: its own symbol name, locations from DWARF at its entry, the rest optimized out.
     "scaled.constprop.0.isra.0\tlong int\tlong int x@rdi;long int factor@const3;struct node * n@none",
+    // A clone whose code returns nothing (gcc dropped the unused return value): void.
+    "hold.isra.0\tvoid\tstruct node * n@rdi",
 ];
 
 const CLANG: &[&str] = &[
@@ -155,6 +157,7 @@ const CLANG: &[&str] = &[
     "many\tlong\tlong a1@rdi;long a2@rsi;long a3@rdx;long a4@rcx;long a5@r8;long a6@r9;long a7@stack+8;int a8@stack+16",
     "pick\tenum color\tenum color c@rdi;_Bool flip@rsi",
     "scaled\tlong\tlong x@rdi;long factor@rsi;struct node * n@rdx",
+    "hold\tstruct node *\tstruct node * n@rdi",
 ];
 
 #[test]
