@@ -739,9 +739,11 @@ fn constant_expression<R: gimli::Reader>(
 /// SysV x86-64 locations of integer-class parameters, in order: rdi, rsi, rdx, rcx, r8, r9,
 /// then the stack (the first stack argument at rsp + 8 at entry). An empty struct (size 0,
 /// e.g. `struct vm_userfaultfd_ctx` without userfaultfd) takes no register and no stack slot.
-pub(crate) fn abi_locations(params: &mut [Param]) {
+/// A function that returns a struct of more than 16 bytes gets the address to write it to
+/// in rdi, before its parameters (`build_open_how`).
+pub(crate) fn abi_locations(params: &mut [Param], ret: &Class) {
     const REGS: [u16; 6] = crate::arch::INTEGER_ARGS;
-    let mut next = 0usize;
+    let mut next = usize::from(matches!(ret, Class::StructByValue(n) if *n > 16));
     let mut stack = 8i32;
     for p in params {
         let size = match p.ty.class {
@@ -790,7 +792,7 @@ pub(crate) fn finish_function(f: &mut Function, symbol: Option<&str>) {
     if is_clone(&f.name) {
         f.flags |= flags::CLONE;
     } else {
-        abi_locations(&mut f.params);
+        abi_locations(&mut f.params, &f.ret.class);
     }
 }
 
@@ -836,12 +838,23 @@ mod tests {
     }
 
     #[test]
+    fn a_struct_returned_in_memory_takes_rdi_for_its_address() {
+        // struct open_how build_open_how(int flags, umode_t mode): 24 bytes, in memory.
+        let mut params = vec![param(Class::Signed(4)), param(Class::Unsigned(2))];
+        abi_locations(&mut params, &Class::StructByValue(24));
+        let locs: Vec<Location> = params.iter().map(|p| p.loc).collect();
+        assert_eq!(locs, [Location::Reg(4), Location::Reg(1)]);
+        abi_locations(&mut params, &Class::StructByValue(16));
+        assert_eq!(params[0].loc, Location::Reg(5), "16 bytes come back in rax:rdx");
+    }
+
+    #[test]
     fn an_empty_struct_takes_no_register_and_no_stack_slot() {
         // vma_merge: seven pointers, then an empty struct vm_userfaultfd_ctx, then anon_name.
         let mut params: Vec<Param> = (0..7).map(|_| param(Class::Pointer)).collect();
         params.push(param(Class::StructByValue(0)));
         params.push(param(Class::Pointer));
-        abi_locations(&mut params);
+        abi_locations(&mut params, &Class::Pointer);
         let locs: Vec<Location> = params.iter().map(|p| p.loc).collect();
         assert_eq!(
             locs[5..],

@@ -316,7 +316,9 @@ fn the_trace_says_what_gdb_says() {
         assert!(!values.is_empty(), "{}\n{}", g.said, g.stderr);
         values.iter_mut().for_each(|v| {
             // `0x1234 "text"` (a char *): the text; `{tv_sec = 1, tv_nsec = 2}`: 1,2.
-            if let Some(text) = v.split_once(" \"").map(|(_, t)| t.trim_end_matches('"')) {
+            if v == "true" || v == "false" {
+                *v = if v == "true" { "1" } else { "0" }.to_owned();
+            } else if let Some(text) = v.split_once(" \"").map(|(_, t)| t.trim_end_matches('"')) {
                 *v = text.to_owned();
             } else if v.starts_with('{') {
                 *v = v
@@ -353,6 +355,52 @@ fn the_trace_says_what_gdb_says() {
         trace: trace_values(&t, ts, &["return[0]", "return[1]"]),
         gdb: gdb_values(ts, &["finish"]),
     });
+    // A struct returned in memory (the trace shows its first 16 bytes: flags, mode).
+    let ts = first("build_open_how", "");
+    let mut gdb = gdb_values(ts, &["p flags", "p mode", "finish"]);
+    gdb[2] = gdb[2].split(',').take(2).collect::<Vec<_>>().join(",");
+    checked.push(Checked {
+        function: "build_open_how",
+        trace: trace_values(&t, ts, &["flags", "mode", "return[0]", "return[1]"]),
+        gdb,
+    });
+    // An enum, by name.
+    let ts = first("mod_node_page_state", "");
+    checked.push(Checked {
+        function: "mod_node_page_state",
+        trace: trace_values(&t, ts, &["item", "delta"]),
+        gdb: gdb_values(ts, &["p item", "p delta"]),
+    });
+    // A bool and a string (exec names the process after its program).
+    let ts = first("__set_task_comm", "");
+    checked.push(Checked {
+        function: "__set_task_comm",
+        trace: trace_values(&t, ts, &["buf", "exec"]),
+        gdb: gdb_values(ts, &["p buf", "p exec"]),
+    });
+    // A gcc clone's parameter that is a constant of the debug info.
+    let ts = first("extract_entropy.constprop.0", "");
+    checked.push(Checked {
+        function: "extract_entropy.constprop.0",
+        trace: trace_values(&t, ts, &["len"]),
+        gdb: gdb_values(ts, &["p len"]),
+    });
+    // A clone whose code returns nothing has no return value in the trace.
+    let r = tp::query(
+        &t,
+        &[
+            "select count(*), sum(exists(select 1 from args a where a.arg_set_id = s.arg_set_id \
+           and a.key like 'debug.return%')) from slice s where s.name = 'get_file.isra.0'",
+        ],
+    );
+    let (calls, with_return) = tp::lines(&r[0])[0]
+        .split_once('|')
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.to_owned()))
+        .unwrap();
+    assert!(
+        calls > 0 && with_return == "0",
+        "get_file.isra.0 returns nothing: {calls} calls, {with_return} with a return value"
+    );
     for c in &checked {
         let trace = c.trace.join(",");
         let gdb: Vec<&str> = c.gdb.iter().map(String::as_str).collect();
