@@ -845,7 +845,11 @@ mod tests {
         let locs: Vec<Location> = params.iter().map(|p| p.loc).collect();
         assert_eq!(locs, [Location::Reg(4), Location::Reg(1)]);
         abi_locations(&mut params, &Class::StructByValue(16));
-        assert_eq!(params[0].loc, Location::Reg(5), "16 bytes come back in rax:rdx");
+        assert_eq!(
+            params[0].loc,
+            Location::Reg(5),
+            "16 bytes come back in rax:rdx"
+        );
     }
 
     #[test]

@@ -265,14 +265,6 @@ fn record_and_trace(kernel: &str, dir: &Path) -> (PathBuf, PathBuf) {
     (rec, t)
 }
 
-/// A call of the trace and what gdb says at the same call: the trace's arguments and return
-/// value, gdb's values of the same (read at the call's entry with `--at`, and after `finish`).
-struct Checked {
-    function: &'static str,
-    trace: Vec<String>,
-    gdb: Vec<String>,
-}
-
 /// Every value of a call as the trace shows it: the arguments named, then the return value's
 /// parts (`return`, or `return[0]`, `return[1]` for a struct).
 fn trace_values(trace: &Path, ts: u64, args: &[&str]) -> Vec<String> {
@@ -321,70 +313,69 @@ fn the_trace_says_what_gdb_says() {
             } else if let Some(text) = v.split_once(" \"").map(|(_, t)| t.trim_end_matches('"')) {
                 *v = text.to_owned();
             } else if v.starts_with('{') {
+                // A struct's fields; the trace shows its first 16 bytes (two here).
                 *v = v
                     .trim_matches(|c| c == '{' || c == '}')
                     .split(", ")
                     .map(|f| f.split(" = ").nth(1).unwrap_or(f))
+                    .take(2)
                     .collect::<Vec<_>>()
                     .join(",");
             }
         });
         values
     };
-    let mut checked = Vec::new();
-    // Signed and unsigned integers of several widths, a string, and a return value.
-    let ts = first(
-        "ksys_write",
-        "and extract_arg(s.arg_set_id, 'debug.fd') > 2",
-    );
-    checked.push(Checked {
-        function: "ksys_write",
-        trace: trace_values(&t, ts, &["fd", "count", "return"]),
-        gdb: gdb_values(ts, &["p fd", "p count", "finish"]),
-    });
-    let ts = first("do_sys_openat2", "");
-    checked.push(Checked {
-        function: "do_sys_openat2",
-        trace: trace_values(&t, ts, &["dfd", "filename"]),
-        gdb: gdb_values(ts, &["p dfd", "p filename"]),
-    });
-    // A struct returned in rax:rdx.
-    let ts = first("current_time", "");
-    checked.push(Checked {
-        function: "current_time",
-        trace: trace_values(&t, ts, &["return[0]", "return[1]"]),
-        gdb: gdb_values(ts, &["finish"]),
-    });
-    // A struct returned in memory (the trace shows its first 16 bytes: flags, mode).
-    let ts = first("build_open_how", "");
-    let mut gdb = gdb_values(ts, &["p flags", "p mode", "finish"]);
-    gdb[2] = gdb[2].split(',').take(2).collect::<Vec<_>>().join(",");
-    checked.push(Checked {
-        function: "build_open_how",
-        trace: trace_values(&t, ts, &["flags", "mode", "return[0]", "return[1]"]),
-        gdb,
-    });
-    // An enum, by name.
-    let ts = first("mod_node_page_state", "");
-    checked.push(Checked {
-        function: "mod_node_page_state",
-        trace: trace_values(&t, ts, &["item", "delta"]),
-        gdb: gdb_values(ts, &["p item", "p delta"]),
-    });
-    // A bool and a string (exec names the process after its program).
-    let ts = first("__set_task_comm", "");
-    checked.push(Checked {
-        function: "__set_task_comm",
-        trace: trace_values(&t, ts, &["buf", "exec"]),
-        gdb: gdb_values(ts, &["p buf", "p exec"]),
-    });
-    // A gcc clone's parameter that is a constant of the debug info.
-    let ts = first("extract_entropy.constprop.0", "");
-    checked.push(Checked {
-        function: "extract_entropy.constprop.0",
-        trace: trace_values(&t, ts, &["len"]),
-        gdb: gdb_values(ts, &["p len"]),
-    });
+    // Each call: the trace's values of these arguments (and return value), and gdb's of the
+    // same, at the call's entry (`p`) and after it (`finish`).
+    let cases: [(&str, &str, &[&str], &[&str]); 7] = [
+        // Signed and unsigned integers of several widths, and a return value.
+        (
+            "ksys_write",
+            "and extract_arg(s.arg_set_id, 'debug.fd') > 2",
+            &["fd", "count", "return"],
+            &["p fd", "p count", "finish"],
+        ),
+        // An int and a string.
+        (
+            "do_sys_openat2",
+            "",
+            &["dfd", "filename"],
+            &["p dfd", "p filename"],
+        ),
+        // A struct returned in rax:rdx.
+        ("current_time", "", &["return[0]", "return[1]"], &["finish"]),
+        // A struct returned in memory, after parameters that start at rsi.
+        (
+            "build_open_how",
+            "",
+            &["flags", "mode", "return[0]", "return[1]"],
+            &["p flags", "p mode", "finish"],
+        ),
+        // An enum, by name.
+        (
+            "mod_node_page_state",
+            "",
+            &["item", "delta"],
+            &["p item", "p delta"],
+        ),
+        // A string and a bool (exec names the process after its program).
+        (
+            "__set_task_comm",
+            "",
+            &["buf", "exec"],
+            &["p buf", "p exec"],
+        ),
+        // A gcc clone's parameter that is a constant of the debug info.
+        ("extract_entropy.constprop.0", "", &["len"], &["p len"]),
+    ];
+    for (function, cond, args, commands) in cases {
+        let ts = first(function, cond);
+        assert_eq!(
+            trace_values(&t, ts, args).join(","),
+            gdb_values(ts, commands).join(","),
+            "{function}: the trace's values, then gdb's"
+        );
+    }
     // A clone whose code returns nothing has no return value in the trace.
     let r = tp::query(
         &t,
@@ -401,12 +392,6 @@ fn the_trace_says_what_gdb_says() {
         calls > 0 && with_return == "0",
         "get_file.isra.0 returns nothing: {calls} calls, {with_return} with a return value"
     );
-    for c in &checked {
-        let trace = c.trace.join(",");
-        let gdb: Vec<&str> = c.gdb.iter().map(String::as_str).collect();
-        let gdb = gdb.join(",");
-        assert_eq!(trace, gdb, "{}: the trace's values, then gdb's", c.function);
-    }
 }
 
 /// A kernel of syzbot's size class: rrr's tiny kernel with its `crash-test` fragment (SLUB,
