@@ -56,7 +56,9 @@ pub struct TraceWriter<W: Write> {
     tracks: Vec<Track>,
     index: HashMap<TrackKey, usize>,
     last: Option<(TrackKey, usize)>,
-    processes: HashMap<i32, (u64, [u8; 16])>,
+    /// Processes by pid: the process track's uuid, its name, and its main thread's track (a
+    /// pid reused by another process gets a process track of its own).
+    processes: HashMap<i32, (u64, [u8; 16], TrackKey)>,
     next_uuid: u64,
     /// Per function, once used: its name and annotation names are interned, and how to
     /// decode its arguments is resolved, so the hot path does not consult the profile.
@@ -272,14 +274,17 @@ impl<W: Write> TraceWriter<W> {
             _ => ident.comm_str(),
         };
         let known = self.processes.get(&ident.pid).copied();
-        // A process track, described again when its main thread is renamed (exec).
-        if ident.pid == ident.tid && ident.pid >= 0 && known.map(|k| k.1) != Some(ident.comm) {
+        // A process track: new for a new process (a pid seen before, on another main thread,
+        // is a reused pid), described again when its main thread is renamed (exec).
+        if ident.pid == ident.tid && ident.pid >= 0 {
             let uuid = match known {
-                Some((uuid, _)) => uuid,
-                None => self.new_uuid(),
+                Some((uuid, name, main)) if main == key => (name != ident.comm).then_some(uuid),
+                _ => Some(self.new_uuid()),
             };
-            self.processes.insert(ident.pid, (uuid, ident.comm));
-            self.seq.describe_process(uuid, ident.pid, comm.clone());
+            if let Some(uuid) = uuid {
+                self.processes.insert(ident.pid, (uuid, ident.comm, key));
+                self.seq.describe_process(uuid, ident.pid, comm.clone());
+            }
         }
         let reusable = match self.index.get(&key).map(|&i| &self.tracks[i]) {
             Some(t) => match t.ident {

@@ -278,3 +278,61 @@ fn a_trace_killed_mid_write_still_opens() {
         );
     }
 }
+
+/// A looping reproducer wraps the pid space: a pid that comes back belongs to another task, in
+/// another process. Each is its own thread, in its own process, with its own name.
+#[test]
+fn a_reused_pid_is_another_thread_in_another_process() {
+    let profile = support::profile();
+    let func = support::id(&profile, "ksys_write");
+    let mut records = Vec::new();
+    let mut ts = 1000;
+    for (stack, name) in [(support::KA, b"first\0\0\0"), (support::KB, b"second\0\0")] {
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(name);
+        let track = TrackKey::Thread(stack);
+        let ident = ThreadIdent {
+            tid: 300,
+            pid: 300,
+            comm,
+            kernel: false,
+        };
+        let sp = stack + 0x3f00;
+        records.push(Record::Thread { ts, track, ident });
+        records.push(Record::Enter {
+            ts: ts + 10,
+            track,
+            sp,
+            func,
+            args: Args::default(),
+        });
+        records.push(Record::Return {
+            ts: ts + 20,
+            track,
+            sp,
+            pc: 0,
+            value: [0, 0],
+        });
+        ts += 30;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reused.pftrace");
+    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile);
+    let mut batch = Batch::with_capacity(records.len());
+    batch.records = records;
+    writer.write_batch(&batch).unwrap();
+    writer.finish().unwrap();
+    let r = tp::query(
+        &path,
+        &[
+            "select t.name, p.name, s.ts from slice s join thread_track tt on s.track_id = tt.id \
+             join thread t using (utid) join process p using (upid) order by s.ts",
+            "select count(distinct utid), count(distinct upid) from thread where tid = 300",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["first|first|1010", "second|second|1040"]
+    );
+    assert_eq!(tp::lines(&r[1]), vec!["2|2"]);
+}
