@@ -216,6 +216,11 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
          build); remove the cached snapshots with `rrr cache gc --all` and record again",
     ),
     (
+        "error reading the replay data",
+        "the replay diverged from the recording: it ran out of the recording's log before the \
+         recorded run's end (the log is cut short, or the replay left the recorded run)",
+    ),
+    (
         "in the replay log",
         "the replay diverged from the recording: it asked the log for an input the recorded \
          run did not take at that point (another emulator build or machine than the \
@@ -261,6 +266,10 @@ mod tests {
         assert!(failure_meaning(abort).contains("could not start from the snapshot"));
         assert!(
             failure_meaning("Missing character write event in the replay log").contains("diverged")
+        );
+        assert!(
+            failure_meaning("qemu-system-x86_64: error reading the replay data")
+                .contains("ran out of the recording's log")
         );
         assert_eq!(failure_meaning("qemu-system-x86_64: something else"), "");
     }

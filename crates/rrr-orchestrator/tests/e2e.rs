@@ -251,6 +251,27 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
         ],
     );
     assert_eq!(tp::lines(&r[0]), vec!["1"]);
+
+    // The stimulus prints nothing, so the console proves nothing: a replay of the recording
+    // cut short is still reported as diverged, with the trace written so far kept.
+    let cut = dir.path().join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    for f in ["recording.json", "replay.bin", "disk.qcow2", "serial.log"] {
+        std::fs::copy(rec.join(f), cut.join(f)).unwrap();
+    }
+    assert_eq!(
+        std::fs::read(cut.join("serial.log")).unwrap(),
+        b"",
+        "a silent run"
+    );
+    let log = std::fs::read(rec.join("replay.bin")).unwrap();
+    std::fs::write(cut.join("replay.bin"), &log[..log.len() / 2]).unwrap();
+    let t2 = dir.path().join("t2.pftrace");
+    let err = fails(rrr().arg("trace").arg(&cut).arg("-o").arg(&t2));
+    assert!(
+        err.contains("diverged") && err.contains("cut short") && err.contains("t2.pftrace"),
+        "{err}"
+    );
 }
 
 /// Records the example stimulus on `kernel` into `dir/rec` and traces it into `dir/t.pftrace`.
