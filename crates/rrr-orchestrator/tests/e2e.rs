@@ -14,8 +14,17 @@ use cli::{example, fails, gdb_server, gdb_session, manifest, ok, rrr, write_mani
 
 const PATH_IN_EXAMPLE: &str = "/tmp/rrr-example.txt";
 
+/// The tests that run emulators run one at a time: on 2 cores, several QEMUs at once (each
+/// replay at 100% of a core, plus gdb's reverse steps reloading snapshots) made one reverse
+/// step of five hang at the start snapshot's instruction count.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static EMULATORS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    EMULATORS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().arg("kernel"));
     let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
@@ -231,6 +240,7 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
 
 #[test]
 fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().arg("kernel"));
     let stimulus = ok(rrr().arg("stimulus").arg(example("never-ends.c")));
@@ -308,6 +318,7 @@ fn trace_values(trace: &Path, ts: u64, args: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_trace_says_what_gdb_says() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().arg("kernel"));
     let (rec, t) = record_and_trace(&kernel, dir.path());
@@ -420,6 +431,7 @@ fn the_trace_says_what_gdb_says() {
 /// QEMU's record/replay handles only when the ready snapshot carries replay state.
 #[test]
 fn a_kasan_kernel_is_recorded_from_its_ready_snapshot_traced_and_debugged() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().args(["kernel", "--fragment", "crash-test"]));
     let config = std::fs::read_to_string(Path::new(&kernel).join("config")).unwrap();
@@ -492,6 +504,7 @@ fn processes(program: &str, needle: &str) -> Vec<String> {
 
 #[test]
 fn a_killed_rrr_takes_its_emulator_with_it() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().arg("kernel"));
     let stimulus = ok(rrr().arg("stimulus").arg(example("never-ends.c")));

@@ -92,8 +92,10 @@ impl GdbServer {
     /// Runs the printed gdb command on `vmlinux` in batch mode with `commands` and `kill`
     /// after it, and stops the replay.
     pub fn run(mut self, vmlinux: &Path, commands: &[&str]) -> GdbSession {
-        let mut gdb = Command::new("gdb");
-        gdb.args(&self.printed);
+        // A gdb that hangs (a replay that never reaches its stop) fails the test, instead of
+        // holding CI until its own time runs out.
+        let mut gdb = Command::new("timeout");
+        gdb.args(["600", "gdb"]).args(&self.printed);
         for c in commands.iter().chain(&["kill"]) {
             gdb.args(["-ex", c]);
         }
