@@ -420,13 +420,8 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
         std::fs::rename(&from, boot.join(to))
             .with_context(|| format!("keeping {}", from.display()))?;
     }
-    let bar = crate::progress::spinner("profiling vmlinux".to_owned());
-    osi_profile::build(
-        &boot.join("vmlinux"),
-        &boot.join("vmlinux.rrrprof"),
-        &osi_profile::Options::default(),
-    )?;
-    bar.finish_and_clear();
+    // The kernel's profile, built where it is built for a kernel cached by an older reader.
+    Kernel { dir: boot.clone() }.current_profile()?;
     // Keep only the artifacts: source and objects go.
     for d in ["src", "build", "fragments"] {
         let _ = std::fs::remove_dir_all(stage.dir.join(d));
