@@ -1,6 +1,8 @@
 #!/bin/busybox sh
 # rrr's /init: mount the basics, say ready, wait for the go line on the console (the snapshot
-# is taken here), run the stimulus, report how it ended, power off.
+# is taken here), run the stimulus, report how it ended, then wait: rrr ends the run (QEMU:
+# rrr stops the machine, so its recording ends at a known instruction count; PANDA: rrr types
+# the line that powers it off).
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t tmpfs tmpfs /tmp
@@ -12,4 +14,5 @@ cd /tmp
 /stimulus
 echo "RRR-END status=$?"
 /bin/busybox sync
+read -r off
 /bin/busybox poweroff -f

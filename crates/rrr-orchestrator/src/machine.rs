@@ -30,9 +30,36 @@ pub fn monitor_path() -> PathBuf {
     std::env::temp_dir().join(format!("rrr-monitor-{}-{n}.sock", std::process::id()))
 }
 
-/// The emulator closed its console: it exited.
+/// The machine's run is over: the emulator exited (it closed its console), or it paused at
+/// its end ([`AtEnd::Pauses`]).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Exited;
+pub struct Ended;
+
+/// What the emulator does when the machine's run ends (the guest powers off or reboots, or a
+/// replay reaches the recorded shutdown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtEnd {
+    /// It exits.
+    Exits,
+    /// It pauses (QEMU's `-action shutdown=pause`), so that rrr reads its record/replay
+    /// instruction count (`info replay`) before it quits: the count a replay must end at.
+    Pauses,
+}
+
+/// How often a machine that pauses at its end is asked whether it has.
+const STATUS_POLL: Duration = Duration::from_millis(200);
+
+/// How an emulator run ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// The emulator's exit status.
+    pub status: ExitStatus,
+    /// What it wrote on stderr.
+    pub stderr: String,
+    /// Its record/replay instruction count when the run ended (machines that pause at their
+    /// end: QEMU recordings and replays without gdb).
+    pub instructions: Option<u64>,
+}
 
 /// A running QEMU: serial lines arrive on a channel (and in a log file), the monitor is a unix
 /// socket.
@@ -43,13 +70,24 @@ pub struct Vm {
     serial: Option<JoinHandle<()>>,
     stderr: Option<JoinHandle<String>>,
     monitor: PathBuf,
+    at_end: AtEnd,
+    /// When to ask a machine that pauses at its end whether it has.
+    next_poll: Instant,
+    /// It has paused at its end.
+    paused: bool,
 }
 
 impl Vm {
-    /// Starts `cmd`, logging the serial console to `serial_log`. The emulator gets SIGTERM if
-    /// rrr dies (even by SIGKILL): it then ends cleanly, its plugin closing the trace, instead
-    /// of recording a stimulus that never ends, or waiting for gdb, forever.
-    pub fn spawn(mut cmd: Command, serial_log: &Path, monitor: &Path) -> anyhow::Result<Vm> {
+    /// Starts `cmd`, logging the serial console to `serial_log`, its monitor on `monitor`;
+    /// `at_end`: what the command makes the emulator do at the run's end. The emulator gets
+    /// SIGTERM if rrr dies (even by SIGKILL): it then ends cleanly, its plugin closing the
+    /// trace, instead of recording a stimulus that never ends, or waiting for gdb, forever.
+    pub fn spawn(
+        mut cmd: Command,
+        serial_log: &Path,
+        monitor: &Path,
+        at_end: AtEnd,
+    ) -> anyhow::Result<Vm> {
         tracing::debug!("running {cmd:?}");
         let rrr = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the child between fork and exec and only makes
@@ -102,18 +140,54 @@ impl Vm {
             serial: Some(serial),
             stderr: Some(stderr),
             monitor: monitor.to_owned(),
+            at_end,
+            next_poll: Instant::now() + STATUS_POLL,
+            paused: false,
         })
     }
 
     /// The next serial line, waiting until `deadline`. `Ok(None)`: the deadline passed;
-    /// `Err`: the emulator closed the console (it exited).
-    pub fn next_line(&mut self, deadline: Instant) -> Result<Option<String>, Exited> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(wait) {
-            Ok(line) => Ok(Some(line)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(Exited),
+    /// `Err`: the run is over (the emulator closed the console, or paused at its end).
+    pub fn next_line(&mut self, deadline: Instant) -> Result<Option<String>, Ended> {
+        loop {
+            if self.paused {
+                return Err(Ended);
+            }
+            let now = Instant::now();
+            let until = match self.at_end {
+                AtEnd::Exits => deadline,
+                AtEnd::Pauses => deadline.min(self.next_poll),
+            };
+            match self
+                .lines
+                .recv_timeout(until.saturating_duration_since(now))
+            {
+                Ok(line) => {
+                    if self.at_end == AtEnd::Pauses && Instant::now() >= self.next_poll {
+                        self.poll_status();
+                    }
+                    return Ok(Some(line));
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(Ended),
+                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => self.poll_status(),
+            }
         }
+    }
+
+    /// Asks a machine that pauses at its end whether it has.
+    fn poll_status(&mut self) {
+        self.next_poll = Instant::now() + STATUS_POLL;
+        match self.monitor("info status") {
+            Ok(status) => self.paused = status.contains("(shutdown)"),
+            Err(e) => tracing::debug!("monitor info status: {e:#}"),
+        }
+    }
+
+    /// The record/replay instruction count, from the monitor (`info replay`).
+    fn instructions(&mut self) -> Option<u64> {
+        let said = self.monitor("info replay").ok()?;
+        parse_instruction_count(&said)
     }
 
     /// Types `text` on the serial console.
@@ -158,8 +232,32 @@ impl Vm {
         Ok(out.trim_end_matches("(qemu) ").trim().to_owned())
     }
 
-    /// Waits for QEMU to exit, up to `timeout`; kills it after that.
-    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<(ExitStatus, String)> {
+    /// Waits for the run to end and the emulator to exit, up to `timeout`; kills it after
+    /// that. A machine that paused at its end is asked its instruction count, then to quit.
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<Exit> {
+        let mut instructions = None;
+        if self.at_end == AtEnd::Pauses {
+            let deadline = Instant::now() + timeout;
+            while !self.paused && self.child.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(STATUS_POLL);
+                self.poll_status();
+            }
+            if self.paused {
+                instructions = self.instructions();
+                if let Err(e) = self.monitor("quit") {
+                    tracing::debug!("monitor quit: {e:#}");
+                }
+            }
+        }
+        let exit = self.exit(timeout)?;
+        Ok(Exit {
+            instructions,
+            ..exit
+        })
+    }
+
+    /// Waits for the emulator to exit, up to `timeout`; kills it after that.
+    fn exit(&mut self, timeout: Duration) -> anyhow::Result<Exit> {
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(st) = self.child.try_wait()? {
@@ -180,15 +278,31 @@ impl Vm {
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
-        Ok((status, stderr))
+        Ok(Exit {
+            status,
+            stderr,
+            instructions: None,
+        })
     }
 
-    /// Asks QEMU to quit (the guest stops where it is) and waits for it.
-    pub fn quit(&mut self) -> anyhow::Result<(ExitStatus, String)> {
+    /// Asks QEMU to quit (the guest stops where it is) and waits for it. A machine that
+    /// pauses at its end is first stopped and asked its instruction count: the run ends there.
+    pub fn quit(&mut self) -> anyhow::Result<Exit> {
+        let mut instructions = None;
+        if self.at_end == AtEnd::Pauses {
+            if let Err(e) = self.monitor("stop") {
+                tracing::debug!("monitor stop: {e:#}");
+            }
+            instructions = self.instructions();
+        }
         if let Err(e) = self.monitor("quit") {
             tracing::debug!("monitor quit: {e:#}");
         }
-        self.wait(Duration::from_secs(30))
+        let exit = self.exit(Duration::from_secs(30))?;
+        Ok(Exit {
+            instructions,
+            ..exit
+        })
     }
 }
 
@@ -200,6 +314,17 @@ impl Drop for Vm {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The instruction count in QEMU's `info replay` answer ("Recording execution 'f':
+/// instruction count = N").
+fn parse_instruction_count(said: &str) -> Option<u64> {
+    said.split_once("instruction count = ")?
+        .1
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What the emulator's known failures mean, by the words they print.
@@ -258,6 +383,17 @@ pub fn check_exit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instruction_count_is_read_from_info_replay() {
+        let said = "Replaying execution '/r/replay.bin': instruction count = 1223096088";
+        assert_eq!(parse_instruction_count(said), Some(1_223_096_088));
+        assert_eq!(parse_instruction_count("Record/replay is not active"), None);
+        assert_eq!(
+            parse_instruction_count("unknown command: 'info replay'"),
+            None
+        );
+    }
 
     #[test]
     fn known_failures_are_explained() {

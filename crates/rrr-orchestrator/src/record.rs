@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use crate::cache::{self, Key, Staging};
 use crate::engine::{Engine, Mode};
 use crate::kernel::Kernel;
-use crate::machine::{self, Vm};
+use crate::machine::{self, AtEnd, Vm};
 use crate::recording::{Outcome, Recording};
 use crate::rootfs;
 
@@ -26,6 +26,8 @@ const CRASH_MARKERS: &[&str] = &[
     "UBSAN: ",
     "KFENCE: ",
 ];
+/// The console line that ends a panic's report (the kernel then stays in `panic()`).
+const PANIC_END: &str = "---[ end Kernel panic";
 /// How long the rest of a crash report gets to reach the console before recording stops.
 const REPORT_GRACE: Duration = Duration::from_secs(3);
 
@@ -54,14 +56,14 @@ pub fn ready_disk(
             scratch_log: &scratch_log,
         };
         let cmd = engine.command(kernel, &staged, &mode, &monitor);
-        let mut vm = Vm::spawn(cmd, &dir.join("boot.log"), &monitor)?;
+        let mut vm = Vm::spawn(cmd, &dir.join("boot.log"), &monitor, engine.at_end(&mode))?;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             match vm.next_line(deadline) {
                 Ok(Some(l)) if l.trim() == rootfs::READY => break,
                 Ok(Some(l)) => bar.set_message(format!("booting: {}", l.trim())),
-                Ok(None) | Err(machine::Exited) => {
-                    let (_, stderr) = vm.quit()?;
+                Ok(None) | Err(machine::Ended) => {
+                    let stderr = vm.quit()?.stderr;
                     let log = std::fs::read_to_string(dir.join("boot.log")).unwrap_or_default();
                     bail!(
                         "the machine did not reach /init's ready marker; QEMU said:\n{}\nthe console's last lines:\n{}",
@@ -73,8 +75,8 @@ pub fn ready_disk(
         }
         bar.set_message("saving the snapshot");
         save_snapshot(&mut vm, machine::READY_SNAPSHOT)?;
-        let (status, stderr) = vm.quit()?;
-        machine::check_exit(engine, status, &stderr, "saving the snapshot")?;
+        let exit = vm.quit()?;
+        machine::check_exit(engine, exit.status, &exit.stderr, "saving the snapshot")?;
         let _ = std::fs::remove_file(&scratch_log);
         bar.finish_and_clear();
         Ok(())
@@ -132,18 +134,16 @@ pub fn record(
             seconds: timeout.as_secs(),
         },
         engine,
+        instructions: None,
     };
     std::fs::copy(&ready, rec.disk())?;
     let monitor = machine::monitor_path();
     let rrfile = rec.rrfile();
-    let cmd = engine.command(
-        kernel,
-        &rec.disk(),
-        &Mode::Record { rrfile: &rrfile },
-        &monitor,
-    );
+    let mode = Mode::Record { rrfile: &rrfile };
+    let cmd = engine.command(kernel, &rec.disk(), &mode, &monitor);
     let bar = crate::progress::spinner("recording the stimulus".to_owned());
-    let mut vm = Vm::spawn(cmd, &rec.serial_log(), &monitor)?;
+    let at_end = engine.at_end(&mode);
+    let mut vm = Vm::spawn(cmd, &rec.serial_log(), &monitor, at_end)?;
     vm.send("go\n")?;
     let mut deadline = Instant::now() + timeout;
     let mut crashed: Option<String> = None;
@@ -154,23 +154,34 @@ pub fn record(
                 bar.set_message(format!("recording: {}", line.trim()));
                 if let Some(s) = line.trim().strip_prefix(rootfs::END) {
                     ended = Some(s.trim().parse().unwrap_or(-1));
+                    if at_end == AtEnd::Pauses {
+                        break false;
+                    }
+                    vm.send(rootfs::POWER_OFF)?;
+                } else if crashed.is_some() && line.contains(PANIC_END) {
+                    break false;
                 } else if crashed.is_none() && CRASH_MARKERS.iter().any(|m| line.contains(m)) {
                     crashed = Some(line.trim().to_owned());
                     deadline = Instant::now() + REPORT_GRACE;
                 }
             }
             Ok(None) => break false,
-            Err(machine::Exited) => break true,
+            Err(machine::Ended) => break true,
         }
     };
-    let (status, stderr) = if exited {
+    let exit = if exited {
         vm.wait(Duration::from_secs(30))?
     } else {
         vm.quit()?
     };
     bar.finish_and_clear();
-    if exited && !status.success() {
-        machine::check_exit(engine, status, &stderr, "recording")?;
+    if exited && !exit.status.success() {
+        machine::check_exit(engine, exit.status, &exit.stderr, "recording")?;
+    }
+    // A run that ended by itself (a guest power-off or reboot rrr did not ask for) paused a
+    // few instructions after its end, how many depending on timing: no count to prove.
+    if !exited {
+        rec.instructions = exit.instructions;
     }
     rec.outcome = match (crashed, ended) {
         (Some(line), _) => Outcome::Crashed { line },

@@ -15,8 +15,10 @@ use crate::kernel::Kernel;
 const MANIFEST: &str = "recording.json";
 /// The manifest of recordings made before it was versioned (`key=value` lines).
 const OLD_MANIFEST: &str = "recording.txt";
-/// Bumped when the manifest's fields change.
-const MANIFEST_VERSION: u32 = 1;
+/// Bumped when the manifest's fields change. 2: `instructions`.
+const MANIFEST_VERSION: u32 = 2;
+/// The oldest manifest version this rrr still opens (version 1 lacks `instructions`).
+const OLDEST_MANIFEST_VERSION: u32 = 1;
 
 /// How a recorded run ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,10 @@ struct Manifest {
     stimulus: PathBuf,
     /// How the run ended.
     outcome: Outcome,
+    /// The record/replay instruction count at the recording's end (QEMU), where every replay
+    /// must end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instructions: Option<u64>,
 }
 
 /// A recording directory.
@@ -78,6 +84,9 @@ pub struct Recording {
     pub outcome: Outcome,
     /// The emulator that recorded it (and alone can replay it).
     pub engine: Engine,
+    /// The record/replay instruction count at its end, where every replay must end (QEMU;
+    /// recordings made before rrr kept it have none).
+    pub instructions: Option<u64>,
 }
 
 impl Recording {
@@ -165,7 +174,9 @@ impl Recording {
         let version = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("version")?.as_u64());
-        if version.is_some_and(|v| v != MANIFEST_VERSION as u64) {
+        if version.is_some_and(|v| {
+            !(OLDEST_MANIFEST_VERSION as u64..=MANIFEST_VERSION as u64).contains(&v)
+        }) {
             bail!(
                 "{}: manifest version {} is not this rrr's ({MANIFEST_VERSION}); record it again \
                  with this rrr",
@@ -181,6 +192,7 @@ impl Recording {
             stimulus: m.stimulus,
             outcome: m.outcome,
             engine: m.engine,
+            instructions: m.instructions,
         })
     }
 
@@ -192,6 +204,7 @@ impl Recording {
             kernel: self.kernel.dir.clone(),
             stimulus: self.stimulus.clone(),
             outcome: self.outcome.clone(),
+            instructions: self.instructions,
         };
         let path = self.dir.join(MANIFEST);
         let text = serde_json::to_string_pretty(&m).expect("a manifest serialises");
@@ -212,6 +225,7 @@ mod tests {
                 line: "BUG: x".into(),
             },
             engine: Engine::Panda,
+            instructions: Some(1_223_096_088),
         }
     }
 
@@ -222,8 +236,20 @@ mod tests {
         rec.write_manifest().unwrap();
         let back = Recording::open(dir.path()).unwrap();
         assert_eq!(
-            (back.kernel.dir, back.stimulus, back.outcome, back.engine),
-            (rec.kernel.dir, rec.stimulus, rec.outcome, rec.engine)
+            (
+                back.kernel.dir,
+                back.stimulus,
+                back.outcome,
+                back.engine,
+                back.instructions
+            ),
+            (
+                rec.kernel.dir,
+                rec.stimulus,
+                rec.outcome,
+                rec.engine,
+                rec.instructions
+            )
         );
     }
 
@@ -247,6 +273,12 @@ mod tests {
   "outcome": { "ended": { "status": 0 } }
 }"#;
         assert_eq!(open(good).unwrap().outcome, Outcome::Ended { status: 0 });
+        let counted = good.replace(
+            "\"version\": 1",
+            "\"version\": 2,\n  \"instructions\": 1223096088",
+        );
+        assert_eq!(open(&counted).unwrap().instructions, Some(1_223_096_088));
+        assert_eq!(open(good).unwrap().instructions, None);
         for (bad, says) in [
             (good.replace("\"qemu\"", "\"foo\""), "unknown variant `foo`"),
             (

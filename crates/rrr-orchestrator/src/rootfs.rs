@@ -15,6 +15,8 @@ pub const INIT: &str = include_str!("../assets/init.sh");
 pub const READY: &str = "RRR-READY";
 /// Printed by /init when the stimulus has exited.
 pub const END: &str = "RRR-END status=";
+/// The console line that makes /init power the machine off once the stimulus has ended.
+pub const POWER_OFF: &str = "off\n";
 /// Where `busybox-static` installs busybox.
 const BUSYBOX: &str = "/bin/busybox";
 /// Bumped when the image recipe changes.

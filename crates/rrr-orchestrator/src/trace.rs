@@ -8,8 +8,8 @@ use anyhow::bail;
 use rrr_trace::locate::Located;
 use rrr_trace::TraceSummary;
 
-use crate::engine::{self, Mode, Verdict};
-use crate::machine::{self, Vm};
+use crate::engine::{self, Mode, RunEnd, Verdict};
+use crate::machine::{self, AtEnd, Vm};
 use crate::recording::Recording;
 
 /// What a replay produced.
@@ -21,6 +21,8 @@ pub struct Traced {
     pub bytes: u64,
     /// Wall time of the replay.
     pub elapsed: Duration,
+    /// What the replay proved, in words (e.g. that it ended where the recording ended).
+    pub check: String,
 }
 
 /// A replay ready to start: the command and what it needs while it runs.
@@ -33,6 +35,8 @@ struct ReplaySetup {
     /// Where the emulator's stdout (the guest's console) goes.
     serial: PathBuf,
     monitor: PathBuf,
+    /// What the emulator does at the replay's end.
+    at_end: AtEnd,
 }
 
 /// The replay of `rec` on its engine, with the tracer (its plugin arguments) or a gdb stub.
@@ -53,6 +57,7 @@ fn replay_command(
         gdb,
     };
     let monitor = machine::monitor_path();
+    let at_end = rec.engine.at_end(&mode);
     let disk = rec.scratch_disk()?;
     let serial = disk.path().with_extension("serial.log");
     let mut cmd = rec
@@ -72,6 +77,7 @@ fn replay_command(
         _plugin_dir: plugin_dir,
         serial,
         monitor,
+        at_end,
     })
 }
 
@@ -92,13 +98,13 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     };
     let bar = crate::progress::spinner(what.to_owned());
     let start = Instant::now();
-    let mut vm = Vm::spawn(setup.cmd, &serial, &setup.monitor)?;
+    let mut vm = Vm::spawn(setup.cmd, &serial, &setup.monitor, setup.at_end)?;
     let deadline = start + timeout;
     while let Ok(Some(line)) = vm.next_line(deadline) {
         bar.set_message(format!("{what}: {}", line.trim()));
     }
     let timed_out = Instant::now() >= deadline;
-    let (status, stderr) = if timed_out {
+    let exit = if timed_out {
         vm.quit()?
     } else {
         vm.wait(Duration::from_secs(60))?
@@ -116,9 +122,18 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
             timeout.as_secs()
         );
     }
+    let stderr = &exit.stderr;
     let said = |out: &str| format!("{}{}", tail(out, 20), stderr.trim_end());
     let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-    let verdict = emu.verdict(&replayed, &recorded);
+    let replay_end = RunEnd {
+        console: &replayed,
+        instructions: exit.instructions,
+    };
+    let recording_end = RunEnd {
+        console: &recorded,
+        instructions: rec.instructions,
+    };
+    let verdict = emu.verdict(&replay_end, &recording_end);
     if let Verdict::Diverged(why) = &verdict {
         let kept_log = rec.diverged_serial_log();
         std::fs::write(&kept_log, &replayed)?;
@@ -131,10 +146,11 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
             said(&replayed)
         );
     }
-    if !status.success() {
-        let meaning = machine::failure_meaning(&stderr);
+    if !exit.status.success() {
+        let meaning = machine::failure_meaning(stderr);
         bail!(
-            "the replay failed ({status}){meaning}{kept}; {} said:\n{}",
+            "the replay failed ({}){meaning}{kept}; {} said:\n{}",
+            exit.status,
             emu.binary(),
             said(&replayed)
         );
@@ -161,6 +177,7 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         events,
         bytes,
         elapsed,
+        check: emu.replay_check(&replay_end),
     })
 }
 
@@ -178,11 +195,12 @@ fn tail(text: &str, n: usize) -> String {
 pub fn report(out: &Path, t: &Traced) {
     let shown = out.canonicalize().unwrap_or_else(|_| out.to_owned());
     eprintln!(
-        "rrr: trace written: {} ({} events, {:.1} MB, replayed in {:.1} s)",
+        "rrr: trace written: {} ({} events, {:.1} MB, replayed in {:.1} s; the replay {})",
         shown.display(),
         t.events,
         t.bytes as f64 / 1e6,
-        t.elapsed.as_secs_f64()
+        t.elapsed.as_secs_f64(),
+        t.check
     );
     eprintln!(
         "rrr: open it in ui.perfetto.dev: `rrr serve {} --open` (or Open trace file there)",
@@ -211,7 +229,7 @@ pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow
         Some(port) => port,
     };
     let setup = replay_command(rec, None, Some(port))?;
-    let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
+    let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor, setup.at_end)?;
     let mut gdb = format!("gdb -ex 'target remote 127.0.0.1:{port}'");
     for ex in to.iter().flat_map(|t| &t.commands) {
         gdb.push_str(&format!(" -ex '{ex}'"));
@@ -227,14 +245,15 @@ pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow
          recorded execution, the same on every replay; `reverse-stepi` and `reverse-continue` \
          go back; `kill` ends it."
     );
-    let (status, stderr) = vm.wait(Duration::from_secs(u32::MAX as u64))?;
+    let exit = vm.wait(Duration::from_secs(u32::MAX as u64))?;
     let _ = std::fs::remove_file(&setup.serial);
-    if !status.success() && status.code().is_some() {
-        let meaning = machine::failure_meaning(&stderr);
+    if !exit.status.success() && exit.status.code().is_some() {
+        let meaning = machine::failure_meaning(&exit.stderr);
         bail!(
-            "the replay failed ({status}){meaning}; {} said:\n{}",
+            "the replay failed ({}){meaning}; {} said:\n{}",
+            exit.status,
             emu.binary(),
-            stderr.trim_end()
+            exit.stderr.trim_end()
         );
     }
     Ok(())
@@ -248,20 +267,21 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
     let args = engine::locator_args(&profile, at, &out);
     let setup = replay_command(rec, Some(args), None)?;
     let bar = crate::progress::spinner(format!("finding trace time {at} in the replay"));
-    let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor)?;
+    let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor, setup.at_end)?;
     let exited = loop {
         if out.exists() {
             break false;
         }
-        if vm.next_line(Instant::now() + Duration::from_millis(100)) == Err(machine::Exited) {
+        if vm.next_line(Instant::now() + Duration::from_millis(100)) == Err(machine::Ended) {
             break true;
         }
     };
-    let (_, stderr) = if exited {
+    let stderr = if exited {
         vm.wait(Duration::from_secs(60))?
     } else {
         vm.quit()?
-    };
+    }
+    .stderr;
     let _ = std::fs::remove_file(&setup.serial);
     bar.finish_and_clear();
     match std::fs::read_to_string(&out) {

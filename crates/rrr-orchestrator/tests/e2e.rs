@@ -251,8 +251,26 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
         .arg(&rec));
     let m = manifest(&rec);
     assert!(m["outcome"]["timed_out"]["seconds"] == 4, "{m}");
+    let end = m["instructions"]
+        .as_u64()
+        .expect("the recording's end count");
+    assert!(end > 1_000_000_000, "counted from the machine's boot: {m}");
     let t = dir.path().join("t.pftrace");
-    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
+    let out = rrr()
+        .arg("trace")
+        .arg(&rec)
+        .arg("-o")
+        .arg(&t)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the replay ended at the recording's end, instruction {end}"
+        )),
+        "{said}"
+    );
     let r = tp::query(
         &t,
         &[
@@ -280,6 +298,22 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
     let err = fails(rrr().arg("trace").arg(&cut).arg("-o").arg(&t2));
     assert!(
         err.contains("diverged") && err.contains("cut short") && err.contains("t2.pftrace"),
+        "{err}"
+    );
+
+    // A replay that ends anywhere but at the recording's end count is reported as diverged:
+    // here the whole log, against a manifest that says the run went one instruction further.
+    std::fs::copy(rec.join("replay.bin"), cut.join("replay.bin")).unwrap();
+    let mut m = manifest(&cut);
+    m["instructions"] = (end + 1).into();
+    std::fs::write(cut.join("recording.json"), m.to_string()).unwrap();
+    let err = fails(rrr().arg("replay").arg(&cut));
+    assert!(
+        err.contains("diverged")
+            && err.contains(&format!(
+                "ended at instruction {end}, the recording at {}",
+                end + 1
+            )),
         "{err}"
     );
 }

@@ -73,7 +73,7 @@ pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
         "rrr: replayed {} in {:.2} s, {}",
         rec.dir.display(),
         t.elapsed.as_secs_f64(),
-        rec.engine.emulator().replay_check()
+        t.check
     );
     Ok(())
 }

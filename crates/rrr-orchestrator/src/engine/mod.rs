@@ -14,6 +14,7 @@ use rrr_trace::locate::Located;
 
 use crate::cache::Key;
 use crate::kernel::Kernel;
+use crate::machine::AtEnd;
 
 pub use panda::{install_plugin as install_panda_plugin, manual_replay_hint as panda_replay_hint};
 
@@ -70,6 +71,14 @@ pub enum Verdict {
     Short,
 }
 
+/// How a run (a recording or a replay) ended, as far as a replay's check needs it.
+pub struct RunEnd<'a> {
+    /// Its console output.
+    pub console: &'a str,
+    /// Its record/replay instruction count at the end, where the emulator gives it.
+    pub instructions: Option<u64>,
+}
+
 /// How gdb gets from a replay's start to a trace time.
 pub struct GdbTo {
     /// gdb commands, run after `target remote`.
@@ -101,6 +110,13 @@ pub trait Emulator: Sync {
         mode: &Mode,
         monitor: &Path,
     );
+    /// What the emulator does at the end of a run in `mode` (its command line makes it so).
+    /// Where it pauses, rrr ends recordings itself (the guest never powers off or reboots:
+    /// QEMU's count at a guest's power-off runs on by a few instructions that depend on
+    /// timing, and a replay's end would too).
+    fn at_end(&self, mode: &Mode) -> AtEnd;
+    /// The kernel's `panic=` (seconds until it reboots after a panic, 0: never, -1: at once).
+    fn panic_timeout(&self) -> i32;
     /// The record/replay log's name in a recording directory.
     fn replay_log(&self) -> &'static str;
     /// Readies a finished recording's `disk` for its replays.
@@ -108,11 +124,10 @@ pub trait Emulator: Sync {
     /// Lets a replay command load the tracer plugin `plugin` (PANDA finds plugins by name in
     /// a directory, made under `scratch`, which must outlive the replay).
     fn load_plugin(&self, cmd: &mut Command, plugin: &Path, scratch: &Path) -> anyhow::Result<()>;
-    /// How far a replay went, from its console output (`replayed`) against the recorded run's
-    /// (`recorded`).
-    fn verdict(&self, replayed: &str, recorded: &str) -> Verdict;
-    /// What a complete replay proved, in words.
-    fn replay_check(&self) -> &'static str;
+    /// How far a replay went (`replayed`) against the recorded run (`recorded`).
+    fn verdict(&self, replayed: &RunEnd, recorded: &RunEnd) -> Verdict;
+    /// What a complete replay that ended as `replayed` proved, in words.
+    fn replay_check(&self, replayed: &RunEnd) -> String;
     /// The gdb commands that run a replay to trace time `at`; `locate` replays under the
     /// locating tracer to find which execution of which instruction the trace shows there.
     fn gdb_to(
@@ -136,6 +151,11 @@ impl Engine {
         }
     }
 
+    /// What the emulator does at the end of a run in `mode`.
+    pub fn at_end(self, mode: &Mode) -> AtEnd {
+        self.emulator().at_end(mode)
+    }
+
     /// The name on the command line and in manifests.
     pub fn name(self) -> &'static str {
         match self {
@@ -156,12 +176,14 @@ impl Engine {
     }
 
     /// The kernel command line: serial console, no KASLR, no speculation mitigations (RSB
-    /// stuffing and return thunks confuse call tracking), root on the engine's disk, panics
-    /// stop the machine.
+    /// stuffing and return thunks confuse call tracking), root on the engine's disk, oopses
+    /// panic, and a panic ends the run (it stops there, or reboots, which stops the machine).
     pub fn cmdline(self) -> String {
+        let emu = self.emulator();
         format!(
-            "console=ttyS0 nokaslr mitigations=off root={} rw rootfstype=ext4 init=/init panic=-1 oops=panic",
-            self.emulator().root_device()
+            "console=ttyS0 nokaslr mitigations=off root={} rw rootfstype=ext4 init=/init panic={} oops=panic",
+            emu.root_device(),
+            emu.panic_timeout()
         )
     }
 
@@ -254,5 +276,6 @@ mod tests {
     fn each_machine_boots_from_its_own_disk() {
         assert!(Engine::Qemu.cmdline().contains("root=/dev/vda "));
         assert!(Engine::Panda.cmdline().contains("root=/dev/sda "));
+        assert!(Engine::Qemu.cmdline().contains(" panic=0 "));
     }
 }

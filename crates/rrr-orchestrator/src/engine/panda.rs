@@ -8,9 +8,9 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use rrr_trace::locate::Located;
 
-use super::{Emulator, GdbTo, Mode, Verdict};
+use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
 use crate::kernel::Kernel;
-use crate::machine::READY_SNAPSHOT;
+use crate::machine::{AtEnd, READY_SNAPSHOT};
 use crate::tools;
 
 /// The PANDA system emulator.
@@ -93,6 +93,16 @@ impl Emulator for Panda {
         }
     }
 
+    /// PANDA exits at the end of a run; its replay checks itself against its log.
+    fn at_end(&self, _mode: &Mode) -> AtEnd {
+        AtEnd::Exits
+    }
+
+    /// A panic reboots at once, which ends PANDA's run.
+    fn panic_timeout(&self) -> i32 {
+        -1
+    }
+
     /// The name prefix of PANDA's `<name>-rr-snp` and `<name>-rr-nondet.log`.
     fn replay_log(&self) -> &'static str {
         "panda"
@@ -112,19 +122,23 @@ impl Emulator for Panda {
 
     /// PANDA does not replay the console; it checks every input against its log (and aborts
     /// at the first mismatch) and says whether the replay reached the log's end.
-    fn verdict(&self, replayed: &str, _recorded: &str) -> Verdict {
-        if let Some(check) = replayed.lines().find(|l| l.contains(REPLAY_MISMATCH)) {
+    fn verdict(&self, replayed: &RunEnd, _recorded: &RunEnd) -> Verdict {
+        if let Some(check) = replayed
+            .console
+            .lines()
+            .find(|l| l.contains(REPLAY_MISMATCH))
+        {
             return Verdict::Diverged(format!("PANDA: {}", check.trim()));
         }
-        if replayed.contains(REPLAY_DONE) {
+        if replayed.console.contains(REPLAY_DONE) {
             Verdict::Complete
         } else {
             Verdict::Short
         }
     }
 
-    fn replay_check(&self) -> &'static str {
-        "to the end of its log"
+    fn replay_check(&self, _replayed: &RunEnd) -> String {
+        "to the end of its log".to_owned()
     }
 
     /// PANDA stops at an instruction count, which is the trace's clock.

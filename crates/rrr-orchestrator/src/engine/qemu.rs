@@ -7,9 +7,9 @@ use std::process::Command;
 use anyhow::bail;
 use rrr_trace::locate::Located;
 
-use super::{Emulator, GdbTo, Mode, Verdict};
+use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
 use crate::kernel::Kernel;
-use crate::machine::{READY_SNAPSHOT, START_SNAPSHOT};
+use crate::machine::{AtEnd, READY_SNAPSHOT, START_SNAPSHOT};
 use crate::tools;
 
 /// The QEMU system emulator rrr drives.
@@ -91,10 +91,30 @@ impl Emulator for Qemu {
                 )
             }
         };
+        if self.at_end(mode) == AtEnd::Pauses {
+            c.args(["-action", "shutdown=pause"]);
+        }
         c.args(["-icount", &icount])
             .args(["-drive", &drive])
             .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])
             .args(["-device", "virtio-blk-pci,drive=img"]);
+    }
+
+    /// A recording, and a replay without gdb, pause at their end (the guest's power-off or
+    /// reboot, or in a replay the recorded one), for rrr to read the instruction count: a
+    /// replay proves it is the recording by ending where the recording ended. Under gdb the
+    /// replay exits at its end, and gdb sees the connection close.
+    fn at_end(&self, mode: &Mode) -> AtEnd {
+        match mode {
+            Mode::Record { .. } | Mode::Replay { gdb: None, .. } => AtEnd::Pauses,
+            Mode::Boot { .. } | Mode::Replay { gdb: Some(_), .. } => AtEnd::Exits,
+        }
+    }
+
+    /// A panicked kernel stays in `panic()` (interrupts off) until rrr stops the machine: a
+    /// reboot would be the guest's own end (see [`Emulator::at_end`]).
+    fn panic_timeout(&self) -> i32 {
+        0
     }
 
     fn replay_log(&self) -> &'static str {
@@ -141,17 +161,32 @@ impl Emulator for Qemu {
         Ok(())
     }
 
-    /// QEMU replays the console: a replay must print what the recorded run printed.
-    fn verdict(&self, replayed: &str, recorded: &str) -> Verdict {
-        if replayed == recorded {
-            Verdict::Complete
-        } else {
-            Verdict::Diverged("its console output differs from the recorded one".to_owned())
+    /// QEMU replays the console: a replay must print what the recorded run printed. And it
+    /// must end where the recording ended: at the recorded shutdown, the last event of the
+    /// log, at the same instruction count, which a silent run proves as well as a talkative
+    /// one (recordings made before rrr kept the count are checked by their console alone).
+    fn verdict(&self, replayed: &RunEnd, recorded: &RunEnd) -> Verdict {
+        if replayed.console != recorded.console {
+            return Verdict::Diverged(
+                "its console output differs from the recorded one".to_owned(),
+            );
+        }
+        match (recorded.instructions, replayed.instructions) {
+            (Some(want), Some(got)) if got != want => Verdict::Diverged(format!(
+                "it ended at instruction {got}, the recording at {want}"
+            )),
+            (Some(_), None) => Verdict::Short,
+            _ => Verdict::Complete,
         }
     }
 
-    fn replay_check(&self) -> &'static str {
-        "identical console output"
+    fn replay_check(&self, replayed: &RunEnd) -> String {
+        match replayed.instructions {
+            Some(n) => format!(
+                "ended at the recording's end, instruction {n}, with identical console output"
+            ),
+            None => "identical console output".to_owned(),
+        }
     }
 
     /// A TCG plugin cannot read QEMU's instruction counter, and the plugin's clock runs
@@ -214,4 +249,53 @@ fn check_qemu() -> anyhow::Result<String> {
         bail!("{QEMU} {version} was built without TCG plugin support: {fix}");
     }
     Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(console: &str, instructions: Option<u64>) -> RunEnd<'_> {
+        RunEnd {
+            console,
+            instructions,
+        }
+    }
+
+    #[test]
+    fn a_replay_is_the_recording_when_it_ends_at_the_recordings_count() {
+        let recorded = end("", Some(1_230_745_260));
+        assert!(matches!(
+            Qemu.verdict(&end("", Some(1_230_745_260)), &recorded),
+            Verdict::Complete
+        ));
+        let Verdict::Diverged(why) = Qemu.verdict(&end("", Some(1_230_745_259)), &recorded) else {
+            panic!("a replay that ends early diverged");
+        };
+        assert_eq!(
+            why,
+            "it ended at instruction 1230745259, the recording at 1230745260"
+        );
+        assert!(matches!(
+            Qemu.verdict(&end("", None), &recorded),
+            Verdict::Short
+        ));
+        assert!(matches!(
+            Qemu.verdict(&end("x", Some(1_230_745_260)), &recorded),
+            Verdict::Diverged(_)
+        ));
+    }
+
+    #[test]
+    fn recordings_without_a_count_are_checked_by_their_console() {
+        let recorded = end("RRR-END status=0\n", None);
+        assert!(matches!(
+            Qemu.verdict(&end("RRR-END status=0\n", Some(5)), &recorded),
+            Verdict::Complete
+        ));
+        assert!(matches!(
+            Qemu.verdict(&end("RRR-END status=1\n", Some(5)), &recorded),
+            Verdict::Diverged(_)
+        ));
+    }
 }
