@@ -336,3 +336,63 @@ fn a_reused_pid_is_another_thread_in_another_process() {
     );
     assert_eq!(tp::lines(&r[1]), vec!["2|2"]);
 }
+
+/// exec renames the process (`__set_task_comm` on its main thread): the thread and its process
+/// carry the program's name from then on (Perfetto keeps one name per thread and process).
+#[test]
+fn an_exec_renames_the_thread_and_its_process() {
+    let profile = support::profile();
+    let func = support::id(&profile, "ksys_write");
+    let track = TrackKey::Thread(support::KA);
+    let sp = support::KA + 0x3f00;
+    let ident = |name: &[u8]| {
+        let mut comm = [0u8; 16];
+        comm[..name.len()].copy_from_slice(name);
+        ThreadIdent {
+            tid: 300,
+            pid: 300,
+            comm,
+            kernel: false,
+        }
+    };
+    let mut records = Vec::new();
+    for (ts, name) in [(1000, &b"sh"[..]), (2000, b"stimulus")] {
+        records.push(Record::Thread {
+            ts,
+            track,
+            ident: ident(name),
+        });
+        records.push(Record::Enter {
+            ts: ts + 10,
+            track,
+            sp,
+            func,
+            args: Args::default(),
+        });
+        records.push(Record::Return {
+            ts: ts + 20,
+            track,
+            sp,
+            pc: 0,
+            value: [0, 0],
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exec.pftrace");
+    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile);
+    let mut batch = Batch::with_capacity(records.len());
+    batch.records = records;
+    writer.write_batch(&batch).unwrap();
+    writer.finish().unwrap();
+    let r = tp::query(
+        &path,
+        &[
+            "select t.name, p.name, count(*) from slice s join thread_track tt \
+             on s.track_id = tt.id join thread t using (utid) join process p using (upid) \
+             group by utid",
+            "select count(*) from process where pid = 300",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), vec!["stimulus|stimulus|2"]);
+    assert_eq!(tp::lines(&r[1]), vec!["1"]);
+}
