@@ -48,6 +48,24 @@ pub const DEFAULT_DENY: &[&str] = &[
     "__x86_indirect_call_thunk_*",
 ];
 
+/// The functions where the kernel starts reporting a crash (KASAN, KFENCE, UBSAN, BUG and
+/// WARNING, oopses, panics, lockdep). Never denied, even where a pattern covers them
+/// (`kasan_report` is not a check): the trace marks a crash at the first call of one.
+pub const REPORTING_FUNCTIONS: &[&str] = &[
+    "kasan_report",
+    "kasan_report_invalid_free",
+    "kfence_report_error",
+    "ubsan_prologue",
+    "report_bug",
+    "__warn",
+    "die",
+    "die_addr",
+    "__die",
+    "panic",
+    "print_circular_bug",
+    "print_usage_bug",
+];
+
 impl Default for DenyList {
     fn default() -> Self {
         DenyList::new(DEFAULT_DENY.iter().copied())
@@ -62,12 +80,31 @@ impl DenyList {
         }
     }
 
-    /// True if `name` (a clone suffix such as `.isra.0` ignored) matches a pattern.
+    /// True if `name` (a clone suffix such as `.isra.0` ignored) matches a pattern and is not
+    /// one of the [`REPORTING_FUNCTIONS`].
     pub fn denies(&self, name: &str) -> bool {
         let base = name.split('.').next().unwrap_or(name);
+        if REPORTING_FUNCTIONS.contains(&base) {
+            return false;
+        }
         self.patterns.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => base.starts_with(prefix),
             None => base == p,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_are_denied_and_reports_are_not() {
+        let d = DenyList::default();
+        assert!(d.denies("kasan_check_range"));
+        assert!(d.denies("__asan_load8.constprop.0"));
+        assert!(!d.denies("kasan_report"));
+        assert!(!d.denies("kasan_report_invalid_free.isra.0"));
+        assert!(!d.denies("vfs_write"));
     }
 }

@@ -16,7 +16,7 @@ mod reader;
 mod returns;
 mod tsv;
 
-pub use denylist::{DenyList, DEFAULT_DENY};
+pub use denylist::{DenyList, DEFAULT_DENY, REPORTING_FUNCTIONS};
 pub use error::ProfileError;
 pub use format::{ClassRef, FunctionRef, ParamRef, Profile, FORMAT_VERSION};
 pub use kernelinfo::kernelinfo;

@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # rrr's /init: mount the basics, say ready, wait for the go line on the console (the snapshot
-# is taken here), run the stimulus, report how it ended, then wait: rrr ends the run (QEMU:
+# is taken here; the line carries the attempt number, RRR_ATTEMPT for the stimulus), run the
+# stimulus, report how it ended, then wait: rrr ends the run (QEMU:
 # rrr stops the machine, so its recording ends at a known instruction count; PANDA: rrr types
 # the line that powers it off).
 /bin/busybox mount -t proc proc /proc
@@ -9,9 +10,9 @@
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 /bin/busybox stty -echo 2>/dev/null
 echo RRR-READY
-read -r go
+read -r go attempt
 cd /tmp
-/stimulus
+RRR_ATTEMPT="${attempt:-1}" /stimulus
 echo "RRR-END status=$?"
 /bin/busybox sync
 read -r off

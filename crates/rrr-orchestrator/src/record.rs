@@ -11,7 +11,7 @@ use crate::cache::{self, Key, Staging};
 use crate::engine::{Engine, Mode};
 use crate::kernel::Kernel;
 use crate::machine::{self, AtEnd, Vm};
-use crate::recording::{Outcome, Recording};
+use crate::recording::{Attempt, Outcome, Recording};
 use crate::rootfs;
 
 /// Serial-console lines that start a kernel crash report.
@@ -103,7 +103,36 @@ fn save_snapshot(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Records `stimulus` (inside `rootfs`) on `kernel` with `engine` into the new directory `out`.
+/// How many times to record, each attempt from the ready snapshot (no reboot), until one
+/// crashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempts {
+    /// The first attempt's number (the stimulus's `RRR_ATTEMPT`; its go delay follows).
+    pub first: u32,
+    /// At most this many attempts.
+    pub count: u32,
+    /// Fail (keeping the last recording) if no attempt crashed.
+    pub until_crash: bool,
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Attempts {
+            first: 1,
+            count: 1,
+            until_crash: false,
+        }
+    }
+}
+
+/// How much later than the first attempt an attempt types its go line: the recorded run's
+/// timing (QEMU's `shift=auto` follows host time; PANDA's timers do) differs per attempt.
+pub fn go_delay(attempt: u32) -> Duration {
+    Duration::from_millis(u64::from(attempt.saturating_sub(1)) * 37 % 1000)
+}
+
+/// Records `stimulus` (inside `rootfs`) on `kernel` with `engine` into the new directory `out`:
+/// up to `attempts.count` times, keeping the first recording that crashed, or the last.
 pub fn record(
     engine: Engine,
     kernel: &Kernel,
@@ -111,6 +140,7 @@ pub fn record(
     rootfs: &Path,
     out: &Path,
     timeout: Duration,
+    attempts: Attempts,
 ) -> anyhow::Result<Recording> {
     let emulator = engine.emulator().require()?;
     let ready = ready_disk(engine, kernel, rootfs, &emulator)?;
@@ -123,20 +153,65 @@ pub fn record(
             out.display()
         );
     }
-    let stage = Staging::new(out)?;
+    let count = attempts.count.max(1);
+    let last = attempts.first + count - 1;
+    for number in attempts.first..=last {
+        let attempt = Attempt {
+            number,
+            of: count,
+            go_delay_ms: go_delay(number).as_millis() as u64,
+        };
+        let stage = Staging::new(out)?;
+        let mut rec = record_attempt(engine, kernel, &stimulus, &ready, &stage, timeout, attempt)?;
+        let crashed = matches!(rec.outcome, Outcome::Crashed { .. });
+        if crashed || number == last {
+            rec.dir = stage.commit()?;
+            if !crashed && attempts.until_crash {
+                bail!(
+                    "no attempt crashed ({count} attempt{} from the ready snapshot; the last \
+                     {}): the last recording is kept in {}; try more --attempts or a longer \
+                     --timeout",
+                    if count == 1 { "" } else { "s" },
+                    rec.outcome,
+                    rec.dir.display()
+                );
+            }
+            return Ok(rec);
+        }
+        eprintln!(
+            "rrr: attempt {number} ({} of {count}): {}, no crash; recording again from the \
+             ready snapshot",
+            number - attempts.first + 1,
+            rec.outcome
+        );
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Records one attempt into `stage`.
+fn record_attempt(
+    engine: Engine,
+    kernel: &Kernel,
+    stimulus: &Path,
+    ready: &Path,
+    stage: &Staging,
+    timeout: Duration,
+    attempt: Attempt,
+) -> anyhow::Result<Recording> {
     let mut rec = Recording {
         dir: stage.dir.clone(),
         kernel: Kernel {
             dir: kernel.dir.clone(),
         },
-        stimulus,
+        stimulus: stimulus.to_owned(),
         outcome: Outcome::TimedOut {
             seconds: timeout.as_secs(),
         },
         engine,
         instructions: None,
+        attempt: Some(attempt),
     };
-    std::fs::copy(&ready, rec.disk())?;
+    std::fs::copy(ready, rec.disk())?;
     let monitor = machine::monitor_path();
     let rrfile = rec.rrfile();
     let mode = Mode::Record { rrfile: &rrfile };
@@ -144,7 +219,8 @@ pub fn record(
     let bar = crate::progress::spinner("recording the stimulus".to_owned());
     let at_end = engine.at_end(&mode);
     let mut vm = Vm::spawn(cmd, &rec.serial_log(), &monitor, at_end)?;
-    vm.send("go\n")?;
+    std::thread::sleep(Duration::from_millis(attempt.go_delay_ms));
+    vm.send(&format!("go {}\n", attempt.number))?;
     let mut deadline = Instant::now() + timeout;
     let mut crashed: Option<String> = None;
     let mut ended = None;
@@ -196,6 +272,5 @@ pub fn record(
     };
     engine.emulator().finish_recording(&rec.disk())?;
     rec.write_manifest()?;
-    rec.dir = stage.commit()?;
     Ok(rec)
 }

@@ -15,7 +15,7 @@ use crate::kernel::Kernel;
 const MANIFEST: &str = "recording.json";
 /// The manifest of recordings made before it was versioned (`key=value` lines).
 const OLD_MANIFEST: &str = "recording.txt";
-/// Bumped when the manifest's fields change. 2: `instructions`.
+/// Bumped when the manifest's fields change. 2: `instructions`, `attempt`.
 const MANIFEST_VERSION: u32 = 2;
 /// The oldest manifest version this rrr still opens (version 1 lacks `instructions`).
 const OLDEST_MANIFEST_VERSION: u32 = 1;
@@ -51,6 +51,18 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// Which attempt a recording is (see [`crate::record::Attempts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attempt {
+    /// Its number: the stimulus saw it as `RRR_ATTEMPT`.
+    pub number: u32,
+    /// Of how many attempts at most.
+    pub of: u32,
+    /// How much later than the first attempt its go line was typed, in milliseconds.
+    pub go_delay_ms: u64,
+}
+
 /// What `recording.json` holds.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +81,9 @@ struct Manifest {
     /// must end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     instructions: Option<u64>,
+    /// Which attempt it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attempt: Option<Attempt>,
 }
 
 /// A recording directory.
@@ -87,6 +102,8 @@ pub struct Recording {
     /// The record/replay instruction count at its end, where every replay must end (QEMU;
     /// recordings made before rrr kept it have none).
     pub instructions: Option<u64>,
+    /// Which attempt it is (recordings made before rrr retried have none).
+    pub attempt: Option<Attempt>,
 }
 
 impl Recording {
@@ -193,6 +210,7 @@ impl Recording {
             outcome: m.outcome,
             engine: m.engine,
             instructions: m.instructions,
+            attempt: m.attempt,
         })
     }
 
@@ -205,6 +223,7 @@ impl Recording {
             stimulus: self.stimulus.clone(),
             outcome: self.outcome.clone(),
             instructions: self.instructions,
+            attempt: self.attempt,
         };
         let path = self.dir.join(MANIFEST);
         let text = serde_json::to_string_pretty(&m).expect("a manifest serialises");
@@ -226,6 +245,11 @@ mod tests {
             },
             engine: Engine::Panda,
             instructions: Some(1_223_096_088),
+            attempt: Some(Attempt {
+                number: 3,
+                of: 5,
+                go_delay_ms: 74,
+            }),
         }
     }
 
@@ -241,14 +265,16 @@ mod tests {
                 back.stimulus,
                 back.outcome,
                 back.engine,
-                back.instructions
+                back.instructions,
+                back.attempt
             ),
             (
                 rec.kernel.dir,
                 rec.stimulus,
                 rec.outcome,
                 rec.engine,
-                rec.instructions
+                rec.instructions,
+                rec.attempt
             )
         );
     }

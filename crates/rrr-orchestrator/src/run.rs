@@ -43,6 +43,8 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Record again even if a recording of these inputs is cached.
     pub rerecord: bool,
+    /// How many times to record until the run crashes.
+    pub attempts: record::Attempts,
     /// The trace to write.
     pub output: PathBuf,
 }
@@ -82,12 +84,21 @@ fn cached_recording(
         .add("machine", machine::RECIPE.as_bytes())
         .add("cmdline", spec.engine.cmdline().as_bytes())
         .add("timeout", &spec.timeout.as_secs().to_le_bytes())
+        .add("attempts", format!("{:?}", spec.attempts).as_bytes())
         .add_file("rootfs", disk)?;
     let dir = cache::Kind::Recordings.dir()?.join(key.hex());
     let _lock = cache::lock(&dir)?;
     match Recording::open(&dir) {
         Ok(rec) if !spec.rerecord => Ok(rec),
-        _ => record::record(spec.engine, kernel, stim, disk, &dir, spec.timeout),
+        _ => record::record(
+            spec.engine,
+            kernel,
+            stim,
+            disk,
+            &dir,
+            spec.timeout,
+            spec.attempts,
+        ),
     }
 }
 

@@ -8,9 +8,10 @@ use anyhow::bail;
 use rrr_trace::locate::Located;
 use rrr_trace::TraceSummary;
 
+use crate::crash;
 use crate::engine::{self, Mode, RunEnd, Verdict};
 use crate::machine::{self, AtEnd, Vm};
-use crate::recording::Recording;
+use crate::recording::{Outcome, Recording};
 
 /// What a replay produced.
 #[derive(Debug)]
@@ -23,6 +24,11 @@ pub struct Traced {
     pub elapsed: Duration,
     /// What the replay proved, in words (e.g. that it ended where the recording ended).
     pub check: String,
+    /// The crash the recording ended at, if it did: its title, and the trace time where the
+    /// kernel started reporting it (none if the trace has no call of a reporting function).
+    pub crash: Option<(String, Option<u64>)>,
+    /// The recording traced.
+    pub recording: PathBuf,
 }
 
 /// A replay ready to start: the command and what it needs while it runs.
@@ -85,8 +91,26 @@ fn replay_command(
 pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyhow::Result<Traced> {
     let emu = rec.engine.emulator();
     emu.require()?;
+    let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+    let crash = match (&rec.outcome, output) {
+        (Outcome::Crashed { line }, Some(_)) => Some(crash::report(&recorded, line)),
+        _ => None,
+    };
+    // The report's file lives as long as the replay.
+    let crash_dir = match &crash {
+        Some(_) => Some(rec.scratch_dir("crash")?),
+        None => None,
+    };
+    let crash_file = crash_dir.as_ref().map(|d| d.path().join("report"));
+    if let (Some(report), Some(file)) = (&crash, &crash_file) {
+        std::fs::write(file, report.to_file_text())?;
+    }
     let tracer = match output {
-        Some(out) => Some(engine::tracer_args(&rec.profile()?, out)),
+        Some(out) => Some(engine::tracer_args(
+            &rec.profile()?,
+            out,
+            crash_file.as_deref(),
+        )),
         None => None,
     };
     let setup = replay_command(rec, tracer, None)?;
@@ -124,7 +148,6 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
     }
     let stderr = &exit.stderr;
     let said = |out: &str| format!("{}{}", tail(out, 20), stderr.trim_end());
-    let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
     let replay_end = RunEnd {
         console: &replayed,
         instructions: exit.instructions,
@@ -162,22 +185,24 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
             said(&replayed)
         );
     }
-    let events = stderr
+    let summary = stderr
         .lines()
         .find_map(|l| {
             l.strip_prefix(rrr_trace::SUMMARY_PREFIX)?
                 .parse::<TraceSummary>()
                 .ok()
         })
-        .map_or(0, |s| s.events);
+        .unwrap_or_default();
     let bytes = output
         .and_then(|o| std::fs::metadata(o).ok())
         .map_or(0, |m| m.len());
     Ok(Traced {
-        events,
+        events: summary.events,
         bytes,
         elapsed,
         check: emu.replay_check(&replay_end),
+        crash: crash.map(|c| (c.title, summary.crash_at)),
+        recording: rec.dir.clone(),
     })
 }
 
@@ -206,6 +231,22 @@ pub fn report(out: &Path, t: &Traced) {
         "rrr: open it in ui.perfetto.dev: `rrr serve {} --open` (or Open trace file there)",
         out.display()
     );
+    if let Some((title, at)) = &t.crash {
+        match at {
+            Some(ts) => {
+                eprintln!("rrr: crash \"{title}\" at trace time {ts} (the 'crash' track)");
+                eprintln!(
+                    "rrr: to go there with gdb: rrr replay {} --gdb --at {ts}",
+                    t.recording.display()
+                );
+            }
+            None => eprintln!(
+                "rrr: crash \"{title}\": the trace has no call of a function that starts a \
+                 report ({}), so it is not marked; the report is at the trace's end",
+                osi_profile::REPORTING_FUNCTIONS.join(", ")
+            ),
+        }
+    }
 }
 
 /// A free port on 127.0.0.1 (bound, then released for QEMU).

@@ -605,3 +605,162 @@ fn bad_input_gets_errors_that_say_what_to_do() {
         "{err}"
     );
 }
+
+// From the crash to its cause, on the crash-test kernel (`rrr kernel --fragment crash-test`:
+// KASAN and LKDTM, crashing on demand from user space).
+
+/// Runs `cmd`, which must succeed, and returns its stderr.
+fn ok_said(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed:\n{said}");
+    said
+}
+
+/// The crash instants of `trace`: for each, its track's thread (or track name), title,
+/// reporting function and stack check, and the names of the slices open at its time on its
+/// thread, outermost first.
+fn crash_instants(trace: &Path, title: &str) -> (Vec<String>, Vec<String>) {
+    let r = tp::query(
+        trace,
+        &[
+            &format!(
+                "select coalesce(t.name, tr.name), extract_arg(s.arg_set_id, 'debug.reported_by'), \
+                 extract_arg(s.arg_set_id, 'debug.stack'), \
+                 instr(extract_arg(s.arg_set_id, 'debug.report'), '{title}') > 0 \
+                 or instr(extract_arg(s.arg_set_id, 'debug.report'), 'Call Trace:') > 0 \
+                 from slice s join track tr on s.track_id = tr.id \
+                 left join thread_track tt on s.track_id = tt.id left join thread t using (utid) \
+                 where s.name = '{title}' and s.dur = 0 order by t.name is null"
+            ),
+            &format!(
+                "select a.name from slice s join thread_track tt on s.track_id = tt.id, \
+                 ancestor_slice(s.id) a where s.name = '{title}' order by a.depth"
+            ),
+            "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+        ],
+    );
+    assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
+    (tp::lines(&r[0]), tp::lines(&r[1]))
+}
+
+#[test]
+fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_there() {
+    let _one_at_a_time = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.pftrace");
+    let said = ok_said(
+        rrr()
+            .args([
+                "run",
+                "--fragment",
+                "crash-test",
+                "--timeout",
+                "60",
+                "--stimulus",
+            ])
+            .arg(example("kasan-use-after-free.c"))
+            .arg("-o")
+            .arg(&trace),
+    );
+    let title = "KASAN: use-after-free in lkdtm_WRITE_AFTER_FREE";
+    let (instants, open) = crash_instants(&trace, title);
+    let agrees = "the calls open here are the report's call trace";
+    assert_eq!(
+        instants,
+        vec![
+            format!("stimulus|kasan_report|{agrees}|1"),
+            format!("crash|kasan_report|{agrees}|1"),
+        ],
+        "on the stimulus's thread and the crash track"
+    );
+    for f in ["ksys_write", "lkdtm_WRITE_AFTER_FREE", "kasan_report"] {
+        assert!(open.iter().any(|o| o == f), "{f} is open: {open:?}");
+    }
+    assert_eq!(open.last().map(String::as_str), Some("kasan_report"));
+
+    // The last lines: the crash, its trace time, and the gdb command that goes there.
+    let tail: Vec<&str> = said.lines().rev().take(2).collect();
+    let ts: u64 = tail[1]
+        .split(" at trace time ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the crash's trace time: {said}"));
+    assert!(tail[1].contains(&format!("crash \"{title}\"")), "{said}");
+    let rec = tail[0]
+        .split("rrr replay ")
+        .nth(1)
+        .and_then(|r| r.split(" --gdb").next())
+        .unwrap_or_else(|| panic!("the gdb command: {said}"));
+    assert!(tail[0].ends_with(&format!("--gdb --at {ts}")), "{said}");
+    assert!(manifest(Path::new(rec))["outcome"]["crashed"]["line"]
+        .as_str()
+        .is_some_and(|l| l.contains("KASAN: use-after-free")));
+    let kernel = ok(rrr().args(["kernel", "--fragment", "crash-test"]));
+    let g = gdb_session(
+        Path::new(rec),
+        Some(ts),
+        &Path::new(&kernel).join("vmlinux"),
+        &["info symbol $pc"],
+    );
+    assert!(
+        g.said.contains("kasan_report in section"),
+        "gdb stops at the entry of the reporting function:\n{}\n{}",
+        g.said,
+        g.stderr
+    );
+}
+
+#[test]
+fn a_flaky_reproducer_is_recorded_until_it_crashes() {
+    let _one_at_a_time = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().args(["kernel", "--fragment", "crash-test"]));
+    let stimulus = ok(rrr().arg("stimulus").arg(example("warning-on-attempt-3.c")));
+    let rec = dir.path().join("rec");
+    let said = ok_said(
+        rrr()
+            .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
+            .args(["--attempts", "5", "--timeout", "60", "-o"])
+            .arg(&rec),
+    );
+    assert!(said.contains("attempt 3 of 5"), "{said}");
+    assert_eq!(
+        said.matches("no crash; recording again").count(),
+        2,
+        "{said}"
+    );
+    let m = manifest(&rec);
+    assert!(
+        m["attempt"]["number"] == 3 && m["attempt"]["of"] == 5,
+        "{m}"
+    );
+    let serial = std::fs::read_to_string(rec.join("serial.log")).unwrap();
+    assert!(serial.contains("rrr example: attempt 3"), "{serial}");
+    let trace = dir.path().join("t.pftrace");
+    ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&trace));
+    let (instants, open) = crash_instants(&trace, "WARNING in lkdtm_WARNING");
+    assert_eq!(
+        instants.first().map(String::as_str),
+        Some("stimulus|report_bug|the calls open here are the report's call trace|1"),
+        "{instants:?}"
+    );
+    assert!(open.iter().any(|o| o == "lkdtm_WARNING"), "{open:?}");
+
+    // A run that never crashes, with --until-crash: a clear error, the last recording kept.
+    let calm = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
+    let rec = dir.path().join("calm");
+    let said = fails(
+        rrr()
+            .args(["record", "--kernel", &kernel, "--stimulus", &calm])
+            .args(["--attempts", "3", "--until-crash", "-o"])
+            .arg(&rec),
+    );
+    assert!(
+        said.contains("no attempt crashed (3 attempts")
+            && said.contains(&format!("kept in {}", rec.display())),
+        "{said}"
+    );
+    assert!(manifest(&rec)["attempt"]["number"] == 3);
+}

@@ -2,7 +2,8 @@
 //! entry of every traced function and every `ret` of the kernel and of the stimulus, and hands
 //! each event, with the running vCPU as a [`rrr_trace::Guest`], to the trace core.
 //!
-//! Load it with `-panda rrr_trace:profile=P.rrrprof,out=OUT.pftrace`. PANDA asks at each
+//! Load it with `-panda rrr_trace:profile=P.rrrprof,out=OUT.pftrace` (and `,crash=F` to mark
+//! the crash report in file F). PANDA asks at each
 //! instruction's translation whether it wants a callback ([`rrr_trace::Tracer::plan`]) and
 //! calls back with the pc before it executes ([`rrr_trace::Tracer::on_exec`]). Timestamps are
 //! guest instructions executed since the recording began, which PANDA's replay makes
@@ -26,6 +27,11 @@ struct Args {
     profile: String,
     #[arg(required, about = "the Perfetto trace to write")]
     out: String,
+    #[arg(
+        default = "",
+        about = "the crash report to mark (rrr trace writes it from the recording's console)"
+    )]
+    crash: String,
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
@@ -38,7 +44,8 @@ fn tracer() -> MutexGuard<'static, Option<Tracer>> {
 #[panda::init]
 fn init(_: &mut PluginHandle) -> bool {
     let args = Args::from_panda_args();
-    match Tracer::open(Path::new(&args.profile), Path::new(&args.out)) {
+    let crash = (!args.crash.is_empty()).then(|| Path::new(&args.crash));
+    match Tracer::open(Path::new(&args.profile), Path::new(&args.out), crash) {
         Ok(t) => {
             *tracer() = Some(t);
             true

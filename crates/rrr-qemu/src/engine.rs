@@ -73,7 +73,13 @@ impl Register for RrrTrace {
                 Tracer::open_locating(&profile, at, &path_arg(args, "located"))
             }
             Some(_) => fail("`locate=` takes a trace time (an instruction count)"),
-            None => Tracer::open(&profile, &path_arg(args, "out")),
+            None => {
+                let crash = args
+                    .parsed
+                    .contains_key("crash")
+                    .then(|| path_arg(args, "crash"));
+                Tracer::open(&profile, &path_arg(args, "out"), crash.as_deref())
+            }
         }
         .unwrap_or_else(|e| fail(&e.to_string()));
         // SAFETY: a scoreboard of one u64 per vCPU, freed by QEMU with the plugin.

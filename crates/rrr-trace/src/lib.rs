@@ -7,6 +7,7 @@
 //! decodes arguments against the [`osi_profile::Profile`], and streams a Perfetto trace.
 
 mod channel;
+pub mod crash;
 mod decode;
 pub mod guest;
 pub mod hooks;
@@ -19,6 +20,7 @@ mod stacks;
 pub mod tracer;
 pub mod writer;
 
+pub use crash::CrashReport;
 pub use guest::{Guest, Reg};
 pub use hooks::{Hook, Hooks, Returns};
 pub use observer::{Observer, OsLayout};

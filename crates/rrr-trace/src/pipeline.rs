@@ -15,6 +15,7 @@ use osi_profile::Profile;
 
 pub use crate::channel::Backpressure;
 use crate::channel::BatchSender;
+use crate::crash::CrashReport;
 use crate::observer::{Observer, OsLayout};
 use crate::record::Batch;
 pub use crate::writer::TraceSummary;
@@ -31,6 +32,8 @@ pub struct PipelineConfig {
     pub backpressure: Backpressure,
     /// Flush the file after the queue has been idle this long.
     pub flush_interval: Duration,
+    /// The crash report to mark where the kernel starts reporting it.
+    pub crash: Option<CrashReport>,
 }
 
 impl Default for PipelineConfig {
@@ -40,6 +43,7 @@ impl Default for PipelineConfig {
             queue_batches: 64,
             backpressure: Backpressure::Block,
             flush_interval: Duration::from_millis(200),
+            crash: None,
         }
     }
 }
@@ -61,6 +65,9 @@ impl Pipeline {
         let (tx, rx) = bounded::<Batch>(config.queue_batches.max(1));
         let (recycle_tx, recycled) = bounded::<Batch>(config.queue_batches.max(1));
         let mut writer = TraceWriter::new(out, Arc::clone(&profile));
+        if let Some(report) = config.crash {
+            writer.mark_crash(report);
+        }
         let interval = config.flush_interval;
         let handle = std::thread::Builder::new()
             .name("rrr-writer".into())

@@ -40,7 +40,6 @@ pub(crate) struct ShadowStack {
 
 impl ShadowStack {
     /// Open frames, outermost first.
-    #[cfg(test)]
     pub fn frames(&self) -> &[Frame] {
         &self.frames
     }

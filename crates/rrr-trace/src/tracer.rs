@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use osi_profile::{Profile, ProfileError};
 
+use crate::crash::CrashReport;
 use crate::guest::{is_kernel_address, Guest};
 use crate::hooks::{Hook, Hooks, MAX_RET_LEN};
 use crate::locate::Locator;
@@ -32,6 +33,14 @@ pub enum TracerError {
     #[error("cannot create the trace {path}: {source}")]
     Create {
         /// The trace file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The crash report file could not be read.
+    #[error("cannot read the crash report {path}: {source}")]
+    Crash {
+        /// The report file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -62,14 +71,27 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Opens the profile at `profile` and starts writing the trace file `trace`.
-    pub fn open(profile: &Path, trace: &Path) -> Result<Tracer, TracerError> {
+    /// Opens the profile at `profile` and starts writing the trace file `trace`, marking the
+    /// crash report in the file `crash` (see [`CrashReport`]) if given.
+    pub fn open(profile: &Path, trace: &Path, crash: Option<&Path>) -> Result<Tracer, TracerError> {
         let profile = Arc::new(Profile::open(profile)?);
+        let crash = crash
+            .map(|path| {
+                CrashReport::read(path).map_err(|source| TracerError::Crash {
+                    path: path.to_owned(),
+                    source,
+                })
+            })
+            .transpose()?;
         let file = std::fs::File::create(trace).map_err(|source| TracerError::Create {
             path: trace.to_owned(),
             source,
         })?;
-        Ok(Tracer::start(profile, file, PipelineConfig::default()))
+        let config = PipelineConfig {
+            crash,
+            ..PipelineConfig::default()
+        };
+        Ok(Tracer::start(profile, file, config))
     }
 
     /// Opens the profile at `profile` and [locates](Self::locating) trace time `at`.
@@ -239,11 +261,15 @@ impl std::fmt::Display for TraceSummary {
             f,
             "{} events, {} bytes, {} dropped",
             self.events, self.bytes, self.dropped
-        )
+        )?;
+        match self.crash_at {
+            Some(ts) => write!(f, ", crash at {ts}"),
+            None => Ok(()),
+        }
     }
 }
 
-/// A summary line that is not `N events, N bytes, N dropped`.
+/// A summary line that is not `N events, N bytes, N dropped[, crash at TS]`.
 #[derive(Debug, thiserror::Error)]
 #[error("not a trace summary: {0:?}")]
 pub struct BadSummary(String);
@@ -262,12 +288,17 @@ impl std::str::FromStr for TraceSummary {
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(bad)
         };
-        let summary = TraceSummary {
+        let mut summary = TraceSummary {
             events: count("events")?,
             bytes: count("bytes")?,
             dropped: count("dropped")?,
             tracks: 0,
+            crash_at: None,
         };
+        if let Some(part) = parts.next() {
+            let ts = part.strip_prefix("crash at ").ok_or_else(bad)?;
+            summary.crash_at = Some(ts.parse().map_err(|_| bad())?);
+        }
         match parts.next() {
             None => Ok(summary),
             Some(_) => Err(bad()),
@@ -281,12 +312,19 @@ mod tests {
 
     #[test]
     fn summaries_round_trip_through_their_text() {
-        let s = TraceSummary {
+        let mut s = TraceSummary {
             events: 12,
             bytes: 345,
             dropped: 6,
             tracks: 0,
+            crash_at: None,
         };
+        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
+        s.crash_at = Some(1_219_424_902);
+        assert_eq!(
+            s.to_string(),
+            "12 events, 345 bytes, 6 dropped, crash at 1219424902"
+        );
         assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
         for bad in [
             "",

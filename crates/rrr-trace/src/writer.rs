@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use osi_profile::{ClassRef, Profile};
 
+use crate::crash::CrashReport;
 use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
 use crate::perfetto::encode::Enc;
 use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
@@ -34,6 +35,17 @@ pub struct TraceSummary {
     pub dropped: u64,
     /// Thread and IRQ tracks.
     pub tracks: u64,
+    /// When the kernel started reporting the crash the trace marks (see
+    /// [`TraceWriter::mark_crash`]), if it did.
+    pub crash_at: Option<u64>,
+}
+
+/// The crash to mark, and where it starts.
+struct CrashMark {
+    report: CrashReport,
+    /// The reporting functions' ids, sorted.
+    reporters: Vec<u32>,
+    marked: bool,
 }
 
 struct Track {
@@ -69,6 +81,7 @@ pub struct TraceWriter<W: Write> {
     /// Frames a return ends, kept to reuse its allocation (a fresh vector per return was
     /// 2% of the writer benchmark in malloc and free).
     ended: Vec<(Frame, Ending)>,
+    crash: Option<CrashMark>,
     summary: TraceSummary,
 }
 
@@ -90,8 +103,32 @@ impl<W: Write> TraceWriter<W> {
             first_ts: 0,
             next_flow: 1,
             ended: Vec::new(),
+            crash: None,
             summary: TraceSummary::default(),
         }
+    }
+
+    /// Marks `report` in the trace at the first call of a reporting function
+    /// ([`osi_profile::REPORTING_FUNCTIONS`], those in the profile): an instant named after
+    /// the report on the thread that made the call and on a top-level `crash` track, with
+    /// the report's text, the reporting function, and whether the calls open then are the
+    /// report's call trace.
+    pub fn mark_crash(&mut self, report: CrashReport) {
+        let mut reporters: Vec<u32> = self
+            .profile
+            .functions()
+            .filter(|f| {
+                let base = f.name().split('.').next().unwrap_or_default();
+                osi_profile::REPORTING_FUNCTIONS.contains(&base)
+            })
+            .map(|f| f.id())
+            .collect();
+        reporters.sort_unstable();
+        self.crash = Some(CrashMark {
+            report,
+            reporters,
+            marked: false,
+        });
     }
 
     /// Writes every record of a batch.
@@ -366,6 +403,60 @@ impl<W: Write> TraceWriter<W> {
         e.close_pair(te, p);
         drop(e);
         self.summary.events += 1;
+        if let Some(c) = &self.crash {
+            if !c.marked && c.reporters.binary_search(&func).is_ok() {
+                self.mark_crash_at(ts, key, func);
+            }
+        }
+    }
+
+    /// The kernel started reporting the crash: `func` was just entered on `key`'s track.
+    #[inline(never)]
+    fn mark_crash_at(&mut self, ts: u64, key: TrackKey, func: u32) {
+        let Some(mut crash) = self.crash.take() else {
+            return;
+        };
+        crash.marked = true;
+        let i = self.track_index(key);
+        let uuid = self.tracks[i].uuid;
+        let profile = &self.profile;
+        let name = |id: u32| profile.function(id).map_or("", |f| f.name());
+        let open: Vec<&str> = self.tracks[i]
+            .stack
+            .frames()
+            .iter()
+            .map(|f| name(f.func))
+            .collect();
+        let traced = |frame: &str| {
+            profile
+                .function_by_name(frame)
+                .and_then(|id| profile.function(id))
+                .is_some_and(|f| !f.is_denied())
+        };
+        let missing = crash.report.missing_frames(&open, traced);
+        let stack = if crash.report.frames.is_empty() {
+            "the report has no call trace to check".to_owned()
+        } else if missing.is_empty() {
+            "the calls open here are the report's call trace".to_owned()
+        } else {
+            format!(
+                "differs from the report's call trace: not open here: {}",
+                missing.join(", ")
+            )
+        };
+        let reporter = name(func).to_owned();
+        let args = [
+            ("report", crash.report.text.as_str()),
+            ("reported_by", reporter.as_str()),
+            ("stack", stack.as_str()),
+        ];
+        self.seq.instant_at(ts, uuid, &crash.report.title, &args);
+        let top = self.new_uuid();
+        self.seq.describe_track(top, "crash".to_owned(), None);
+        self.seq.instant_at(ts, top, &crash.report.title, &args);
+        self.summary.events += 2;
+        self.summary.crash_at = Some(ts);
+        self.crash = Some(crash);
     }
 
     fn ret(&mut self, ts: u64, key: TrackKey, sp: u64, pc: u64, value: [u64; 2]) {

@@ -396,3 +396,104 @@ fn an_exec_renames_the_thread_and_its_process() {
     assert_eq!(tp::lines(&r[0]), vec!["stimulus|stimulus|2"]);
     assert_eq!(tp::lines(&r[1]), vec!["1"]);
 }
+
+/// The crash a recording ended at is an instant at the first call of a reporting function, on
+/// its thread and on a top-level `crash` track, with the report, and whether the calls open
+/// then are the report's call trace.
+#[test]
+fn a_crash_is_marked_where_the_kernel_starts_reporting_it() {
+    let profile = support::profile();
+    let track = TrackKey::Thread(support::KA);
+    let mut comm = [0u8; 16];
+    comm[..8].copy_from_slice(b"stimulus");
+    let ident = ThreadIdent {
+        tid: 300,
+        pid: 300,
+        comm,
+        kernel: false,
+    };
+    let enter = |ts: u64, slot: u64, name: &str| Record::Enter {
+        ts,
+        track,
+        sp: support::KA + slot,
+        func: support::id(&profile, name),
+        args: Args::default(),
+    };
+    let ret = |ts: u64, slot: u64| Record::Return {
+        ts,
+        track,
+        sp: support::KA + slot,
+        pc: 0,
+        value: [0, 0],
+    };
+    let records = vec![
+        Record::Thread {
+            ts: 1000,
+            track,
+            ident,
+        },
+        enter(1010, 0x3f00, "do_syscall_64"),
+        enter(1020, 0x3e00, "ksys_write"),
+        enter(1030, 0x3d00, "kasan_report"),
+        ret(1040, 0x3d00),
+        // A second report is not marked again.
+        enter(1050, 0x3d00, "kasan_report"),
+        ret(1060, 0x3d00),
+        ret(1070, 0x3e00),
+        ret(1080, 0x3f00),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.pftrace");
+    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile);
+    let report = |frames: &[&str]| rrr_trace::CrashReport {
+        title: "KASAN: use-after-free in ksys_write".into(),
+        text: "BUG: KASAN: use-after-free in ksys_write+0x1/0x2\nCall Trace:\n".into(),
+        frames: frames.iter().map(|f| f.to_string()).collect(),
+    };
+    writer.mark_crash(report(&[
+        "dump_stack_lvl",
+        "kasan_report",
+        "ksys_write",
+        "do_syscall_64",
+        "entry_SYSCALL_64_after_hwframe",
+    ]));
+    let mut batch = Batch::with_capacity(records.len());
+    batch.records = records.clone();
+    writer.write_batch(&batch).unwrap();
+    let summary = writer.finish().unwrap();
+    assert_eq!(summary.crash_at, Some(1030));
+    let instants = "select coalesce(t.name, tr.name), s.ts, \
+         extract_arg(s.arg_set_id, 'debug.reported_by'), extract_arg(s.arg_set_id, 'debug.stack'), \
+         extract_arg(s.arg_set_id, 'debug.report') from slice s join track tr on s.track_id = tr.id \
+         left join thread_track tt on s.track_id = tt.id left join thread t using (utid) \
+         where s.name = 'KASAN: use-after-free in ksys_write' order by t.name is null";
+    let r = tp::query(&path, &[instants]);
+    let agrees = "kasan_report|the calls open here are the report's call trace|\
+                  BUG: KASAN: use-after-free in ksys_write+0x1/0x2";
+    assert_eq!(
+        tp::lines(&r[0])
+            .iter()
+            .map(|l| l.split("\nCall Trace:").next().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        vec![
+            format!("stimulus|1030|{agrees}"),
+            format!("crash|1030|{agrees}")
+        ]
+    );
+
+    // A report whose call trace the open calls do not show says so.
+    let path = dir.path().join("differs.pftrace");
+    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), support::profile());
+    writer.mark_crash(report(&["kasan_report", "do_sys_openat2", "do_syscall_64"]));
+    batch.records = records;
+    writer.write_batch(&batch).unwrap();
+    writer.finish().unwrap();
+    let r = tp::query(
+        &path,
+        &["select extract_arg(arg_set_id, 'debug.stack') from slice where dur = 0 limit 1"],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["differs from the report's call trace: not open here: do_sys_openat2"]
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::bail;
 use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::kernel::Kernel;
-use rrr_orchestrator::record::record;
+use rrr_orchestrator::record::{record, Attempts};
 use rrr_orchestrator::rootfs;
 
 /// Arguments of `rrr record`.
@@ -27,6 +27,38 @@ pub struct RecordArgs {
     /// The emulator that records (and later replays) it.
     #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
     pub engine: Engine,
+    #[command(flatten)]
+    pub attempts: AttemptArgs,
+}
+
+/// How often to record a flaky reproducer.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AttemptArgs {
+    /// Record up to N times, each from the ready snapshot with its timing varied, until the
+    /// kernel reports a crash; keep the crashing recording (or the last).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub attempts: u32,
+    /// Fail if no attempt crashed (the last recording is kept).
+    #[arg(long)]
+    pub until_crash: bool,
+    /// The first attempt's number (the stimulus's RRR_ATTEMPT; a recording's manifest names
+    /// its attempt, so `--first-attempt K --attempts 1` runs attempt K again).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub first_attempt: u32,
+}
+
+impl AttemptArgs {
+    /// As the library takes them.
+    pub fn to_attempts(&self) -> anyhow::Result<Attempts> {
+        if self.attempts == 0 || self.first_attempt == 0 {
+            bail!("--attempts and --first-attempt count from 1");
+        }
+        Ok(Attempts {
+            first: self.first_attempt,
+            count: self.attempts,
+            until_crash: self.until_crash,
+        })
+    }
 }
 
 /// Runs `rrr record`.
@@ -48,12 +80,22 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         &rootfs,
         &args.output,
         Duration::from_secs(args.timeout),
+        args.attempts.to_attempts()?,
     )?;
     println!("{}", rec.dir.display());
     eprintln!(
-        "rrr: recorded ({}); serial log: {}",
+        "rrr: recorded ({}{}); serial log: {}",
         rec.outcome,
+        attempt_note(&rec),
         rec.serial_log().display()
     );
     Ok(())
+}
+
+/// `, attempt 3 of 5` when the recording is one of several attempts.
+pub fn attempt_note(rec: &rrr_orchestrator::recording::Recording) -> String {
+    match rec.attempt {
+        Some(a) if a.of > 1 || a.number > 1 => format!(", attempt {} of {}", a.number, a.of),
+        _ => String::new(),
+    }
 }

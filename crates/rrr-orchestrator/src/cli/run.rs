@@ -9,6 +9,8 @@ use rrr_orchestrator::run::{run_chain, RunSpec, StimulusSource};
 use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
 use rrr_orchestrator::trace::report;
 
+use super::record::{attempt_note, AttemptArgs};
+
 /// Arguments of `rrr run`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
@@ -46,6 +48,8 @@ pub struct RunArgs {
     /// The emulator that records and replays.
     #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
     pub engine: Engine,
+    #[command(flatten)]
+    pub attempts: AttemptArgs,
 }
 
 /// Runs `rrr run`.
@@ -76,9 +80,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         engine: args.engine,
         timeout: Duration::from_secs(args.timeout),
         rerecord: args.rerecord,
+        attempts: args.attempts.to_attempts()?,
         output: args.output,
     };
-    let (_, t) = run_chain(&spec)?;
+    let (rec, t) = run_chain(&spec)?;
+    let note = attempt_note(&rec);
+    if !note.is_empty() {
+        eprintln!("rrr: the recording is{}", note.replacen(',', "", 1));
+    }
     report(&spec.output, &t);
     Ok(())
 }

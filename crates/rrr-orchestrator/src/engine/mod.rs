@@ -213,9 +213,13 @@ impl Engine {
 }
 
 /// The tracer plugin's arguments, the same on both engines: read `profile`, write the trace
-/// to `out`.
-pub fn tracer_args(profile: &Path, out: &Path) -> String {
-    format!("profile={},out={}", profile.display(), out.display())
+/// to `out`, mark the crash report in the file `crash` (see [`rrr_trace::CrashReport`]).
+pub fn tracer_args(profile: &Path, out: &Path, crash: Option<&Path>) -> String {
+    let mut args = format!("profile={},out={}", profile.display(), out.display());
+    if let Some(crash) = crash {
+        args.push_str(&format!(",crash={}", crash.display()));
+    }
+    args
 }
 
 /// The tracer plugin's arguments to locate trace time `at` instead of tracing (see
@@ -265,7 +269,14 @@ mod tests {
     #[test]
     fn both_plugins_take_the_same_arguments() {
         let (p, t) = (Path::new("/r/trace.rrrprof"), Path::new("t.pftrace"));
-        assert_eq!(tracer_args(p, t), "profile=/r/trace.rrrprof,out=t.pftrace");
+        assert_eq!(
+            tracer_args(p, t, None),
+            "profile=/r/trace.rrrprof,out=t.pftrace"
+        );
+        assert_eq!(
+            tracer_args(p, t, Some(Path::new("/r/crash"))),
+            "profile=/r/trace.rrrprof,out=t.pftrace,crash=/r/crash"
+        );
         assert_eq!(
             locator_args(p, 42, Path::new("l")),
             "profile=/r/trace.rrrprof,locate=42,located=l"

@@ -244,6 +244,31 @@ impl Sequence {
         e.close_pair(te, p);
     }
 
+    /// An instant event at absolute time `ts` (on BOOTTIME), on track `uuid`, named `name`
+    /// (not interned: for the few events that are not calls), with string annotations.
+    pub fn instant_at(&mut self, ts: u64, uuid: u64, name: &str, args: &[(&str, &str)]) {
+        let annotations = args
+            .iter()
+            .map(|(k, v)| proto::DebugAnnotation {
+                name_field: Some(proto::debug_annotation::NameField::Name((*k).to_owned())),
+                value: Some(proto::debug_annotation::Value::StringValue((*v).to_owned())),
+                ..Default::default()
+            })
+            .collect();
+        self.packet(proto::TracePacket {
+            timestamp: Some(ts),
+            timestamp_clock_id: Some(BOOTTIME),
+            data: Some(proto::trace_packet::Data::TrackEvent(proto::TrackEvent {
+                r#type: Some(proto::track_event::Type::Instant as i32),
+                track_uuid: Some(uuid),
+                name_field: Some(proto::track_event::NameField::Name(name.to_owned())),
+                debug_annotations: annotations,
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+    }
+
     /// Whether an event on `uuid` must name its track. Events name their track unless it is
     /// the sequence's default track (`TrackEventDefaults.track_uuid`, 2 bytes saved per
     /// event); the default follows a track once it has had [`RETARGET_AFTER`] events in a

@@ -247,6 +247,7 @@ pub fn profile() -> Arc<Profile> {
             vec![],
             flags::DENIED,
         ),
+        func("kasan_report", K + 0xf00, TypeDesc::void(), vec![], 0),
     ];
     for (k, v) in [
         ("thread_size", 0x4000),
