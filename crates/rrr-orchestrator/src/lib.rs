@@ -9,6 +9,7 @@ pub mod crash;
 pub mod engine;
 pub mod git;
 pub mod kernel;
+pub mod limits;
 pub mod machine;
 pub mod progress;
 pub mod record;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cache::{self, Key};
 use crate::engine::Engine;
 use crate::kernel::{self, KernelSpec};
+use crate::limits::Limits;
 use crate::record;
 use crate::recording::Recording;
 use crate::trace::Traced;
@@ -45,6 +46,8 @@ pub struct RunSpec {
     pub rerecord: bool,
     /// How many times to record until the run crashes.
     pub attempts: record::Attempts,
+    /// What the trace may hold.
+    pub limits: Limits,
     /// The trace to write.
     pub output: PathBuf,
 }
@@ -63,7 +66,7 @@ pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
     let disk = rootfs::build(&stim)?;
     let rec = cached_recording(spec, &kernel, &stim, &disk)?;
     eprintln!("rrr: recording {} ({})", rec.dir.display(), rec.outcome);
-    let t = trace::replay(&rec, Some(&spec.output), Duration::from_secs(3600))?;
+    let t = trace::trace(&rec, &spec.output, &spec.limits, Duration::from_secs(3600))?;
     Ok((rec, t))
 }
 

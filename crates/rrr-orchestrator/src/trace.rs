@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use rrr_trace::locate::Located;
-use rrr_trace::TraceSummary;
+use rrr_trace::{TraceOptions, TraceSummary, Window};
 
 use crate::crash;
 use crate::engine::{self, Mode, RunEnd, Verdict};
+use crate::limits::{Limits, Sizes, BROWSER_REACH};
 use crate::machine::{self, AtEnd, Vm};
 use crate::recording::{Outcome, Recording};
 
@@ -29,6 +30,8 @@ pub struct Traced {
     pub crash: Option<(String, Option<u64>)>,
     /// The recording traced.
     pub recording: PathBuf,
+    /// What the trace kept, when limits cut it to a window.
+    pub kept: Option<Kept>,
 }
 
 /// A replay ready to start: the command and what it needs while it runs.
@@ -87,30 +90,97 @@ fn replay_command(
     })
 }
 
-/// Replays `rec` with the tracer (or bare, with no `output`), writing the trace to `output`.
-pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyhow::Result<Traced> {
-    let emu = rec.engine.emulator();
-    emu.require()?;
-    let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-    let crash = match (&rec.outcome, output) {
-        (Outcome::Crashed { line }, Some(_)) => Some(crash::report(&recorded, line)),
+/// Replays `rec` without the tracer: checks that it replays, and how long it takes.
+pub fn replay(rec: &Recording, timeout: Duration) -> anyhow::Result<Traced> {
+    replay_once(rec, None, timeout)
+}
+
+/// Replays `rec` under the tracer into the trace `out`, within `limits`. A first pass writes
+/// the trace of the whole replay (or of the window asked for) and notes where its events are;
+/// if that is over the size budget, or only the last part was asked for, a second pass
+/// writes the window that keeps the recording's end (the shadow stacks still run from the
+/// start: calls open at the window's start are slices that start there).
+pub fn trace(
+    rec: &Recording,
+    out: &Path,
+    limits: &Limits,
+    timeout: Duration,
+) -> anyhow::Result<Traced> {
+    let dir = rec.scratch_dir("trace")?;
+    let crash = match &rec.outcome {
+        Outcome::Crashed { line } => {
+            let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+            let file = dir.path().join("crash-report");
+            std::fs::write(&file, crash::report(&recorded, line).to_file_text())?;
+            Some(file)
+        }
         _ => None,
     };
-    // The report's file lives as long as the replay.
-    let crash_dir = match &crash {
-        Some(_) => Some(rec.scratch_dir("crash")?),
-        None => None,
+    let sizes_file = dir.path().join("sizes");
+    let mut options = TraceOptions {
+        crash,
+        window: limits.window,
+        sizes: Some(sizes_file.clone()),
     };
-    let crash_file = crash_dir.as_ref().map(|d| d.path().join("report"));
-    if let (Some(report), Some(file)) = (&crash, &crash_file) {
-        std::fs::write(file, report.to_file_text())?;
-    }
-    let tracer = match output {
-        Some(out) => Some(engine::tracer_args(
-            &rec.profile()?,
-            out,
-            crash_file.as_deref(),
-        )),
+    let first = replay_once(rec, Some((out, &options)), timeout)?;
+    let sizes = Sizes::parse(&std::fs::read_to_string(&sizes_file).unwrap_or_default());
+    let Some(window) = sizes.window(limits.window, limits) else {
+        return Ok(first);
+    };
+    let (_, whole_bytes, whole_events) = sizes.total();
+    options.window = window;
+    options.sizes = None;
+    let mut second = replay_once(rec, Some((out, &options)), timeout)?;
+    let why = match limits.last {
+        Some(n) if limits.max_size == 0 || whole_bytes <= limits.max_size => {
+            format!("the last {n} instructions (--last)")
+        }
+        _ => format!(
+            "the whole {} would be {:.1} MB, over the {:.0} MiB budget (--max-size)",
+            if limits.window.is_all() {
+                "trace"
+            } else {
+                "window"
+            },
+            whole_bytes as f64 / 1e6,
+            limits.max_size as f64 / (1u64 << 20) as f64
+        ),
+    };
+    second.kept = Some(Kept {
+        window,
+        whole_bytes,
+        whole_events,
+        why,
+    });
+    second.elapsed += first.elapsed;
+    Ok(second)
+}
+
+/// What a trace cut to a window kept.
+#[derive(Debug)]
+pub struct Kept {
+    /// The part of the replay written.
+    pub window: Window,
+    /// The size of the trace of the whole replay (or of the window asked for).
+    pub whole_bytes: u64,
+    /// Its events.
+    pub whole_events: u64,
+    /// Why it was cut, in words.
+    pub why: String,
+}
+
+/// Replays `rec`, with the tracer writing `out` as `options` say, or bare.
+fn replay_once(
+    rec: &Recording,
+    traced: Option<(&Path, &TraceOptions)>,
+    timeout: Duration,
+) -> anyhow::Result<Traced> {
+    let emu = rec.engine.emulator();
+    emu.require()?;
+    let output = traced.map(|(out, _)| out);
+    let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+    let tracer = match traced {
+        Some((out, options)) => Some(engine::tracer_args(&rec.profile()?, out, options)),
         None => None,
     };
     let setup = replay_command(rec, tracer, None)?;
@@ -201,8 +271,14 @@ pub fn replay(rec: &Recording, output: Option<&Path>, timeout: Duration) -> anyh
         bytes,
         elapsed,
         check: emu.replay_check(&replay_end),
-        crash: crash.map(|c| (c.title, summary.crash_at)),
+        crash: match &rec.outcome {
+            Outcome::Crashed { line } if output.is_some() => {
+                Some((crash::report(&recorded, line).title, summary.crash_at))
+            }
+            _ => None,
+        },
         recording: rec.dir.clone(),
+        kept: None,
     })
 }
 
@@ -227,10 +303,34 @@ pub fn report(out: &Path, t: &Traced) {
         t.elapsed.as_secs_f64(),
         t.check
     );
-    eprintln!(
-        "rrr: open it in ui.perfetto.dev: `rrr serve {} --open` (or Open trace file there)",
-        out.display()
-    );
+    if let Some(k) = &t.kept {
+        let share = if k.whole_events > 0 {
+            100.0 * t.events as f64 / k.whole_events as f64
+        } else {
+            100.0
+        };
+        eprintln!(
+            "rrr: {}: the trace keeps the end, trace times {} ({share:.0}% of the events); for \
+             another part: --window FROM..TO; for all of it: --max-size 0 (then `rrr serve \
+             --rpc` opens it)",
+            k.why, k.window
+        );
+    }
+    if t.bytes > BROWSER_REACH {
+        eprintln!(
+            "rrr: {:.1} GB is more than ui.perfetto.dev opens in a browser: `rrr serve {} --rpc` \
+             opens it with the native trace processor (trace_processor_shell, from Perfetto's \
+             releases: https://github.com/google/perfetto/releases; it is on no package \
+             registry), or trace less (--max-size, --window, --last)",
+            t.bytes as f64 / 1e9,
+            out.display()
+        );
+    } else {
+        eprintln!(
+            "rrr: open it in ui.perfetto.dev: `rrr serve {} --open` (or Open trace file there)",
+            out.display()
+        );
+    }
     if let Some((title, at)) = &t.crash {
         match at {
             Some(ts) => {

@@ -764,3 +764,85 @@ fn a_flaky_reproducer_is_recorded_until_it_crashes() {
     );
     assert!(manifest(&rec)["attempt"]["number"] == 3);
 }
+
+/// `select min(ts), max(ts + dur)` of a trace's slices.
+fn span(trace: &Path) -> (u64, u64) {
+    let r = tp::query(trace, &["select min(ts), max(ts + dur) from slice"]);
+    let line = &tp::lines(&r[0])[0];
+    let (a, b) = line.split_once('|').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[test]
+fn a_looping_reproducers_trace_keeps_its_end_within_the_budget() {
+    let _one_at_a_time = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().arg("kernel"));
+    let stimulus = ok(rrr().arg("stimulus").arg(example("fork-loop.c")));
+    let rec = dir.path().join("rec");
+    ok(rrr()
+        .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
+        .args(["--timeout", "2", "-o"])
+        .arg(&rec));
+    let trace = |name: &str, limits: &[&str]| {
+        let t = dir.path().join(name);
+        let said = ok_said(rrr().arg("trace").arg(&rec).arg("-o").arg(&t).args(limits));
+        (t, said)
+    };
+    let (full, _) = trace("full.pftrace", &["--max-size", "0"]);
+    let (start, end) = span(&full);
+    let full_size = std::fs::metadata(&full).unwrap().len();
+    assert!(
+        full_size > 24 << 20,
+        "a loop makes a big trace: {full_size}"
+    );
+
+    // Over the budget: the end is kept, and calls open at the window's start start there.
+    let budget = 8u64 << 20;
+    let (cut, said) = trace("cut.pftrace", &["--max-size", "8M"]);
+    let size = std::fs::metadata(&cut).unwrap().len();
+    assert!(
+        size <= budget && size > budget / 2,
+        "{size} bytes for {budget}"
+    );
+    assert!(
+        said.contains("over the 8 MiB budget") && said.contains("the trace keeps the end"),
+        "{said}"
+    );
+    let (from, cut_end) = span(&cut);
+    assert!(
+        end - cut_end <= (end - start) / 100,
+        "the last slices end within the last 1% of the recording: {cut_end} of {start}..{end}"
+    );
+    let r = tp::query(
+        &cut,
+        &[
+            &format!(
+                "select count(*) > 10, max(depth) > 3 from slice s join thread_track tt \
+                 on s.track_id = tt.id where s.ts = {from}"
+            ),
+            "select count(*) from slice where dur < 0",
+            "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["1|1"],
+        "open calls, nested, on threads"
+    );
+    assert_eq!(tp::lines(&r[1]), vec!["0"]);
+    assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
+
+    // An explicit window, and the last N instructions.
+    let (a, b) = (start + (end - start) / 3, start + (end - start) / 2);
+    let (w, _) = trace("window.pftrace", &["--window", &format!("{a}..{b}")]);
+    let (wa, wb) = span(&w);
+    assert!(wa == a && wb == b, "{wa}..{wb} for {a}..{b}");
+    let n = (end - start) / 10;
+    let (l, said) = trace("last.pftrace", &["--last", &n.to_string()]);
+    let (la, lb) = span(&l);
+    assert!(
+        la == end - n && lb == end,
+        "{la}..{lb} for the last {n} of ..{end}: {said}"
+    );
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use panda::prelude::*;
-use rrr_trace::{contained, Tracer, SUMMARY_PREFIX};
+use rrr_trace::{contained, TraceOptions, Tracer, SUMMARY_PREFIX};
 
 use crate::guest::PandaGuest;
 
@@ -32,6 +32,16 @@ struct Args {
         about = "the crash report to mark (rrr trace writes it from the recording's console)"
     )]
     crash: String,
+    #[arg(
+        default = "",
+        about = "the part of the replay to write: FROM..TO trace times"
+    )]
+    window: String,
+    #[arg(
+        default = "",
+        about = "where to write where the events are (TS BYTES EVENTS lines)"
+    )]
+    sizes: String,
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
@@ -44,8 +54,16 @@ fn tracer() -> MutexGuard<'static, Option<Tracer>> {
 #[panda::init]
 fn init(_: &mut PluginHandle) -> bool {
     let args = Args::from_panda_args();
-    let crash = (!args.crash.is_empty()).then(|| Path::new(&args.crash));
-    match Tracer::open(Path::new(&args.profile), Path::new(&args.out), crash) {
+    let options = TraceOptions::from_args(|name| match name {
+        "crash" => Some(args.crash.clone()),
+        "window" => Some(args.window.clone()),
+        "sizes" => Some(args.sizes.clone()),
+        _ => None,
+    });
+    let opened = options.and_then(|o| {
+        Tracer::open(Path::new(&args.profile), Path::new(&args.out), &o).map_err(|e| e.to_string())
+    });
+    match opened {
         Ok(t) => {
             *tracer() = Some(t);
             true

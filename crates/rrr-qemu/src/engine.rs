@@ -10,7 +10,7 @@ use qemu_plugin::{
     CallbackFlags, HasCallbacks, PluginId, PluginOp, Register, TranslationBlock, VCPUIndex,
 };
 use rrr_trace::hooks::MAX_RET_LEN;
-use rrr_trace::{contained, Hook, Tracer, SUMMARY_PREFIX};
+use rrr_trace::{contained, Hook, TraceOptions, Tracer, SUMMARY_PREFIX};
 
 use crate::guest::QemuGuest;
 
@@ -74,11 +74,13 @@ impl Register for RrrTrace {
             }
             Some(_) => fail("`locate=` takes a trace time (an instruction count)"),
             None => {
-                let crash = args
-                    .parsed
-                    .contains_key("crash")
-                    .then(|| path_arg(args, "crash"));
-                Tracer::open(&profile, &path_arg(args, "out"), crash.as_deref())
+                let options = TraceOptions::from_args(|name| match args.parsed.get(name)? {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Integer(i) => Some(i.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|e| fail(&e));
+                Tracer::open(&profile, &path_arg(args, "out"), &options)
             }
         }
         .unwrap_or_else(|e| fail(&e.to_string()));

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod record;
 mod stacks;
 pub mod tracer;
+pub mod window;
 pub mod writer;
 
 pub use crash::CrashReport;
@@ -27,5 +28,6 @@ pub use observer::{Observer, OsLayout};
 pub use perfetto::proto;
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
 pub use record::{Args, Record, ThreadIdent, TrackKey};
-pub use tracer::{contained, BadSummary, Tracer, TracerError, SUMMARY_PREFIX};
+pub use tracer::{contained, BadSummary, TraceOptions, Tracer, TracerError, SUMMARY_PREFIX};
+pub use window::Window;
 pub use writer::{TraceWriter, WriterError};

@@ -18,6 +18,7 @@ use crate::channel::BatchSender;
 use crate::crash::CrashReport;
 use crate::observer::{Observer, OsLayout};
 use crate::record::Batch;
+use crate::window::Window;
 pub use crate::writer::TraceSummary;
 use crate::writer::{TraceWriter, WriterError};
 
@@ -34,6 +35,8 @@ pub struct PipelineConfig {
     pub flush_interval: Duration,
     /// The crash report to mark where the kernel starts reporting it.
     pub crash: Option<CrashReport>,
+    /// The part of the replay to write.
+    pub window: Window,
 }
 
 impl Default for PipelineConfig {
@@ -44,6 +47,7 @@ impl Default for PipelineConfig {
             backpressure: Backpressure::Block,
             flush_interval: Duration::from_millis(200),
             crash: None,
+            window: Window::ALL,
         }
     }
 }
@@ -68,6 +72,7 @@ impl Pipeline {
         if let Some(report) = config.crash {
             writer.mark_crash(report);
         }
+        writer.set_window(config.window);
         let interval = config.flush_interval;
         let handle = std::thread::Builder::new()
             .name("rrr-writer".into())

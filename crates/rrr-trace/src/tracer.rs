@@ -21,6 +21,7 @@ use crate::hooks::{Hook, Hooks, MAX_RET_LEN};
 use crate::locate::Locator;
 use crate::observer::OsLayout;
 use crate::pipeline::{Pipeline, PipelineConfig, TraceSummary};
+use crate::window::Window;
 use crate::writer::WriterError;
 
 /// Why a tracer could not start or finish.
@@ -41,6 +42,14 @@ pub enum TracerError {
     #[error("cannot read the crash report {path}: {source}")]
     Crash {
         /// The report file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Where the events are could not be written.
+    #[error("cannot write {path}: {source}")]
+    Sizes {
+        /// The sizes file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -68,14 +77,53 @@ pub struct Tracer {
     planned: HashMap<u64, Planned>,
     /// When locating instead of tracing: the locator, and the file it writes its answer to.
     locator: Option<(Locator, PathBuf)>,
+    /// Where to write, at the end, where the events are (see [`TraceOptions::sizes`]).
+    sizes: Option<PathBuf>,
+}
+
+/// How to trace, beyond the profile and the output: the tracer plugin's other arguments, the
+/// same on both engines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// `crash=FILE`: mark the crash report in this file (see [`CrashReport`]).
+    pub crash: Option<PathBuf>,
+    /// `window=FROM..TO`: write only this part of the replay.
+    pub window: Window,
+    /// `sizes=FILE`: at the end, write where the events are: a line `TS BYTES EVENTS` about
+    /// every megabyte of trace, and at the end.
+    pub sizes: Option<PathBuf>,
+}
+
+impl TraceOptions {
+    /// The options among a plugin's arguments (`arg(name)`: the value given, if any).
+    pub fn from_args(arg: impl Fn(&str) -> Option<String>) -> Result<TraceOptions, String> {
+        let path = |name: &str| arg(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let window = match arg("window").filter(|v| !v.is_empty()) {
+            Some(w) => w
+                .parse()
+                .map_err(|e: crate::window::BadWindow| e.to_string())?,
+            None => Window::ALL,
+        };
+        Ok(TraceOptions {
+            crash: path("crash"),
+            window,
+            sizes: path("sizes"),
+        })
+    }
 }
 
 impl Tracer {
-    /// Opens the profile at `profile` and starts writing the trace file `trace`, marking the
-    /// crash report in the file `crash` (see [`CrashReport`]) if given.
-    pub fn open(profile: &Path, trace: &Path, crash: Option<&Path>) -> Result<Tracer, TracerError> {
+    /// Opens the profile at `profile` and starts writing the trace file `trace` as `options`
+    /// say.
+    pub fn open(
+        profile: &Path,
+        trace: &Path,
+        options: &TraceOptions,
+    ) -> Result<Tracer, TracerError> {
         let profile = Arc::new(Profile::open(profile)?);
-        let crash = crash
+        let crash = options
+            .crash
+            .as_deref()
             .map(|path| {
                 CrashReport::read(path).map_err(|source| TracerError::Crash {
                     path: path.to_owned(),
@@ -89,9 +137,12 @@ impl Tracer {
         })?;
         let config = PipelineConfig {
             crash,
+            window: options.window,
             ..PipelineConfig::default()
         };
-        Ok(Tracer::start(profile, file, config))
+        let mut tracer = Tracer::start(profile, file, config);
+        tracer.sizes = options.sizes.clone();
+        Ok(tracer)
     }
 
     /// Opens the profile at `profile` and [locates](Self::locating) trace time `at`.
@@ -131,6 +182,7 @@ impl Tracer {
             last_ts: 0,
             planned: HashMap::new(),
             locator,
+            sizes: None,
         }
     }
 
@@ -223,7 +275,21 @@ impl Tracer {
     /// Later calls (and hooks) do nothing.
     pub fn finish(&mut self) -> Option<Result<TraceSummary, TracerError>> {
         let pipeline = self.pipeline.take()?;
-        Some(pipeline.finish().map_err(TracerError::from))
+        let summary = pipeline.finish().map_err(TracerError::from);
+        if let (Ok(s), Some(path)) = (&summary, &self.sizes) {
+            let text: String = s
+                .sizes
+                .iter()
+                .map(|(ts, bytes, events)| format!("{ts} {bytes} {events}\n"))
+                .collect();
+            if let Err(source) = std::fs::write(path, text) {
+                return Some(Err(TracerError::Sizes {
+                    path: path.clone(),
+                    source,
+                }));
+            }
+        }
+        Some(summary)
     }
 }
 
@@ -294,6 +360,7 @@ impl std::str::FromStr for TraceSummary {
             dropped: count("dropped")?,
             tracks: 0,
             crash_at: None,
+            sizes: Vec::new(),
         };
         if let Some(part) = parts.next() {
             let ts = part.strip_prefix("crash at ").ok_or_else(bad)?;
@@ -318,6 +385,7 @@ mod tests {
             dropped: 6,
             tracks: 0,
             crash_at: None,
+            sizes: Vec::new(),
         };
         assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
         s.crash_at = Some(1_219_424_902);

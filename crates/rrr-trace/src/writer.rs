@@ -15,6 +15,7 @@ use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, I
 use crate::perfetto::{Sequence, IID_USER};
 use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey};
 use crate::stacks::{Ending, Frame, ShadowStack};
+pub use crate::window::Window;
 
 /// Why the trace could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub struct TraceSummary {
     /// When the kernel started reporting the crash the trace marks (see
     /// [`TraceWriter::mark_crash`]), if it did.
     pub crash_at: Option<u64>,
+    /// Where the events are: (trace time, bytes written, events written) about every
+    /// megabyte of output, and at the end (not part of the summary's text).
+    pub sizes: Vec<(u64, u64, u64)>,
 }
 
 /// The crash to mark, and where it starts.
@@ -82,7 +86,23 @@ pub struct TraceWriter<W: Write> {
     /// 2% of the writer benchmark in malloc and free).
     ended: Vec<(Frame, Ending)>,
     crash: Option<CrashMark>,
+    /// The part of the replay written; outside it only the shadow stacks and thread
+    /// identities are kept.
+    window: Window,
+    /// Where the window is: before it, in it, after it.
+    phase: Phase,
+    /// (trace time, bytes written, events written) about every megabyte of output: where
+    /// the events are, for a window that fits a size budget.
+    sizes: Vec<(u64, u64, u64)>,
     summary: TraceSummary,
+}
+
+/// Where the records being written are, relative to the [`Window`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Before,
+    In,
+    After,
 }
 
 impl<W: Write> TraceWriter<W> {
@@ -104,8 +124,23 @@ impl<W: Write> TraceWriter<W> {
             next_flow: 1,
             ended: Vec::new(),
             crash: None,
+            window: Window::ALL,
+            phase: Phase::In,
+            sizes: Vec::new(),
             summary: TraceSummary::default(),
         }
+    }
+
+    /// Writes only the part of the replay in `window`: a call open when it starts is a slice
+    /// that starts there (with its name, on its thread, at its depth; its arguments are not
+    /// kept), one open when it ends ends there. Must be set before the first record.
+    pub fn set_window(&mut self, window: Window) {
+        self.window = window;
+        self.phase = if window.from > 0 {
+            Phase::Before
+        } else {
+            Phase::In
+        };
     }
 
     /// Marks `report` in the trace at the first call of a reporting function
@@ -143,6 +178,8 @@ impl<W: Write> TraceWriter<W> {
         }
         if self.seq.full() {
             self.flush()?;
+            let at = (self.seq.last_ts(), self.summary.bytes, self.summary.events);
+            self.sizes.push(at);
         }
         Ok(())
     }
@@ -178,18 +215,9 @@ impl<W: Write> TraceWriter<W> {
 
     /// Closes every open call at the last timestamp, writes the stats, flushes.
     pub fn finish(mut self) -> Result<TraceSummary, WriterError> {
-        let ts = self.seq.last_ts();
-        // In key order, so that the same records always give the same bytes.
-        let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
-        keys.sort();
-        for (_, i) in keys {
-            let track = &mut self.tracks[i];
-            let uuid = track.uuid;
-            let mut frames = Vec::new();
-            track.stack.drain(|f| frames.push(f));
-            for _ in frames {
-                self.end_event(ts, uuid, None);
-            }
+        if self.phase == Phase::In {
+            let ts = self.seq.last_ts();
+            self.end_all(ts);
         }
         if self.summary.dropped > 0 {
             tracing::warn!(
@@ -205,7 +233,95 @@ impl<W: Write> TraceWriter<W> {
         }
         self.flush()?;
         self.summary.tracks = self.index.len() as u64;
+        let at = (self.seq.last_ts(), self.summary.bytes, self.summary.events);
+        self.sizes.push(at);
+        self.summary.sizes = std::mem::take(&mut self.sizes);
         Ok(self.summary)
+    }
+
+    /// Ends every open call at `ts` (the stacks are emptied).
+    fn end_all(&mut self, ts: u64) {
+        // In key order, so that the same records always give the same bytes.
+        let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
+        keys.sort();
+        for (_, i) in keys {
+            let track = &mut self.tracks[i];
+            let uuid = track.uuid;
+            let mut frames = Vec::new();
+            track.stack.drain(|f| frames.push(f));
+            for _ in frames {
+                self.end_event(ts, uuid, None);
+            }
+        }
+    }
+
+    /// The window starts at `ts`: every call open now begins there, outermost first.
+    #[inline(never)]
+    fn open_window(&mut self, ts: u64) {
+        self.phase = Phase::In;
+        let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
+        keys.sort();
+        for (key, i) in keys {
+            if self.tracks[i].stack.frames().is_empty() {
+                continue;
+            }
+            let uuid = self.event_track(key).uuid;
+            let funcs: Vec<u32> = self.tracks[i]
+                .stack
+                .frames()
+                .iter()
+                .map(|f| f.func)
+                .collect();
+            for func in funcs {
+                if !self.plans[func as usize].ready {
+                    self.intern_function(func);
+                }
+                let plan = self.plans[func as usize];
+                self.seq.begin_at(ts, uuid, plan.iid as u64, plan.user);
+                self.summary.events += 1;
+            }
+        }
+    }
+
+    /// The window ends at `ts`: every call open now ends there; nothing is written after.
+    #[inline(never)]
+    fn close_window(&mut self, ts: u64) {
+        self.end_all_open(ts);
+        self.phase = Phase::After;
+    }
+
+    /// Ends every open call at `ts`, keeping the stacks (they run on, unwritten).
+    fn end_all_open(&mut self, ts: u64) {
+        let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
+        keys.sort();
+        for (_, i) in keys {
+            let uuid = self.tracks[i].uuid;
+            for _ in 0..self.tracks[i].stack.frames().len() {
+                self.end_event(ts, uuid, None);
+            }
+        }
+    }
+
+    /// A record outside the window: the shadow stacks and thread identities follow it,
+    /// nothing is written but track and process descriptors.
+    #[inline(never)]
+    fn record_unwritten(&mut self, ts: u64, r: &Record) {
+        match *r {
+            Record::Enter {
+                track, sp, func, ..
+            } => {
+                let user = self.profile.function(func).is_some_and(|f| f.is_user());
+                let i = self.track_index(track);
+                self.tracks[i].stack.enter(func, sp, user, |_, _| {});
+            }
+            Record::Return { track, sp, .. } => {
+                let user = !crate::guest::is_kernel_address(sp);
+                let i = self.track_index(track);
+                self.tracks[i].stack.ret(sp, user, |_, _| {});
+            }
+            Record::Thread { track, ident, .. } => self.thread(ts, track, ident),
+            Record::Switch { .. } => {}
+        }
     }
 
     /// What has been written so far.
@@ -221,6 +337,18 @@ impl<W: Write> TraceWriter<W> {
         // Instruction counts from several vCPUs may interleave slightly out of order; the
         // incremental clock only goes forward.
         let ts = r.ts().max(self.seq.last_ts());
+        if self.phase != Phase::In || ts > self.window.to {
+            match self.phase {
+                Phase::Before if ts >= self.window.from && ts <= self.window.to => {
+                    self.open_window(self.window.from.max(self.seq.last_ts()))
+                }
+                Phase::In => self.close_window(self.window.to.max(self.seq.last_ts())),
+                _ => {}
+            }
+            if self.phase != Phase::In {
+                return self.record_unwritten(ts, r);
+            }
+        }
         match *r {
             Record::Enter {
                 track,
@@ -339,8 +467,10 @@ impl<W: Write> TraceWriter<W> {
             old.described = false;
             let mut n = 0;
             old.stack.drain(|_| n += 1);
-            for _ in 0..n {
-                self.end_event(ts, old_uuid, None);
+            if self.phase == Phase::In {
+                for _ in 0..n {
+                    self.end_event(ts, old_uuid, None);
+                }
             }
         }
         let track = self.track(key);
@@ -500,7 +630,7 @@ impl<W: Write> TraceWriter<W> {
             self.intern_function(func);
         }
         let iid = self.plans[func as usize].iid as u64;
-        self.seq.begin_at(begin_ts, uuid, iid);
+        self.seq.begin_at(begin_ts, uuid, iid, user);
         self.summary.events += 1;
         self.end_event(ts, uuid, Some((func, value)));
     }

@@ -202,7 +202,7 @@ fn drop_mode_counts_losses_in_the_trace_stats() {
         queue_batches: 1,
         backpressure: Backpressure::Drop,
         flush_interval: std::time::Duration::from_millis(1),
-        crash: None,
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.pftrace");

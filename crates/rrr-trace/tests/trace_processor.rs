@@ -497,3 +497,78 @@ fn a_crash_is_marked_where_the_kernel_starts_reporting_it() {
         vec!["differs from the report's call trace: not open here: do_sys_openat2"]
     );
 }
+
+/// A window writes only its part of the replay: calls open at its start begin there, calls
+/// open at its end end there, and nothing outside it is written.
+#[test]
+fn a_window_holds_its_part_with_the_calls_open_at_its_ends() {
+    let profile = support::profile();
+    let track = TrackKey::Thread(support::KA);
+    let mut comm = [0u8; 16];
+    comm[..8].copy_from_slice(b"stimulus");
+    let ident = ThreadIdent {
+        tid: 300,
+        pid: 300,
+        comm,
+        kernel: false,
+    };
+    let enter = |ts: u64, slot: u64, name: &str| Record::Enter {
+        ts,
+        track,
+        sp: support::KA + slot,
+        func: support::id(&profile, name),
+        args: Args::default(),
+    };
+    let ret = |ts: u64, slot: u64| Record::Return {
+        ts,
+        track,
+        sp: support::KA + slot,
+        pc: 0,
+        value: [0, 0],
+    };
+    let records = vec![
+        Record::Thread {
+            ts: 1000,
+            track,
+            ident,
+        },
+        enter(1010, 0x3f00, "do_syscall_64"),
+        enter(1020, 0x3e00, "ksys_write"),
+        ret(1030, 0x3e00),
+        enter(1040, 0x3e00, "do_sys_openat2"),
+        // The window: 1050..1100.
+        enter(1060, 0x3d00, "schedule"),
+        ret(1070, 0x3d00),
+        ret(1080, 0x3e00),
+        enter(1090, 0x3e00, "ksys_write"),
+        // After it.
+        ret(1110, 0x3e00),
+        ret(1120, 0x3f00),
+        enter(1130, 0x3f00, "do_syscall_64"),
+        ret(1140, 0x3f00),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("window.pftrace");
+    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile.clone());
+    writer.set_window("1050..1100".parse().unwrap());
+    let mut batch = Batch::with_capacity(records.len());
+    batch.records = records;
+    writer.write_batch(&batch).unwrap();
+    writer.finish().unwrap();
+    let r = tp::query(
+        &path,
+        &[
+            "select s.name, s.ts, s.dur, s.depth, t.name from slice s join thread_track tt \
+           on s.track_id = tt.id join thread t using (utid) order by s.ts, s.depth",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec![
+            "do_syscall_64|1050|50|0|stimulus",
+            "do_sys_openat2|1050|30|1|stimulus",
+            "schedule|1060|10|2|stimulus",
+            "ksys_write|1090|10|1|stimulus",
+        ]
+    );
+}

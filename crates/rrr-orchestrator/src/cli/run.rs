@@ -10,6 +10,7 @@ use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
 use rrr_orchestrator::trace::report;
 
 use super::record::{attempt_note, AttemptArgs};
+use super::trace::LimitArgs;
 
 /// Arguments of `rrr run`.
 #[derive(clap::Args, Clone, Debug)]
@@ -50,6 +51,8 @@ pub struct RunArgs {
     pub engine: Engine,
     #[command(flatten)]
     pub attempts: AttemptArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Runs `rrr run`.
@@ -81,6 +84,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout),
         rerecord: args.rerecord,
         attempts: args.attempts.to_attempts()?,
+        limits: args.limits.to_limits(),
         output: args.output,
     };
     let (rec, t) = run_chain(&spec)?;

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use rrr_orchestrator::engine::Engine;
+use rrr_orchestrator::limits::{parse_size, Limits};
 use rrr_orchestrator::recording::Recording;
-use rrr_orchestrator::trace::{replay, replay_gdb, report};
+use rrr_orchestrator::trace::{replay, replay_gdb, report, trace};
+use rrr_trace::Window;
 
 /// Arguments of `rrr trace`.
 #[derive(clap::Args, Clone, Debug)]
@@ -23,6 +25,35 @@ pub struct TraceArgs {
     /// this only checks that it is the one expected.
     #[arg(long, value_enum)]
     pub engine: Option<Engine>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What a trace may hold.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// The largest trace to write (512M, 2G...; 0: no limit). Over it, the trace keeps the
+    /// end of the recording (where a crash is) and as much before it as fits.
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Only this part of the replay: trace times FROM..TO, as the UI shows them (either end
+    /// may be left out).
+    #[arg(long, value_name = "FROM..TO")]
+    pub window: Option<Window>,
+    /// Only the last N instructions of the recording.
+    #[arg(long, value_name = "N")]
+    pub last: Option<u64>,
+}
+
+impl LimitArgs {
+    /// As the library takes them.
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_size: self.max_size,
+            window: self.window.unwrap_or(Window::ALL),
+            last: self.last,
+        }
+    }
 }
 
 /// Runs `rrr trace`.
@@ -36,7 +67,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             rec.engine
         );
     }
-    let t = replay(&rec, Some(&args.output), Duration::from_secs(args.timeout))?;
+    let t = trace(
+        &rec,
+        &args.output,
+        &args.limits.to_limits(),
+        Duration::from_secs(args.timeout),
+    )?;
     report(&args.output, &t);
     Ok(())
 }
@@ -68,7 +104,7 @@ pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
     if args.gdb {
         return replay_gdb(&rec, args.port, args.at);
     }
-    let t = replay(&rec, None, Duration::from_secs(args.timeout))?;
+    let t = replay(&rec, Duration::from_secs(args.timeout))?;
     eprintln!(
         "rrr: replayed {} in {:.2} s, {}",
         rec.dir.display(),

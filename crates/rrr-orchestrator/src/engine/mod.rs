@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use rrr_trace::locate::Located;
+use rrr_trace::TraceOptions;
 
 use crate::cache::Key;
 use crate::kernel::Kernel;
@@ -213,11 +214,17 @@ impl Engine {
 }
 
 /// The tracer plugin's arguments, the same on both engines: read `profile`, write the trace
-/// to `out`, mark the crash report in the file `crash` (see [`rrr_trace::CrashReport`]).
-pub fn tracer_args(profile: &Path, out: &Path, crash: Option<&Path>) -> String {
+/// to `out`, as `options` say (see [`rrr_trace::TraceOptions`]).
+pub fn tracer_args(profile: &Path, out: &Path, options: &TraceOptions) -> String {
     let mut args = format!("profile={},out={}", profile.display(), out.display());
-    if let Some(crash) = crash {
+    if let Some(crash) = &options.crash {
         args.push_str(&format!(",crash={}", crash.display()));
+    }
+    if !options.window.is_all() {
+        args.push_str(&format!(",window={}", options.window));
+    }
+    if let Some(sizes) = &options.sizes {
+        args.push_str(&format!(",sizes={}", sizes.display()));
     }
     args
 }
@@ -269,14 +276,26 @@ mod tests {
     #[test]
     fn both_plugins_take_the_same_arguments() {
         let (p, t) = (Path::new("/r/trace.rrrprof"), Path::new("t.pftrace"));
+        let mut options = TraceOptions::default();
         assert_eq!(
-            tracer_args(p, t, None),
+            tracer_args(p, t, &options),
             "profile=/r/trace.rrrprof,out=t.pftrace"
         );
+        options.crash = Some("/r/crash".into());
+        options.window = "5..".parse().unwrap();
+        options.sizes = Some("/r/sizes".into());
+        let args = tracer_args(p, t, &options);
         assert_eq!(
-            tracer_args(p, t, Some(Path::new("/r/crash"))),
-            "profile=/r/trace.rrrprof,out=t.pftrace,crash=/r/crash"
+            args,
+            "profile=/r/trace.rrrprof,out=t.pftrace,crash=/r/crash,window=5..,sizes=/r/sizes"
         );
+        // The plugins read them back with the core's parser.
+        let parsed = TraceOptions::from_args(|name| {
+            args.split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        });
+        assert_eq!(parsed, Ok(options));
         assert_eq!(
             locator_args(p, 42, Path::new("l")),
             "profile=/r/trace.rrrprof,locate=42,located=l"

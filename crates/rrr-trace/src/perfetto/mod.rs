@@ -230,8 +230,8 @@ impl Sequence {
     }
 
     /// A slice begin at absolute time `ts` (on BOOTTIME: before the incremental clock's
-    /// current value), on track `uuid`, named by interned `iid`.
-    pub fn begin_at(&mut self, ts: u64, uuid: u64, iid: u64) {
+    /// current value), on track `uuid`, named by interned `iid`, of category `user` if `user`.
+    pub fn begin_at(&mut self, ts: u64, uuid: u64, iid: u64, user: bool) {
         let mut e = self.enc();
         let p = e.open(1);
         e.uint(P_TIMESTAMP, ts);
@@ -241,6 +241,9 @@ impl Sequence {
         e.uint(E_TYPE, BEGIN);
         e.uint(E_TRACK, uuid);
         e.uint(E_NAME_IID, iid);
+        if user {
+            e.uint(E_CATEGORY_IIDS, IID_USER);
+        }
         e.close_pair(te, p);
     }
 

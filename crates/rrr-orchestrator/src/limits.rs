@@ -1,0 +1,167 @@
+//! How much of a replay a trace holds: a size budget that ui.perfetto.dev can open, explicit
+//! windows (`--window`, `--last`), and the choice of the window that keeps the end of the
+//! recording (where a crash is) from where a first pass saw the events.
+
+use rrr_trace::Window;
+
+/// The default size budget. ui.perfetto.dev runs the trace processor in WebAssembly, whose
+/// heap stops at 4 GiB and in practice near 2 GiB; a loaded trace takes 2 to 4 times its file
+/// size (a 556 MB trace took 2.8 GB in the native trace processor), so 512 MiB is the largest
+/// budget an ordinary laptop's browser opens.
+pub const DEFAULT_MAX_SIZE: u64 = 512 << 20;
+
+/// Past this size a trace is over the browser's reach: `rrr serve --rpc` opens it with the
+/// native trace processor instead.
+pub const BROWSER_REACH: u64 = 1 << 30;
+
+/// The share of the budget a chosen window aims at: the first pass measures whole megabytes,
+/// and the second pass adds the slices open at the window's start.
+const BUDGET_SHARE: f64 = 0.9;
+
+/// What a trace may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many bytes (0: no limit).
+    pub max_size: u64,
+    /// Only this part of the replay.
+    pub window: Window,
+    /// Only the last this many instructions of the recording.
+    pub last: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_size: DEFAULT_MAX_SIZE,
+            window: Window::ALL,
+            last: None,
+        }
+    }
+}
+
+/// Where a first pass saw the events: (trace time, bytes, events) about every megabyte of
+/// trace, the last line at the trace's end (the plugin's `sizes=` file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sizes(pub Vec<(u64, u64, u64)>);
+
+impl Sizes {
+    /// Parses the `sizes=` file's `TS BYTES EVENTS` lines.
+    pub fn parse(text: &str) -> Sizes {
+        Sizes(
+            text.lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace().map(|w| w.parse::<u64>().ok());
+                    Some((w.next()??, w.next()??, w.next()??))
+                })
+                .collect(),
+        )
+    }
+
+    /// The whole pass: (last trace time, bytes, events).
+    pub fn total(&self) -> (u64, u64, u64) {
+        self.0.last().copied().unwrap_or_default()
+    }
+
+    /// The window that keeps the end of `within` and fits `limits`: from the latest of the
+    /// window's start, the last `limits.last` instructions' start, and the earliest time after
+    /// which the events fit the budget. `None` when the first pass already fits.
+    pub fn window(&self, within: Window, limits: &Limits) -> Option<Window> {
+        let (end, bytes, _) = self.total();
+        let mut from = within.from;
+        if let Some(last) = limits.last {
+            from = from.max(end.saturating_sub(last));
+        }
+        if limits.max_size > 0 && bytes > limits.max_size {
+            let room = (limits.max_size as f64 * BUDGET_SHARE) as u64;
+            // The first sample after which what remains fits.
+            let fits = self
+                .0
+                .iter()
+                .find(|(_, at, _)| bytes - at <= room)
+                .map_or(end, |(ts, _, _)| *ts);
+            from = from.max(fits);
+        }
+        (from > within.from).then_some(Window {
+            from,
+            to: within.to,
+        })
+    }
+}
+
+/// Parses a size: bytes, or with a binary suffix (`512M`, `2G`, `64K`); `0` is no limit.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| {
+        format!("not a size: {s:?} (bytes, or with K, M or G: 512M, 2G; 0: no limit)")
+    })?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s} is too big"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("big").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    fn sizes() -> Sizes {
+        // 10 MB over trace times 0..1000, evenly.
+        Sizes((1..=10).map(|i| (i * 100, i << 20, i * 1000)).collect())
+    }
+
+    #[test]
+    fn the_window_keeps_the_end_that_fits_the_budget() {
+        let s = sizes();
+        let limits = |max_size, last| Limits {
+            max_size,
+            window: Window::ALL,
+            last,
+        };
+        assert_eq!(s.window(Window::ALL, &limits(0, None)), None);
+        assert_eq!(s.window(Window::ALL, &limits(20 << 20, None)), None);
+        // 4 MB: 90% of it is 3.6 MB, so the last 3 MB, from trace time 700.
+        assert_eq!(
+            s.window(Window::ALL, &limits(4 << 20, None)),
+            Some(Window {
+                from: 700,
+                to: u64::MAX
+            })
+        );
+        // The last 250 instructions, within the budget.
+        assert_eq!(
+            s.window(Window::ALL, &limits(0, Some(250))),
+            Some(Window {
+                from: 750,
+                to: u64::MAX
+            })
+        );
+        // An explicit window's end is kept.
+        let within = Window { from: 0, to: 1000 };
+        assert_eq!(
+            s.window(within, &limits(4 << 20, None)),
+            Some(Window {
+                from: 700,
+                to: 1000
+            })
+        );
+        assert_eq!(
+            Sizes::parse("100 1048576 1000\n1000 10485760 10000\n").total(),
+            (1000, 10 << 20, 10000)
+        );
+    }
+}
