@@ -14,6 +14,9 @@ use std::path::Path;
 
 use cli::{example, fails, gdb_session, manifest, ok, rrr, write_manifest};
 
+/// How many fresh ready snapshots the PANDA test records from.
+const SNAPSHOTS: usize = 5;
+
 fn panda_on_path() -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|d| d.join("panda-system-x86_64").is_file())
@@ -64,7 +67,7 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().arg("kernel"));
     let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
-    let rec = dir.path().join("rec");
+    let rec = dir.path().join("rec-missing-panda");
     let record = || {
         let mut c = rrr();
         c.args(["record", "--engine", "panda", "--kernel", &kernel])
@@ -87,43 +90,73 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
         .unwrap();
         return;
     }
-    ok(&mut record());
-    let m = manifest(&rec);
-    assert!(
-        m["engine"] == "panda" && m["outcome"]["ended"]["status"] == 0,
-        "{m}"
-    );
-
-    // `rrr replay --gdb`: the replay waits for gdb (the guest halted, waiting for the console's
-    // input); gdb runs to the first interrupt, steps forward and back again.
+    // Each fresh ready snapshot (its own cache directory, sharing only the kernel and the
+    // stimulus): PANDA records from it, and gdb steps back in its recording. A snapshot
+    // PANDA's -record-from cannot start from is taken again by rrr, as the output says.
+    let main_cache = ok(rrr().args(["cache", "path"]));
     let vmlinux = Path::new(&kernel).join("vmlinux");
-    let g = gdb_session(
-        &rec,
-        None,
-        &vmlinux,
-        &[
-            "break common_interrupt",
-            "break sysvec_apic_timer_interrupt",
-            "continue",
-            "stepi",
-            "stepi",
-            "stepi",
-            "p/x $pc",
-            "reverse-stepi",
-            "reverse-stepi",
-            "p/x $pc",
-            "stepi",
-            "stepi",
-            "p/x $pc",
-        ],
-    );
-    let (said, pcs) = (&g.said, g.values());
-    assert_eq!(pcs.len(), 3, "{said}{}", g.stderr);
-    assert_ne!(pcs[1], pcs[0], "reverse-stepi went back: {said}");
-    assert_eq!(
-        pcs[2], pcs[0],
-        "and forward again to the same place: {said}"
-    );
+    for i in 0..SNAPSHOTS {
+        let cache = dir.path().join(format!("cache-{i}"));
+        std::fs::create_dir_all(cache.join("rrr")).unwrap();
+        for shared in ["kernels", "stimuli"] {
+            std::os::unix::fs::symlink(
+                Path::new(&main_cache).join(shared),
+                cache.join("rrr").join(shared),
+            )
+            .unwrap();
+        }
+        let rec = dir.path().join(format!("rec-{i}"));
+        let out = rrr()
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["record", "--engine", "panda", "--kernel", &kernel])
+            .args(["--stimulus", &stimulus, "-o"])
+            .arg(&rec)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "snapshot {i}: {said}");
+        let m = manifest(&rec);
+        assert!(
+            m["engine"] == "panda" && m["outcome"]["ended"]["status"] == 0,
+            "snapshot {i}: {m}\n{said}"
+        );
+        if said.contains("taking a fresh snapshot") {
+            eprintln!("snapshot {i} was taken again: {said}");
+        }
+        // `rrr replay --gdb`: the replay waits for gdb (the guest halted, waiting for the
+        // console's input); gdb runs to the first interrupt, steps forward and back again.
+        let g = gdb_session(
+            &rec,
+            None,
+            &vmlinux,
+            &[
+                "break common_interrupt",
+                "break sysvec_apic_timer_interrupt",
+                "continue",
+                "stepi",
+                "stepi",
+                "stepi",
+                "p/x $pc",
+                "reverse-stepi",
+                "reverse-stepi",
+                "p/x $pc",
+                "stepi",
+                "stepi",
+                "p/x $pc",
+            ],
+        );
+        let (said, pcs) = (&g.said, g.values());
+        assert_eq!(pcs.len(), 3, "snapshot {i}: {said}{}", g.stderr);
+        assert_ne!(
+            pcs[1], pcs[0],
+            "snapshot {i}: reverse-stepi went back: {said}"
+        );
+        assert_eq!(
+            pcs[2], pcs[0],
+            "snapshot {i}: and forward again to the same place: {said}"
+        );
+    }
+    let rec = dir.path().join("rec-0");
 
     let trace = dir.path().join("t.pftrace");
     ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&trace));

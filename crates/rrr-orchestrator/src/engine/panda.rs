@@ -138,7 +138,7 @@ impl Emulator for Panda {
     }
 
     fn replay_check(&self, _replayed: &RunEnd) -> String {
-        "to the end of its log".to_owned()
+        "reached the end of its log, every input checked against it".to_owned()
     }
 
     /// PANDA stops at an instruction count, which is the trace's clock.
