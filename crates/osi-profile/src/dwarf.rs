@@ -208,8 +208,9 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                 .directory(header)
                 .and_then(|d| self.dwarf.attr_string(self.unit, d).ok())
                 .map(|d| String::from_utf8_lossy(d.slice()).into_owned());
+            // With its directory, absolute or not: `--only fs/ext4/` matches by path.
             Some(match dir {
-                Some(d) if !d.is_empty() && !d.starts_with('/') => format!("{d}/{name}"),
+                Some(d) if !d.is_empty() => format!("{}/{name}", d.trim_end_matches('/')),
                 _ => name,
             })
         })();

@@ -121,8 +121,9 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
 /// made by another reader is stale ([`crate::Profile::is_current`]) and is built again.
 /// 2: an empty struct parameter takes no register or stack slot; 3: constant locations; 4:
 /// clones whose code returns nothing return void; 5: a struct returned in memory takes rdi;
-/// 6: the reporting functions (`kasan_report`, ...) are never denied.
-pub const READER_VERSION: u32 = 6;
+/// 6: the reporting functions (`kasan_report`, ...) are never denied; 7: source files keep
+/// their directory.
+pub const READER_VERSION: u32 = 7;
 
 /// The text fact that records which reader made a profile.
 pub(crate) const READER_FACT: &str = "osi.reader";

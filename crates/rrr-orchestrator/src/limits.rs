@@ -1,8 +1,13 @@
 //! How much of a replay a trace holds: a size budget that ui.perfetto.dev can open, explicit
-//! windows (`--window`, `--last`), and the choice of the window that keeps the end of the
-//! recording (where a crash is) from where a first pass saw the events.
+//! windows (`--window`, `--last`), the choice of the window that keeps the end of the
+//! recording (where a crash is) from where a first pass saw the events, and focus: threads,
+//! functions (`--only`, `--skip`), depth.
 
-use rrr_trace::Window;
+use std::path::Path;
+
+use anyhow::Context;
+use osi_profile::{flags, Profile, REPORTING_FUNCTIONS};
+use rrr_trace::{Threads, Window};
 
 /// The default size budget. ui.perfetto.dev runs the trace processor in WebAssembly, whose
 /// heap stops at 4 GiB and in practice near 2 GiB; a loaded trace takes 2 to 4 times its file
@@ -19,7 +24,7 @@ pub const BROWSER_REACH: u64 = 1 << 30;
 const BUDGET_SHARE: f64 = 0.9;
 
 /// What a trace may hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// At most this many bytes (0: no limit).
     pub max_size: u64,
@@ -27,6 +32,15 @@ pub struct Limits {
     pub window: Window,
     /// Only the last this many instructions of the recording.
     pub last: Option<u64>,
+    /// Only these threads.
+    pub threads: Threads,
+    /// Only the kernel functions that match one of these (name globs, or source paths when
+    /// they hold a `/`); none: all.
+    pub only: Vec<String>,
+    /// Not the kernel functions that match one of these.
+    pub skip: Vec<String>,
+    /// Only kernel calls this deep below the kernel's entry (0: the entry itself).
+    pub max_depth: Option<u32>,
 }
 
 impl Default for Limits {
@@ -35,7 +49,62 @@ impl Default for Limits {
             max_size: DEFAULT_MAX_SIZE,
             window: Window::ALL,
             last: None,
+            threads: Threads::All,
+            only: Vec::new(),
+            skip: Vec::new(),
+            max_depth: None,
         }
+    }
+}
+
+impl Limits {
+    /// Whether functions are filtered (`--only`, `--skip`).
+    pub fn filters_functions(&self) -> bool {
+        !self.only.is_empty() || !self.skip.is_empty()
+    }
+
+    /// Writes to `out` the profile at `profile` with the kernel functions that `--only` and
+    /// `--skip` leave out denied (not hooked: their callees still show, under their callers).
+    /// The stimulus's functions and the reporting functions are always kept.
+    pub fn filter_profile(&self, profile: &Path, out: &Path) -> anyhow::Result<()> {
+        let pattern = |p: &String| {
+            glob::Pattern::new(p).with_context(|| format!("{p:?} is not a function pattern"))
+        };
+        let only = self
+            .only
+            .iter()
+            .map(pattern)
+            .collect::<Result<Vec<_>, _>>()?;
+        let skip = self
+            .skip
+            .iter()
+            .map(pattern)
+            .collect::<Result<Vec<_>, _>>()?;
+        let matches = |pats: &[glob::Pattern], raw: &[String], f: &osi_profile::Function| {
+            pats.iter().zip(raw).any(|(pat, text)| {
+                if text.contains('/') {
+                    f.file
+                        .as_deref()
+                        .is_some_and(|file| file.contains(text.as_str()))
+                } else {
+                    pat.matches(&f.name)
+                }
+            })
+        };
+        let mut data = Profile::open(profile)?.to_data();
+        for f in &mut data.functions {
+            let base = f.name.split('.').next().unwrap_or_default();
+            if f.flags & flags::USER != 0 || REPORTING_FUNCTIONS.contains(&base) {
+                continue;
+            }
+            let kept = (only.is_empty() || matches(&only, &self.only, f))
+                && !matches(&skip, &self.skip, f);
+            if !kept {
+                f.flags |= flags::DENIED;
+            }
+        }
+        osi_profile::write(&data, out)?;
+        Ok(())
     }
 }
 
@@ -129,8 +198,8 @@ mod tests {
         let s = sizes();
         let limits = |max_size, last| Limits {
             max_size,
-            window: Window::ALL,
             last,
+            ..Limits::default()
         };
         assert_eq!(s.window(Window::ALL, &limits(0, None)), None);
         assert_eq!(s.window(Window::ALL, &limits(20 << 20, None)), None);

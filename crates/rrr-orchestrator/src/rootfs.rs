@@ -17,6 +17,8 @@ pub const READY: &str = "RRR-READY";
 pub const END: &str = "RRR-END status=";
 /// The console line that makes /init power the machine off once the stimulus has ended.
 pub const POWER_OFF: &str = "off\n";
+/// The stimulus's name on the disk (`/stimulus`), which the kernel gives its task.
+pub const STIMULUS_NAME: &str = "stimulus";
 /// Where `busybox-static` installs busybox.
 const BUSYBOX: &str = "/bin/busybox";
 /// Bumped when the image recipe changes.
@@ -80,7 +82,7 @@ pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
             }
         }
         write_executable(&root.join("init"), INIT.as_bytes())?;
-        write_executable(&root.join("stimulus"), &std::fs::read(stimulus)?)?;
+        write_executable(&root.join(STIMULUS_NAME), &std::fs::read(stimulus)?)?;
         let raw = dir.join("rootfs.ext4");
         std::fs::File::create(&raw)?.set_len(64 << 20)?;
         run_quiet(

@@ -121,8 +121,16 @@ pub fn trace(
         crash,
         window: limits.window,
         sizes: Some(sizes_file.clone()),
+        threads: limits.threads.clone(),
+        max_depth: limits.max_depth,
     };
-    let first = replay_once(rec, Some((out, &options)), timeout)?;
+    let mut profile = rec.profile()?;
+    if limits.filters_functions() {
+        let filtered = dir.path().join("focus.rrrprof");
+        limits.filter_profile(&profile, &filtered)?;
+        profile = filtered;
+    }
+    let first = replay_once(rec, Some((out, &options, &profile)), timeout)?;
     let sizes = Sizes::parse(&std::fs::read_to_string(&sizes_file).unwrap_or_default());
     let Some(window) = sizes.window(limits.window, limits) else {
         return Ok(first);
@@ -130,7 +138,7 @@ pub fn trace(
     let (_, whole_bytes, whole_events) = sizes.total();
     options.window = window;
     options.sizes = None;
-    let mut second = replay_once(rec, Some((out, &options)), timeout)?;
+    let mut second = replay_once(rec, Some((out, &options, &profile)), timeout)?;
     let why = match limits.last {
         Some(n) if limits.max_size == 0 || whole_bytes <= limits.max_size => {
             format!("the last {n} instructions (--last)")
@@ -169,20 +177,17 @@ pub struct Kept {
     pub why: String,
 }
 
-/// Replays `rec`, with the tracer writing `out` as `options` say, or bare.
+/// Replays `rec`, with the tracer writing `out` as `options` say with `profile`, or bare.
 fn replay_once(
     rec: &Recording,
-    traced: Option<(&Path, &TraceOptions)>,
+    traced: Option<(&Path, &TraceOptions, &Path)>,
     timeout: Duration,
 ) -> anyhow::Result<Traced> {
     let emu = rec.engine.emulator();
     emu.require()?;
-    let output = traced.map(|(out, _)| out);
+    let output = traced.map(|(out, _, _)| out);
     let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-    let tracer = match traced {
-        Some((out, options)) => Some(engine::tracer_args(&rec.profile()?, out, options)),
-        None => None,
-    };
+    let tracer = traced.map(|(out, options, profile)| engine::tracer_args(profile, out, options));
     let setup = replay_command(rec, tracer, None)?;
     let serial = setup.serial.clone();
     let what = if output.is_some() {

@@ -845,4 +845,66 @@ fn a_looping_reproducers_trace_keeps_its_end_within_the_budget() {
         la == end - n && lb == end,
         "{la}..{lb} for the last {n} of ..{end}: {said}"
     );
+
+    // Focus: the stimulus's threads (its forks included) and their interrupts only; kernel
+    // functions by name and by source path; a depth below the kernel's entry.
+    let tracks = "select distinct coalesce(t.name, tr.name) from slice s \
+         join track tr on s.track_id = tr.id left join thread_track tt on s.track_id = tt.id \
+         left join thread t using (utid) order by 1";
+    let (st, _) = trace("threads.pftrace", &["--threads", "stimulus"]);
+    let r = tp::query(
+        &st,
+        &[
+            tracks,
+            "select count(distinct tid) > 3 from thread where name = 'stimulus'",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["IRQ cpu0", "stimulus"],
+        "no kernel threads"
+    );
+    assert_eq!(tp::lines(&r[1]), vec!["1"], "the forks are kept");
+    let (f, _) = trace(
+        "focus.pftrace",
+        &[
+            "--skip",
+            "__schedule",
+            "--skip",
+            "fs/pipe.c",
+            "--max-depth",
+            "3",
+        ],
+    );
+    let r = tp::query(
+        &f,
+        &[
+            "select count(*) from slice where name in ('__schedule', 'pipe_read', 'pipe_write')",
+            "select count(*) > 0 from slice where name = '__switch_to'",
+            "select max(depth) from slice where category is null and name != 'sched_out' \
+             and not exists (select 1 from ancestor_slice(slice.id) a where a.category = 'user')",
+            "select count(*) from slice where dur < 0",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["0"],
+        "skipped by name and by source file"
+    );
+    assert_eq!(
+        tp::lines(&r[1]),
+        vec!["1"],
+        "a skipped function's callees stay"
+    );
+    assert_eq!(tp::lines(&r[2]), vec!["3"], "no kernel call deeper than 3");
+    assert_eq!(tp::lines(&r[3]), vec!["0"]);
+    let (o, _) = trace("only.pftrace", &["--only", "ksys_*"]);
+    let r = tp::query(
+        &o,
+        &[
+            "select distinct name from slice where category is null and name != 'sched_out' \
+           order by 1",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), vec!["ksys_read", "ksys_write"]);
 }

@@ -42,6 +42,16 @@ struct Args {
         about = "where to write where the events are (TS BYTES EVENTS lines)"
     )]
     sizes: String,
+    #[arg(
+        default = "",
+        about = "the threads to write: all, comm:NAME or pids:P:P"
+    )]
+    threads: String,
+    #[arg(
+        default = "",
+        about = "the deepest kernel call to write, below the kernel's entry"
+    )]
+    max_depth: String,
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
@@ -58,6 +68,8 @@ fn init(_: &mut PluginHandle) -> bool {
         "crash" => Some(args.crash.clone()),
         "window" => Some(args.window.clone()),
         "sizes" => Some(args.sizes.clone()),
+        "threads" => Some(args.threads.clone()),
+        "max_depth" => Some(args.max_depth.clone()),
         _ => None,
     });
     let opened = options.and_then(|o| {

@@ -9,6 +9,7 @@
 mod channel;
 pub mod crash;
 mod decode;
+pub mod focus;
 pub mod guest;
 pub mod hooks;
 pub mod locate;
@@ -22,6 +23,7 @@ pub mod window;
 pub mod writer;
 
 pub use crash::CrashReport;
+pub use focus::Threads;
 pub use guest::{Guest, Reg};
 pub use hooks::{Hook, Hooks, Returns};
 pub use observer::{Observer, OsLayout};

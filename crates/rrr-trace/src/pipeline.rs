@@ -16,6 +16,7 @@ use osi_profile::Profile;
 pub use crate::channel::Backpressure;
 use crate::channel::BatchSender;
 use crate::crash::CrashReport;
+use crate::focus::Threads;
 use crate::observer::{Observer, OsLayout};
 use crate::record::Batch;
 use crate::window::Window;
@@ -37,6 +38,10 @@ pub struct PipelineConfig {
     pub crash: Option<CrashReport>,
     /// The part of the replay to write.
     pub window: Window,
+    /// The threads to write.
+    pub threads: Threads,
+    /// The deepest kernel call to write, below the kernel's entry.
+    pub max_depth: Option<u32>,
 }
 
 impl Default for PipelineConfig {
@@ -48,6 +53,8 @@ impl Default for PipelineConfig {
             flush_interval: Duration::from_millis(200),
             crash: None,
             window: Window::ALL,
+            threads: Threads::All,
+            max_depth: None,
         }
     }
 }
@@ -73,6 +80,7 @@ impl Pipeline {
             writer.mark_crash(report);
         }
         writer.set_window(config.window);
+        writer.set_focus(config.threads, config.max_depth);
         let interval = config.flush_interval;
         let handle = std::thread::Builder::new()
             .name("rrr-writer".into())

@@ -16,6 +16,8 @@ pub(crate) struct Frame {
     pub slot: u64,
     /// User-space frame.
     pub user: bool,
+    /// Not written (its thread, or its depth, is filtered out).
+    pub hidden: bool,
 }
 
 /// How a popped frame ended.
@@ -54,23 +56,42 @@ impl ShadowStack {
         }
     }
 
-    /// A call of `func` with its return address at `slot`.
+    /// A call of `func` with its return address at `slot` (`hidden`: not written).
     #[inline(always)]
-    pub fn enter(&mut self, func: u32, slot: u64, user: bool, end: impl FnMut(Frame, Ending)) {
+    pub fn enter(
+        &mut self,
+        func: u32,
+        slot: u64,
+        user: bool,
+        hidden: bool,
+        end: impl FnMut(Frame, Ending),
+    ) {
         // The common case first: a call from the frame on top, of the same mode. Nothing
         // ends, and the floor is already at or above the top frame's slot.
         if let Some(top) = self.frames.last() {
             if top.user == user && top.slot >= slot {
-                self.frames.push(Frame { func, slot, user });
+                self.frames.push(Frame {
+                    func,
+                    slot,
+                    user,
+                    hidden,
+                });
                 return;
             }
         }
-        self.enter_slow(func, slot, user, end);
+        self.enter_slow(func, slot, user, hidden, end);
     }
 
     /// [`ShadowStack::enter`] when frames end or the floor moves.
     #[inline(never)]
-    fn enter_slow(&mut self, func: u32, slot: u64, user: bool, mut end: impl FnMut(Frame, Ending)) {
+    fn enter_slow(
+        &mut self,
+        func: u32,
+        slot: u64,
+        user: bool,
+        hidden: bool,
+        mut end: impl FnMut(Frame, Ending),
+    ) {
         self.pop_stale_kernel(user, &mut end);
         // Frames of this mode deeper than the new slot have returned unseen.
         while let Some(&top) = self
@@ -83,7 +104,17 @@ impl ShadowStack {
         }
         let m = user as usize;
         self.floor[m] = self.floor[m].max(slot);
-        self.frames.push(Frame { func, slot, user });
+        self.frames.push(Frame {
+            func,
+            slot,
+            user,
+            hidden,
+        });
+    }
+
+    /// How many kernel frames are open (the depth a new kernel call would have).
+    pub fn kernel_depth(&self) -> usize {
+        self.frames.iter().filter(|f| !f.user).count()
     }
 
     /// A `ret` with the return address at `sp`. Returns true if it closed a frame of its own.
@@ -186,6 +217,7 @@ mod tests {
                         func: i as u32,
                         slot,
                         user: mode,
+                        hidden: false,
                     });
                 }
                 s
@@ -207,8 +239,8 @@ mod tests {
     #[test]
     fn nested_calls_return_in_order() {
         let mut s = ShadowStack::default();
-        s.enter(1, 1000, false, |_, _| panic!());
-        s.enter(2, 900, false, |_, _| panic!());
+        s.enter(1, 1000, false, false, |_, _| panic!());
+        s.enter(2, 900, false, false, |_, _| panic!());
         assert_eq!(ends(&mut s, 900), vec![(2, Ending::Returned)]);
         assert_eq!(ends(&mut s, 1000), vec![(1, Ending::Returned)]);
         assert!(s.frames().is_empty());
@@ -217,8 +249,8 @@ mod tests {
     #[test]
     fn tail_call_closes_with_one_ret() {
         let mut s = ShadowStack::default();
-        s.enter(1, 1000, false, |_, _| panic!());
-        s.enter(2, 1000, false, |_, _| panic!());
+        s.enter(1, 1000, false, false, |_, _| panic!());
+        s.enter(2, 1000, false, false, |_, _| panic!());
         assert_eq!(
             ends(&mut s, 1000),
             vec![(2, Ending::Returned), (1, Ending::Returned)]
@@ -228,9 +260,9 @@ mod tests {
     #[test]
     fn ret_above_unwinds_deeper_frames() {
         let mut s = ShadowStack::default();
-        s.enter(1, 1000, false, |_, _| panic!());
-        s.enter(2, 900, false, |_, _| panic!());
-        s.enter(3, 800, false, |_, _| panic!());
+        s.enter(1, 1000, false, false, |_, _| panic!());
+        s.enter(2, 900, false, false, |_, _| panic!());
+        s.enter(3, 800, false, false, |_, _| panic!());
         assert_eq!(
             ends(&mut s, 1000),
             vec![
@@ -244,7 +276,7 @@ mod tests {
     #[test]
     fn untracked_inner_ret_is_ignored() {
         let mut s = ShadowStack::default();
-        s.enter(1, 1000, false, |_, _| panic!());
+        s.enter(1, 1000, false, false, |_, _| panic!());
         assert_eq!(ends(&mut s, 700), vec![]);
         assert!(!s.is_from_before_start(700, false));
         assert_eq!(s.frames().len(), 1);
@@ -253,7 +285,7 @@ mod tests {
     #[test]
     fn ret_from_before_start_is_recognised_once_per_level() {
         let mut s = ShadowStack::default();
-        s.enter(1, 800, false, |_, _| panic!());
+        s.enter(1, 800, false, false, |_, _| panic!());
         assert_eq!(ends(&mut s, 800), vec![(1, Ending::Returned)]);
         assert!(s.is_from_before_start(900, false));
         assert!(!s.is_from_before_start(850, false));
@@ -264,10 +296,10 @@ mod tests {
     #[test]
     fn user_frames_survive_kernel_frames_and_stale_kernel_frames_close() {
         let mut s = ShadowStack::default();
-        s.enter(10, 0x7ff0, true, |_, _| panic!());
-        s.enter(20, 0xffff_c900_0000_3f00, false, |_, _| panic!());
+        s.enter(10, 0x7ff0, true, false, |_, _| panic!());
+        s.enter(20, 0xffff_c900_0000_3f00, false, false, |_, _| panic!());
         let mut v = Vec::new();
-        s.enter(11, 0x7fe0, true, |f, e| v.push((f.func, e)));
+        s.enter(11, 0x7fe0, true, false, |f, e| v.push((f.func, e)));
         assert_eq!(v, vec![(20, Ending::Unwound)]);
         let mut v = Vec::new();
         s.ret(0x7fe0, true, |f, e| v.push((f.func, e)));
@@ -277,7 +309,8 @@ mod tests {
             &[Frame {
                 func: 10,
                 slot: 0x7ff0,
-                user: true
+                user: true,
+                hidden: false,
             }]
         );
     }

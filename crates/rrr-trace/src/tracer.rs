@@ -16,6 +16,7 @@ use std::sync::Arc;
 use osi_profile::{Profile, ProfileError};
 
 use crate::crash::CrashReport;
+use crate::focus::Threads;
 use crate::guest::{is_kernel_address, Guest};
 use crate::hooks::{Hook, Hooks, MAX_RET_LEN};
 use crate::locate::Locator;
@@ -92,6 +93,10 @@ pub struct TraceOptions {
     /// `sizes=FILE`: at the end, write where the events are: a line `TS BYTES EVENTS` about
     /// every megabyte of trace, and at the end.
     pub sizes: Option<PathBuf>,
+    /// `threads=all|comm:NAME|pids:P:P`: the threads to write.
+    pub threads: Threads,
+    /// `max_depth=N`: the deepest kernel call to write, below the kernel's entry.
+    pub max_depth: Option<u32>,
 }
 
 impl TraceOptions {
@@ -104,10 +109,25 @@ impl TraceOptions {
                 .map_err(|e: crate::window::BadWindow| e.to_string())?,
             None => Window::ALL,
         };
+        let threads = match arg("threads").filter(|v| !v.is_empty()) {
+            Some(t) => t
+                .parse()
+                .map_err(|e: crate::focus::BadThreads| e.to_string())?,
+            None => Threads::All,
+        };
+        let max_depth = match arg("max_depth").filter(|v| !v.is_empty()) {
+            Some(d) => Some(
+                d.parse()
+                    .map_err(|_| format!("max_depth={d}: a depth (0, 1, 2...)"))?,
+            ),
+            None => None,
+        };
         Ok(TraceOptions {
             crash: path("crash"),
             window,
             sizes: path("sizes"),
+            threads,
+            max_depth,
         })
     }
 }
@@ -138,6 +158,8 @@ impl Tracer {
         let config = PipelineConfig {
             crash,
             window: options.window,
+            threads: options.threads.clone(),
+            max_depth: options.max_depth,
             ..PipelineConfig::default()
         };
         let mut tracer = Tracer::start(profile, file, config);

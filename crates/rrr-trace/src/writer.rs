@@ -2,7 +2,7 @@
 //! thread, written through the Perfetto encoding in [`crate::perfetto`]. Output is flushed
 //! in whole packets, so a killed process leaves a file Perfetto reads up to the last flush.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use osi_profile::{ClassRef, Profile};
 
 use crate::crash::CrashReport;
 use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
+use crate::focus::Threads;
 use crate::perfetto::encode::Enc;
 use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
 use crate::perfetto::{Sequence, IID_USER};
@@ -59,6 +60,8 @@ struct Track {
     stack: ShadowStack,
     ident: Option<ThreadIdent>,
     pending_flow: Option<u64>,
+    /// Its thread passes the thread filter.
+    shown: bool,
 }
 
 /// Streams records into a Perfetto trace.
@@ -94,6 +97,16 @@ pub struct TraceWriter<W: Write> {
     /// (trace time, bytes written, events written) about every megabyte of output: where
     /// the events are, for a window that fits a size budget.
     sizes: Vec<(u64, u64, u64)>,
+    /// Which threads are written.
+    threads: Threads,
+    /// The processes kept by a `Threads::Comm` filter.
+    kept_pids: HashSet<i32>,
+    /// Per CPU: whether the thread running there is written (its interrupts are).
+    cpu_shown: Vec<bool>,
+    /// Kernel calls deeper than this are not written.
+    max_depth: Option<u32>,
+    /// A thread filter or a depth limit is set.
+    focused: bool,
     summary: TraceSummary,
 }
 
@@ -127,8 +140,23 @@ impl<W: Write> TraceWriter<W> {
             window: Window::ALL,
             phase: Phase::In,
             sizes: Vec::new(),
+            threads: Threads::All,
+            kept_pids: HashSet::new(),
+            cpu_shown: Vec::new(),
+            max_depth: None,
+            focused: false,
             summary: TraceSummary::default(),
         }
+    }
+
+    /// Writes only the calls of `threads` (and the interrupts taken while they run), and of
+    /// the kernel no deeper than `max_depth` calls below its entry (0: the entry itself, such
+    /// as `do_syscall_64`). Calls not written still run on the shadow stacks, so those
+    /// written nest as they ran. Must be set before the first record.
+    pub fn set_focus(&mut self, threads: Threads, max_depth: Option<u32>) {
+        self.focused = threads != Threads::All || max_depth.is_some();
+        self.threads = threads;
+        self.max_depth = max_depth;
     }
 
     /// Writes only the part of the replay in `window`: a call open when it starts is a slice
@@ -247,9 +275,9 @@ impl<W: Write> TraceWriter<W> {
         for (_, i) in keys {
             let track = &mut self.tracks[i];
             let uuid = track.uuid;
-            let mut frames = Vec::new();
-            track.stack.drain(|f| frames.push(f));
-            for _ in frames {
+            let mut n = 0;
+            track.stack.drain(|f| n += usize::from(!f.hidden));
+            for _ in 0..n {
                 self.end_event(ts, uuid, None);
             }
         }
@@ -262,7 +290,7 @@ impl<W: Write> TraceWriter<W> {
         let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
         keys.sort();
         for (key, i) in keys {
-            if self.tracks[i].stack.frames().is_empty() {
+            if self.tracks[i].stack.frames().iter().all(|f| f.hidden) {
                 continue;
             }
             let uuid = self.event_track(key).uuid;
@@ -270,6 +298,7 @@ impl<W: Write> TraceWriter<W> {
                 .stack
                 .frames()
                 .iter()
+                .filter(|f| !f.hidden)
                 .map(|f| f.func)
                 .collect();
             for func in funcs {
@@ -296,7 +325,8 @@ impl<W: Write> TraceWriter<W> {
         keys.sort();
         for (_, i) in keys {
             let uuid = self.tracks[i].uuid;
-            for _ in 0..self.tracks[i].stack.frames().len() {
+            let open = self.tracks[i].stack.frames().iter().filter(|f| !f.hidden);
+            for _ in 0..open.count() {
                 self.end_event(ts, uuid, None);
             }
         }
@@ -312,7 +342,10 @@ impl<W: Write> TraceWriter<W> {
             } => {
                 let user = self.profile.function(func).is_some_and(|f| f.is_user());
                 let i = self.track_index(track);
-                self.tracks[i].stack.enter(func, sp, user, |_, _| {});
+                let hidden = self.hidden(i, track, user);
+                self.tracks[i]
+                    .stack
+                    .enter(func, sp, user, hidden, |_, _| {});
             }
             Record::Return { track, sp, .. } => {
                 let user = !crate::guest::is_kernel_address(sp);
@@ -320,8 +353,48 @@ impl<W: Write> TraceWriter<W> {
                 self.tracks[i].stack.ret(sp, user, |_, _| {});
             }
             Record::Thread { track, ident, .. } => self.thread(ts, track, ident),
-            Record::Switch { .. } => {}
+            Record::Switch { cpu, to, .. } => self.note_running(cpu, to),
         }
+    }
+
+    /// Whether a new call on track `i` (`key`) is not written: its thread is filtered out,
+    /// or it is a kernel call deeper than the depth limit.
+    #[inline(always)]
+    fn hidden(&mut self, i: usize, key: TrackKey, user: bool) -> bool {
+        if !self.focused {
+            return false;
+        }
+        self.hidden_slow(i, key, user)
+    }
+
+    #[inline(never)]
+    fn hidden_slow(&mut self, i: usize, key: TrackKey, user: bool) -> bool {
+        let shown = match key {
+            TrackKey::Thread(_) => self.tracks[i].shown,
+            TrackKey::Irq(cpu) => self.threads == Threads::All || self.cpu_shown(cpu),
+        };
+        let too_deep = self
+            .max_depth
+            .is_some_and(|max| !user && self.tracks[i].stack.kernel_depth() > max as usize);
+        !shown || too_deep
+    }
+
+    /// Whether the thread running on `cpu` is written.
+    fn cpu_shown(&self, cpu: u32) -> bool {
+        self.cpu_shown.get(cpu as usize).copied().unwrap_or(false)
+    }
+
+    /// Thread `to` runs on `cpu` from now on.
+    fn note_running(&mut self, cpu: u32, to: TrackKey) {
+        if self.threads == Threads::All {
+            return;
+        }
+        let shown = self.index.get(&to).is_some_and(|&i| self.tracks[i].shown);
+        let cpu = cpu as usize;
+        if self.cpu_shown.len() <= cpu {
+            self.cpu_shown.resize(cpu + 1, false);
+        }
+        self.cpu_shown[cpu] = shown;
     }
 
     /// What has been written so far.
@@ -365,7 +438,10 @@ impl<W: Write> TraceWriter<W> {
                 ..
             } => self.ret(ts, track, sp, pc, value),
             Record::Thread { track, ident, .. } => self.thread(ts, track, ident),
-            Record::Switch { from, to, .. } => self.switch(ts, from, to),
+            Record::Switch { cpu, from, to, .. } => {
+                self.note_running(cpu, to);
+                self.switch(ts, from, to)
+            }
         }
     }
 
@@ -395,6 +471,7 @@ impl<W: Write> TraceWriter<W> {
                     stack: ShadowStack::default(),
                     ident: None,
                     pending_flow: None,
+                    shown: self.threads == Threads::All,
                 });
                 self.index.insert(key, self.tracks.len() - 1);
                 self.tracks.len() - 1
@@ -466,15 +543,26 @@ impl<W: Write> TraceWriter<W> {
             let old_uuid = std::mem::replace(&mut old.uuid, uuid);
             old.described = false;
             let mut n = 0;
-            old.stack.drain(|_| n += 1);
+            old.stack.drain(|f| n += usize::from(!f.hidden));
             if self.phase == Phase::In {
                 for _ in 0..n {
                     self.end_event(ts, old_uuid, None);
                 }
             }
         }
+        let shown = match &self.threads {
+            Threads::All => true,
+            Threads::Comm(name) => {
+                if ident.comm_str() == *name {
+                    self.kept_pids.insert(ident.pid);
+                }
+                self.kept_pids.contains(&ident.pid)
+            }
+            Threads::Pids(pids) => pids.contains(&ident.pid) || pids.contains(&ident.tid),
+        };
         let track = self.track(key);
         track.ident = Some(ident);
+        track.shown = shown;
         track.described = true;
         let uuid = track.uuid;
         // Same uuid and thread: a rename updates the name.
@@ -483,6 +571,15 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn switch(&mut self, ts: u64, from: TrackKey, to: TrackKey) {
+        if self.focused {
+            let shown = |w: &mut Self, key| {
+                let i = w.track_index(key);
+                w.tracks[i].shown
+            };
+            if !shown(self, from) || !shown(self, to) {
+                return;
+            }
+        }
         let flow = self.next_flow;
         self.next_flow += 1;
         let iid = self.seq.event_name("sched_out");
@@ -505,11 +602,18 @@ impl<W: Write> TraceWriter<W> {
             }
             None => return,
         };
+        let i = self.track_index(key);
+        if self.hidden(i, key, plan.user) {
+            self.enter_hidden(ts, i, sp, func, plan.user);
+            return self.check_crash(ts, key, func);
+        }
         let track = self.event_track(key);
         let uuid = track.uuid;
         let flow = track.pending_flow.take();
         let mut closed = 0u32;
-        track.stack.enter(func, sp, plan.user, |_, _| closed += 1);
+        track.stack.enter(func, sp, plan.user, false, |f, _| {
+            closed += u32::from(!f.hidden)
+        });
         for _ in 0..closed {
             self.end_event(ts, uuid, None);
         }
@@ -533,6 +637,12 @@ impl<W: Write> TraceWriter<W> {
         e.close_pair(te, p);
         drop(e);
         self.summary.events += 1;
+        self.check_crash(ts, key, func);
+    }
+
+    /// Marks the crash if `func`, just entered on `key`'s track, starts its report.
+    #[inline(always)]
+    fn check_crash(&mut self, ts: u64, key: TrackKey, func: u32) {
         if let Some(c) = &self.crash {
             if !c.marked && c.reporters.binary_search(&func).is_ok() {
                 self.mark_crash_at(ts, key, func);
@@ -589,18 +699,34 @@ impl<W: Write> TraceWriter<W> {
         self.crash = Some(crash);
     }
 
+    /// A call that is not written enters on track `i`: it runs on the shadow stack (the
+    /// written calls it unwinds end).
+    #[inline(never)]
+    fn enter_hidden(&mut self, ts: u64, i: usize, sp: u64, func: u32, user: bool) {
+        let mut closed = 0u32;
+        self.tracks[i]
+            .stack
+            .enter(func, sp, user, true, |f, _| closed += u32::from(!f.hidden));
+        let uuid = self.tracks[i].uuid;
+        for _ in 0..closed {
+            self.end_event(ts, uuid, None);
+        }
+    }
+
     fn ret(&mut self, ts: u64, key: TrackKey, sp: u64, pc: u64, value: [u64; 2]) {
         let user = !crate::guest::is_kernel_address(sp);
         let track = self.event_track(key);
         let uuid = track.uuid;
         if let Some(frame) = track.stack.ret_top(sp, user) {
-            self.end_event_inline(ts, uuid, Some((frame.func, value)));
+            if !frame.hidden {
+                self.end_event_inline(ts, uuid, Some((frame.func, value)));
+            }
             return;
         }
         let mut ended = std::mem::take(&mut self.ended);
         let track = self.event_track(key);
         let matched = track.stack.ret(sp, user, |f, e| ended.push((f, e)));
-        for &(frame, how) in &ended {
+        for &(frame, how) in ended.iter().filter(|(f, _)| !f.hidden) {
             let v = (how == Ending::Returned).then_some((frame.func, value));
             self.end_event(ts, uuid, v);
         }
@@ -618,6 +744,11 @@ impl<W: Write> TraceWriter<W> {
             return;
         };
         if f.is_denied() || f.is_user() != user {
+            return;
+        }
+        // Its depth below the kernel's entry is not known: not with a depth limit.
+        let i = self.track_index(key);
+        if self.max_depth.is_some() || self.hidden(i, key, user) {
             return;
         }
         let first_ts = self.first_ts;

@@ -572,3 +572,81 @@ fn a_window_holds_its_part_with_the_calls_open_at_its_ends() {
         ]
     );
 }
+
+/// A depth limit writes the kernel's calls no deeper than it below the entry; the deeper
+/// ones still run on the shadow stack, so the written ones end where they did.
+#[test]
+fn a_depth_limit_keeps_the_shallow_calls() {
+    let profile = support::profile();
+    let track = TrackKey::Thread(support::KA);
+    let mut comm = [0u8; 16];
+    comm[..8].copy_from_slice(b"stimulus");
+    let ident = ThreadIdent {
+        tid: 300,
+        pid: 300,
+        comm,
+        kernel: false,
+    };
+    let enter = |ts: u64, slot: u64, name: &str| Record::Enter {
+        ts,
+        track,
+        sp: support::KA + slot,
+        func: support::id(&profile, name),
+        args: Args::default(),
+    };
+    let ret = |ts: u64, slot: u64| Record::Return {
+        ts,
+        track,
+        sp: support::KA + slot,
+        pc: 0,
+        value: [0, 0],
+    };
+    let records = vec![
+        Record::Thread {
+            ts: 1000,
+            track,
+            ident,
+        },
+        enter(1010, 0x3f00, "do_syscall_64"),
+        enter(1020, 0x3e00, "ksys_write"),
+        enter(1030, 0x3d00, "schedule"),
+        enter(1040, 0x3c00, "do_sys_openat2"),
+        ret(1050, 0x3c00),
+        ret(1060, 0x3d00),
+        enter(1070, 0x3d00, "schedule"),
+        // Unwinds schedule (hidden) and ksys_write.
+        ret(1080, 0x3f00),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("depth.pftrace");
+    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile.clone());
+    writer.set_focus(rrr_trace::Threads::All, Some(1));
+    let mut batch = Batch::with_capacity(records.len());
+    batch.records = records;
+    writer.write_batch(&batch).unwrap();
+    writer.finish().unwrap();
+    let r = tp::query(
+        &path,
+        &["select s.name, s.ts, s.dur, s.depth from slice s order by s.ts, s.depth"],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["do_syscall_64|1010|70|0", "ksys_write|1020|60|1"]
+    );
+
+    // The same with a window that starts while the deep calls are open.
+    let path = dir.path().join("depth-window.pftrace");
+    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile);
+    writer.set_focus(rrr_trace::Threads::All, Some(1));
+    writer.set_window("1045..1075".parse().unwrap());
+    writer.write_batch(&batch).unwrap();
+    writer.finish().unwrap();
+    let r = tp::query(
+        &path,
+        &["select s.name, s.ts, s.dur, s.depth from slice s order by s.ts, s.depth"],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["do_syscall_64|1045|30|0", "ksys_write|1045|30|1"]
+    );
+}

@@ -7,8 +7,9 @@ use anyhow::bail;
 use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::limits::{parse_size, Limits};
 use rrr_orchestrator::recording::Recording;
+use rrr_orchestrator::rootfs;
 use rrr_orchestrator::trace::{replay, replay_gdb, report, trace};
-use rrr_trace::Window;
+use rrr_trace::{Threads, Window};
 
 /// Arguments of `rrr trace`.
 #[derive(clap::Args, Clone, Debug)]
@@ -43,6 +44,35 @@ pub struct LimitArgs {
     /// Only the last N instructions of the recording.
     #[arg(long, value_name = "N")]
     pub last: Option<u64>,
+    /// Only these threads: `stimulus` (its processes, forks and threads, and the interrupts
+    /// taken while they run), `all`, or pids (`123,456`).
+    #[arg(long, value_name = "stimulus|all|PID,...", default_value = "all", value_parser = parse_threads)]
+    pub threads: Threads,
+    /// Only the kernel functions that match: a name glob (`ext4_*`) or a source path
+    /// (`fs/ext4/`, `mm/slub.c`). Repeatable.
+    #[arg(long = "only", value_name = "PATTERN")]
+    pub only: Vec<String>,
+    /// Not the kernel functions that match (their callees still show). Repeatable.
+    #[arg(long = "skip", value_name = "PATTERN")]
+    pub skip: Vec<String>,
+    /// Only kernel calls this deep below the kernel's entry (0: `do_syscall_64` and the
+    /// interrupt entries alone).
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<u32>,
+}
+
+/// `--threads`: `stimulus` (the name rrr's disk gives it), `all`, or pids.
+fn parse_threads(s: &str) -> Result<Threads, String> {
+    match s {
+        "all" => Ok(Threads::All),
+        "stimulus" => Ok(Threads::Comm(rootfs::STIMULUS_NAME.to_owned())),
+        pids => pids
+            .split(',')
+            .map(|p| p.trim().parse::<i32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Threads::Pids)
+            .map_err(|_| format!("{s:?}: stimulus, all, or pids (123,456)")),
+    }
 }
 
 impl LimitArgs {
@@ -52,6 +82,10 @@ impl LimitArgs {
             max_size: self.max_size,
             window: self.window.unwrap_or(Window::ALL),
             last: self.last,
+            threads: self.threads.clone(),
+            only: self.only.clone(),
+            skip: self.skip.clone(),
+            max_depth: self.max_depth,
         }
     }
 }

@@ -226,6 +226,12 @@ pub fn tracer_args(profile: &Path, out: &Path, options: &TraceOptions) -> String
     if let Some(sizes) = &options.sizes {
         args.push_str(&format!(",sizes={}", sizes.display()));
     }
+    if options.threads != rrr_trace::Threads::All {
+        args.push_str(&format!(",threads={}", options.threads));
+    }
+    if let Some(depth) = options.max_depth {
+        args.push_str(&format!(",max_depth={depth}"));
+    }
     args
 }
 
@@ -284,10 +290,13 @@ mod tests {
         options.crash = Some("/r/crash".into());
         options.window = "5..".parse().unwrap();
         options.sizes = Some("/r/sizes".into());
+        options.threads = rrr_trace::Threads::Pids(vec![1, 2]);
+        options.max_depth = Some(3);
         let args = tracer_args(p, t, &options);
         assert_eq!(
             args,
-            "profile=/r/trace.rrrprof,out=t.pftrace,crash=/r/crash,window=5..,sizes=/r/sizes"
+            "profile=/r/trace.rrrprof,out=t.pftrace,crash=/r/crash,window=5..,sizes=/r/sizes,\
+             threads=pids:1:2,max_depth=3"
         );
         // The plugins read them back with the core's parser.
         let parsed = TraceOptions::from_args(|name| {
