@@ -93,21 +93,13 @@ mod tests {
         CrashReport {
             title: "KASAN: slab-use-after-free in lkdtm_WRITE_AFTER_FREE".into(),
             text: "BUG: KASAN: slab-use-after-free in lkdtm_WRITE_AFTER_FREE+0x1/0x2\n...\n".into(),
-            frames: [
-                "dump_stack_lvl",
-                "print_report",
-                "kasan_report",
-                "lkdtm_WRITE_AFTER_FREE",
-                "lkdtm_do_action",
-                "direct_entry",
-                "full_proxy_write",
-                "vfs_write",
-                "ksys_write",
-                "do_syscall_64",
-                "entry_SYSCALL_64_after_hwframe",
-            ]
-            .map(String::from)
-            .to_vec(),
+            // Innermost first, the printing functions above the reporting one.
+            frames: "dump_stack_lvl print_report kasan_report lkdtm_WRITE_AFTER_FREE \
+                     lkdtm_do_action direct_entry full_proxy_write vfs_write ksys_write \
+                     do_syscall_64 entry_SYSCALL_64_after_hwframe"
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
         }
     }
 
@@ -121,16 +113,8 @@ mod tests {
     fn the_open_calls_agree_with_the_report_when_its_traced_callers_are_open_in_order() {
         let r = report();
         let traced = |f: &str| !f.starts_with("entry_");
-        let open = [
-            "do_syscall_64",
-            "ksys_write",
-            "vfs_write",
-            "full_proxy_write",
-            "direct_entry",
-            "lkdtm_do_action",
-            "lkdtm_WRITE_AFTER_FREE",
-            "kasan_report",
-        ];
+        // Outermost first.
+        let open: Vec<&str> = r.frames[2..10].iter().rev().map(String::as_str).collect();
         assert!(r.missing_frames(&open, traced).is_empty());
         // A caller the trace did not see open.
         let mut short = open.to_vec();

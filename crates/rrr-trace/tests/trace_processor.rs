@@ -339,51 +339,92 @@ fn a_reused_pid_is_another_thread_in_another_process() {
 
 /// exec renames the process (`__set_task_comm` on its main thread): the thread and its process
 /// carry the program's name from then on (Perfetto keeps one name per thread and process).
-#[test]
-fn an_exec_renames_the_thread_and_its_process() {
-    let profile = support::profile();
-    let func = support::id(&profile, "ksys_write");
-    let track = TrackKey::Thread(support::KA);
-    let sp = support::KA + 0x3f00;
-    let ident = |name: &[u8]| {
+/// Calls on one thread of the test profile: stack KA, pid and tid 300.
+struct OnThread {
+    profile: Arc<osi_profile::Profile>,
+    track: TrackKey,
+}
+
+impl OnThread {
+    fn new() -> Self {
+        OnThread {
+            profile: support::profile(),
+            track: TrackKey::Thread(support::KA),
+        }
+    }
+
+    /// The thread is `name` from `ts` on.
+    fn named(&self, ts: u64, name: &str) -> Record {
         let mut comm = [0u8; 16];
-        comm[..name.len()].copy_from_slice(name);
-        ThreadIdent {
+        comm[..name.len()].copy_from_slice(name.as_bytes());
+        let ident = ThreadIdent {
             tid: 300,
             pid: 300,
             comm,
             kernel: false,
-        }
-    };
-    let mut records = Vec::new();
-    for (ts, name) in [(1000, &b"sh"[..]), (2000, b"stimulus")] {
-        records.push(Record::Thread {
+        };
+        Record::Thread {
             ts,
-            track,
-            ident: ident(name),
-        });
-        records.push(Record::Enter {
-            ts: ts + 10,
-            track,
-            sp,
-            func,
+            track: self.track,
+            ident,
+        }
+    }
+
+    /// A call of `func` at stack slot KA + `slot`.
+    fn enter(&self, ts: u64, slot: u64, func: &str) -> Record {
+        Record::Enter {
+            ts,
+            track: self.track,
+            sp: support::KA + slot,
+            func: support::id(&self.profile, func),
             args: Args::default(),
-        });
-        records.push(Record::Return {
-            ts: ts + 20,
-            track,
-            sp,
+        }
+    }
+
+    /// The return from the call at stack slot KA + `slot`.
+    fn ret(&self, ts: u64, slot: u64) -> Record {
+        Record::Return {
+            ts,
+            track: self.track,
+            sp: support::KA + slot,
             pc: 0,
             value: [0, 0],
-        });
+        }
     }
+
+    /// Writes `records` to `path` with a writer `setup` prepared.
+    fn write(
+        &self,
+        path: &std::path::Path,
+        records: &[Record],
+        setup: impl FnOnce(&mut TraceWriter<std::fs::File>),
+    ) -> rrr_trace::TraceSummary {
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = TraceWriter::new(file, self.profile.clone());
+        setup(&mut writer);
+        let mut batch = Batch::with_capacity(records.len());
+        batch.records = records.to_vec();
+        writer.write_batch(&batch).unwrap();
+        writer.finish().unwrap()
+    }
+}
+
+/// exec renames the process (`__set_task_comm` on its main thread): the thread and its process
+/// carry the program's name from then on (Perfetto keeps one name per thread and process).
+#[test]
+fn an_exec_renames_the_thread_and_its_process() {
+    let t = OnThread::new();
+    let records = [
+        t.named(1000, "sh"),
+        t.enter(1010, 0x3f00, "ksys_write"),
+        t.ret(1020, 0x3f00),
+        t.named(2000, "stimulus"),
+        t.enter(2010, 0x3f00, "ksys_write"),
+        t.ret(2020, 0x3f00),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exec.pftrace");
-    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile);
-    let mut batch = Batch::with_capacity(records.len());
-    batch.records = records;
-    writer.write_batch(&batch).unwrap();
-    writer.finish().unwrap();
+    t.write(&path, &records, |_| {});
     let r = tp::query(
         &path,
         &[
@@ -402,65 +443,35 @@ fn an_exec_renames_the_thread_and_its_process() {
 /// then are the report's call trace.
 #[test]
 fn a_crash_is_marked_where_the_kernel_starts_reporting_it() {
-    let profile = support::profile();
-    let track = TrackKey::Thread(support::KA);
-    let mut comm = [0u8; 16];
-    comm[..8].copy_from_slice(b"stimulus");
-    let ident = ThreadIdent {
-        tid: 300,
-        pid: 300,
-        comm,
-        kernel: false,
-    };
-    let enter = |ts: u64, slot: u64, name: &str| Record::Enter {
-        ts,
-        track,
-        sp: support::KA + slot,
-        func: support::id(&profile, name),
-        args: Args::default(),
-    };
-    let ret = |ts: u64, slot: u64| Record::Return {
-        ts,
-        track,
-        sp: support::KA + slot,
-        pc: 0,
-        value: [0, 0],
-    };
-    let records = vec![
-        Record::Thread {
-            ts: 1000,
-            track,
-            ident,
-        },
-        enter(1010, 0x3f00, "do_syscall_64"),
-        enter(1020, 0x3e00, "ksys_write"),
-        enter(1030, 0x3d00, "kasan_report"),
-        ret(1040, 0x3d00),
+    let t = OnThread::new();
+    let records = [
+        t.named(1000, "stimulus"),
+        t.enter(1010, 0x3f00, "do_syscall_64"),
+        t.enter(1020, 0x3e00, "ksys_write"),
+        t.enter(1030, 0x3d00, "kasan_report"),
+        t.ret(1040, 0x3d00),
         // A second report is not marked again.
-        enter(1050, 0x3d00, "kasan_report"),
-        ret(1060, 0x3d00),
-        ret(1070, 0x3e00),
-        ret(1080, 0x3f00),
+        t.enter(1050, 0x3d00, "kasan_report"),
+        t.ret(1060, 0x3d00),
+        t.ret(1070, 0x3e00),
+        t.ret(1080, 0x3f00),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("crash.pftrace");
-    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile);
     let report = |frames: &[&str]| rrr_trace::CrashReport {
         title: "KASAN: use-after-free in ksys_write".into(),
         text: "BUG: KASAN: use-after-free in ksys_write+0x1/0x2\nCall Trace:\n".into(),
         frames: frames.iter().map(|f| f.to_string()).collect(),
     };
-    writer.mark_crash(report(&[
-        "dump_stack_lvl",
-        "kasan_report",
-        "ksys_write",
-        "do_syscall_64",
-        "entry_SYSCALL_64_after_hwframe",
-    ]));
-    let mut batch = Batch::with_capacity(records.len());
-    batch.records = records.clone();
-    writer.write_batch(&batch).unwrap();
-    let summary = writer.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.pftrace");
+    let summary = t.write(&path, &records, |w| {
+        w.mark_crash(report(&[
+            "dump_stack_lvl",
+            "kasan_report",
+            "ksys_write",
+            "do_syscall_64",
+            "entry_SYSCALL_64_after_hwframe",
+        ]))
+    });
     assert_eq!(summary.crash_at, Some(1030));
     let instants = "select coalesce(t.name, tr.name), s.ts, \
          extract_arg(s.arg_set_id, 'debug.reported_by'), extract_arg(s.arg_set_id, 'debug.stack'), \
@@ -483,11 +494,9 @@ fn a_crash_is_marked_where_the_kernel_starts_reporting_it() {
 
     // A report whose call trace the open calls do not show says so.
     let path = dir.path().join("differs.pftrace");
-    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), support::profile());
-    writer.mark_crash(report(&["kasan_report", "do_sys_openat2", "do_syscall_64"]));
-    batch.records = records;
-    writer.write_batch(&batch).unwrap();
-    writer.finish().unwrap();
+    t.write(&path, &records, |w| {
+        w.mark_crash(report(&["kasan_report", "do_sys_openat2", "do_syscall_64"]))
+    });
     let r = tp::query(
         &path,
         &["select extract_arg(arg_set_id, 'debug.stack') from slice where dur = 0 limit 1"],
@@ -502,59 +511,29 @@ fn a_crash_is_marked_where_the_kernel_starts_reporting_it() {
 /// open at its end end there, and nothing outside it is written.
 #[test]
 fn a_window_holds_its_part_with_the_calls_open_at_its_ends() {
-    let profile = support::profile();
-    let track = TrackKey::Thread(support::KA);
-    let mut comm = [0u8; 16];
-    comm[..8].copy_from_slice(b"stimulus");
-    let ident = ThreadIdent {
-        tid: 300,
-        pid: 300,
-        comm,
-        kernel: false,
-    };
-    let enter = |ts: u64, slot: u64, name: &str| Record::Enter {
-        ts,
-        track,
-        sp: support::KA + slot,
-        func: support::id(&profile, name),
-        args: Args::default(),
-    };
-    let ret = |ts: u64, slot: u64| Record::Return {
-        ts,
-        track,
-        sp: support::KA + slot,
-        pc: 0,
-        value: [0, 0],
-    };
-    let records = vec![
-        Record::Thread {
-            ts: 1000,
-            track,
-            ident,
-        },
-        enter(1010, 0x3f00, "do_syscall_64"),
-        enter(1020, 0x3e00, "ksys_write"),
-        ret(1030, 0x3e00),
-        enter(1040, 0x3e00, "do_sys_openat2"),
+    let t = OnThread::new();
+    let records = [
+        t.named(1000, "stimulus"),
+        t.enter(1010, 0x3f00, "do_syscall_64"),
+        t.enter(1020, 0x3e00, "ksys_write"),
+        t.ret(1030, 0x3e00),
+        t.enter(1040, 0x3e00, "do_sys_openat2"),
         // The window: 1050..1100.
-        enter(1060, 0x3d00, "schedule"),
-        ret(1070, 0x3d00),
-        ret(1080, 0x3e00),
-        enter(1090, 0x3e00, "ksys_write"),
+        t.enter(1060, 0x3d00, "schedule"),
+        t.ret(1070, 0x3d00),
+        t.ret(1080, 0x3e00),
+        t.enter(1090, 0x3e00, "ksys_write"),
         // After it.
-        ret(1110, 0x3e00),
-        ret(1120, 0x3f00),
-        enter(1130, 0x3f00, "do_syscall_64"),
-        ret(1140, 0x3f00),
+        t.ret(1110, 0x3e00),
+        t.ret(1120, 0x3f00),
+        t.enter(1130, 0x3f00, "do_syscall_64"),
+        t.ret(1140, 0x3f00),
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("window.pftrace");
-    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile.clone());
-    writer.set_window("1050..1100".parse().unwrap());
-    let mut batch = Batch::with_capacity(records.len());
-    batch.records = records;
-    writer.write_batch(&batch).unwrap();
-    writer.finish().unwrap();
+    t.write(&path, &records, |w| {
+        w.set_window("1050..1100".parse().unwrap())
+    });
     let r = tp::query(
         &path,
         &[
@@ -574,79 +553,41 @@ fn a_window_holds_its_part_with_the_calls_open_at_its_ends() {
 }
 
 /// A depth limit writes the kernel's calls no deeper than it below the entry; the deeper
-/// ones still run on the shadow stack, so the written ones end where they did.
+/// ones still run on the shadow stack, so the written ones end where they did, also when a
+/// window starts while the deep calls are open.
 #[test]
 fn a_depth_limit_keeps_the_shallow_calls() {
-    let profile = support::profile();
-    let track = TrackKey::Thread(support::KA);
-    let mut comm = [0u8; 16];
-    comm[..8].copy_from_slice(b"stimulus");
-    let ident = ThreadIdent {
-        tid: 300,
-        pid: 300,
-        comm,
-        kernel: false,
-    };
-    let enter = |ts: u64, slot: u64, name: &str| Record::Enter {
-        ts,
-        track,
-        sp: support::KA + slot,
-        func: support::id(&profile, name),
-        args: Args::default(),
-    };
-    let ret = |ts: u64, slot: u64| Record::Return {
-        ts,
-        track,
-        sp: support::KA + slot,
-        pc: 0,
-        value: [0, 0],
-    };
-    let records = vec![
-        Record::Thread {
-            ts: 1000,
-            track,
-            ident,
-        },
-        enter(1010, 0x3f00, "do_syscall_64"),
-        enter(1020, 0x3e00, "ksys_write"),
-        enter(1030, 0x3d00, "schedule"),
-        enter(1040, 0x3c00, "do_sys_openat2"),
-        ret(1050, 0x3c00),
-        ret(1060, 0x3d00),
-        enter(1070, 0x3d00, "schedule"),
+    let t = OnThread::new();
+    let records = [
+        t.named(1000, "stimulus"),
+        t.enter(1010, 0x3f00, "do_syscall_64"),
+        t.enter(1020, 0x3e00, "ksys_write"),
+        t.enter(1030, 0x3d00, "schedule"),
+        t.enter(1040, 0x3c00, "do_sys_openat2"),
+        t.ret(1050, 0x3c00),
+        t.ret(1060, 0x3d00),
+        t.enter(1070, 0x3d00, "schedule"),
         // Unwinds schedule (hidden) and ksys_write.
-        ret(1080, 0x3f00),
+        t.ret(1080, 0x3f00),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("depth.pftrace");
-    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile.clone());
-    writer.set_focus(rrr_trace::Threads::All, Some(1));
-    let mut batch = Batch::with_capacity(records.len());
-    batch.records = records;
-    writer.write_batch(&batch).unwrap();
-    writer.finish().unwrap();
-    let r = tp::query(
-        &path,
-        &["select s.name, s.ts, s.dur, s.depth from slice s order by s.ts, s.depth"],
-    );
+    let slices = |window: Option<&str>| {
+        let path = dir.path().join("depth.pftrace");
+        t.write(&path, &records, |w| {
+            w.set_focus(rrr_trace::Threads::All, Some(1));
+            if let Some(window) = window {
+                w.set_window(window.parse().unwrap());
+            }
+        });
+        let q = "select s.name, s.ts, s.dur, s.depth from slice s order by s.ts, s.depth";
+        tp::lines(&tp::query(&path, &[q])[0])
+    };
     assert_eq!(
-        tp::lines(&r[0]),
+        slices(None),
         vec!["do_syscall_64|1010|70|0", "ksys_write|1020|60|1"]
     );
-
-    // The same with a window that starts while the deep calls are open.
-    let path = dir.path().join("depth-window.pftrace");
-    let mut writer = TraceWriter::new(std::fs::File::create(&path).unwrap(), profile);
-    writer.set_focus(rrr_trace::Threads::All, Some(1));
-    writer.set_window("1045..1075".parse().unwrap());
-    writer.write_batch(&batch).unwrap();
-    writer.finish().unwrap();
-    let r = tp::query(
-        &path,
-        &["select s.name, s.ts, s.dur, s.depth from slice s order by s.ts, s.depth"],
-    );
     assert_eq!(
-        tp::lines(&r[0]),
+        slices(Some("1045..1075")),
         vec!["do_syscall_64|1045|30|0", "ksys_write|1045|30|1"]
     );
 }
