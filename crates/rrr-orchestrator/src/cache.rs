@@ -28,11 +28,13 @@ pub enum Kind {
     Git,
     /// syzkaller's syz-prog2c, built per commit.
     Syzkaller,
+    /// ccache's store for kernel builds (one entry, `store`).
+    Ccache,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Kernels,
         Kind::Stimuli,
         Kind::Rootfs,
@@ -42,6 +44,7 @@ impl Kind {
         Kind::SyzbotBugs,
         Kind::Git,
         Kind::Syzkaller,
+        Kind::Ccache,
     ];
 
     /// Its directory under the cache root.
@@ -56,6 +59,7 @@ impl Kind {
             Kind::SyzbotBugs => "syzbot/bugs",
             Kind::Git => "git",
             Kind::Syzkaller => "syzkaller",
+            Kind::Ccache => "ccache",
         }
     }
 

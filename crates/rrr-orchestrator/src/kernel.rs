@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
+use crate::compiler::CompilerPlan;
 use crate::reduce;
 use crate::tools::{last_lines, major_minor, run_quiet, version_line};
 
@@ -52,8 +53,10 @@ pub struct KernelSpec {
     pub cc: Option<CcChoice>,
     /// Extra config fragments merged last: files, or a fragment shipped with rrr by name.
     pub fragments: Vec<PathBuf>,
-    /// Parallel make jobs (default: number of cores).
+    /// Parallel make jobs (default: number of cores; more for a build farm).
     pub jobs: Option<usize>,
+    /// How the compiler runs: through ccache, and a distributed compiler's launcher.
+    pub compiler: CompilerPlan,
 }
 
 impl KernelSpec {
@@ -69,6 +72,10 @@ impl KernelSpec {
             cc: None,
             fragments: vec![],
             jobs: None,
+            compiler: CompilerPlan {
+                ccache: true,
+                launcher: None,
+            },
         }
     }
 }
@@ -358,24 +365,30 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let make = |what: &[&str]| -> Command {
+    let kernels = cache::Kind::Kernels.dir()?;
+    let cc = match plan.cc {
+        CcChoice::Gcc => "gcc",
+        CcChoice::Clang => "clang",
+    };
+    let make = |what: &[&str]| -> anyhow::Result<Command> {
         let mut c = Command::new("make");
         c.arg("-C").arg(&src).arg(format!("O={}", out.display()));
         if plan.cc == CcChoice::Clang {
             c.arg("LLVM=1");
         }
+        args.compiler.apply(&mut c, cc, &kernels)?;
         c.args(what);
-        c
+        Ok(c)
     };
     // Configuration.
     match &args.config {
         Some(base) => {
             std::fs::copy(base, out.join(".config"))
                 .with_context(|| format!("copying {}", base.display()))?;
-            run_quiet(&mut make(&["olddefconfig"]), "make olddefconfig")?;
+            run_quiet(&mut make(&["olddefconfig"])?, "make olddefconfig")?;
         }
         None => {
-            run_quiet(&mut make(&["tinyconfig"]), "make tinyconfig")?;
+            run_quiet(&mut make(&["tinyconfig"])?, "make tinyconfig")?;
         }
     }
     let frag_dir = stage.dir.join("fragments");
@@ -402,13 +415,13 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
         .arg(out.join(".config"))
         .args(&frags);
     run_quiet(&mut merge, "merge_config.sh")?;
-    run_quiet(&mut make(&["olddefconfig"]), "make olddefconfig")?;
+    run_quiet(&mut make(&["olddefconfig"])?, "make olddefconfig")?;
     check_config(
         &std::fs::read_to_string(out.join(".config"))?,
         &plan.changes,
     )?;
     // Build.
-    let mut cmd = make(&[&format!("-j{jobs}"), "bzImage"]);
+    let mut cmd = make(&[&format!("-j{jobs}"), "bzImage"])?;
     run_make(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))?;
     let boot = stage.dir.join("boot");
     std::fs::create_dir_all(&boot)?;

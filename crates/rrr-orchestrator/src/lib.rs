@@ -5,6 +5,7 @@
 //! the `rrr` command line is one front end over them.
 
 pub mod cache;
+pub mod compiler;
 pub mod crash;
 pub mod engine;
 pub mod git;

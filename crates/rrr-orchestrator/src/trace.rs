@@ -106,6 +106,8 @@ pub fn trace(
     limits: &Limits,
     timeout: Duration,
 ) -> anyhow::Result<Traced> {
+    // A missing emulator is said first, before anything is prepared for it.
+    rec.engine.emulator().require()?;
     let dir = rec.scratch_dir("trace")?;
     let crash = match &rec.outcome {
         Outcome::Crashed { line } => {

@@ -792,21 +792,20 @@ fn a_looping_reproducers_trace_keeps_its_end_within_the_budget() {
     let (full, _) = trace("full.pftrace", &["--max-size", "0"]);
     let (start, end) = span(&full);
     let full_size = std::fs::metadata(&full).unwrap().len();
-    assert!(
-        full_size > 24 << 20,
-        "a loop makes a big trace: {full_size}"
-    );
+    // How many iterations 2 s of recording hold depends on the host's speed (the guest's
+    // clock follows it): the budget is a quarter of whatever the whole trace is.
+    assert!(full_size > 4 << 20, "a loop makes a big trace: {full_size}");
 
     // Over the budget: the end is kept, and calls open at the window's start start there.
-    let budget = 8u64 << 20;
-    let (cut, said) = trace("cut.pftrace", &["--max-size", "8M"]);
+    let budget = full_size / 4;
+    let (cut, said) = trace("cut.pftrace", &["--max-size", &budget.to_string()]);
     let size = std::fs::metadata(&cut).unwrap().len();
     assert!(
         size <= budget && size > budget / 2,
         "{size} bytes for {budget}"
     );
     assert!(
-        said.contains("over the 8 MiB budget") && said.contains("the trace keeps the end"),
+        said.contains("MiB budget (--max-size)") && said.contains("the trace keeps the end"),
         "{said}"
     );
     let (from, cut_end) = span(&cut);

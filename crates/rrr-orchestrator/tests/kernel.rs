@@ -169,3 +169,185 @@ fn a_missing_source_says_what_to_pass() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--src DIR|TARBALL"), "{err}");
 }
+
+/// What `rrr` says and prints for `rrr kernel ARGS` with its cache in `cache`.
+fn kernel_in(cache: &Path, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    let out = rrr()
+        .arg("kernel")
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rrr kernel {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The number of functions in a kernel's profile (`rrr profile --tsv` lines).
+fn function_count(kernel: &Path) -> usize {
+    let out = rrr()
+        .arg("profile")
+        .arg(kernel.join("vmlinux"))
+        .arg("--tsv")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// The distro's kernel source with one compiled file changed, as a plain tarball in `dir`.
+fn changed_tarball(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("linux")).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg("/usr/src/linux-source-6.1.tar.xz")
+        .arg("--strip-components=1")
+        .arg("-C")
+        .arg(src.join("linux"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fork = src.join("linux/kernel/fork.c");
+    let mut text = std::fs::read_to_string(&fork).unwrap();
+    text.push_str("\n/* rrr: one changed file */\n");
+    std::fs::write(&fork, text).unwrap();
+    let tarball = dir.join("linux-changed.tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&src)
+        .arg("linux")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(&src).unwrap();
+    tarball
+}
+
+/// ccache's statistic `name` (`ccache --print-stats`) for the store in `dir`.
+fn ccache_stat(dir: &Path, name: &str) -> u64 {
+    let out = Command::new("ccache")
+        .arg("--print-stats")
+        .env("CCACHE_DIR", dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}\t"))?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A kernel built from a tree that differs in one file compiles almost nothing: ccache (on
+/// by default, its store in rrr's cache) hits for the rest. And a build through distcc, to a
+/// real distccd on 127.0.0.1, gives the same kernel.
+#[test]
+fn a_tree_with_one_changed_file_hits_the_compiler_cache_and_distcc_builds_the_same_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let started = std::time::Instant::now();
+    let cold = kernel_in(&cache, &[], &[]);
+    eprintln!("cold build: {:.0} s", started.elapsed().as_secs_f64());
+    let store = cache.join("rrr/ccache/store");
+    assert!(
+        ccache_stat(&store, "cache_miss") > 500,
+        "the cold build filled the store"
+    );
+    let tarball = changed_tarball(tmp.path());
+    let st = Command::new("ccache")
+        .arg("--zero-stats")
+        .env("CCACHE_DIR", &store)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let src = tarball.to_string_lossy().into_owned();
+    let started = std::time::Instant::now();
+    let warm = kernel_in(&cache, &["--src", &src], &[]);
+    eprintln!(
+        "rebuild with one changed file, through ccache: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_ne!(cold, warm, "another tree, another cache entry");
+    let hits =
+        ccache_stat(&store, "direct_cache_hit") + ccache_stat(&store, "preprocessed_cache_hit");
+    let misses = ccache_stat(&store, "cache_miss");
+    assert!(
+        hits * 10 > (hits + misses) * 9,
+        "the rebuild hits the compiler cache: {hits} hits, {misses} misses"
+    );
+    let list = rrr()
+        .args(["cache", "list"])
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("ccache"),
+        "rrr cache list shows the compiler cache"
+    );
+
+    // distcc to a distccd on 127.0.0.1, without ccache: every compile job is the daemon's.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = tmp.path().join("distccd.log");
+    let mut daemon = Command::new("distccd")
+        .args([
+            "--no-detach",
+            "--daemon",
+            "--allow",
+            "127.0.0.1",
+            "--listen",
+            "127.0.0.1",
+        ])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--jobs",
+            "2",
+            "--log-level",
+            "info",
+        ])
+        // Its log on stderr: run as root, it drops to its own user, who cannot write here.
+        .arg("--log-stderr")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let fragment = tmp.path().join("distcc.config");
+    std::fs::write(&fragment, "# built through distcc\n").unwrap();
+    let hosts = format!("127.0.0.1:{port}/2");
+    let started = std::time::Instant::now();
+    let farm = kernel_in(
+        &cache,
+        &[
+            "--src",
+            &src,
+            "--no-ccache",
+            "--cc-launcher",
+            "distcc",
+            "--fragment",
+            &fragment.to_string_lossy(),
+        ],
+        &[("DISTCC_HOSTS", &hosts), ("DISTCC_FALLBACK", "0")],
+    );
+    eprintln!(
+        "the same through distcc to 127.0.0.1, without ccache: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let jobs = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("COMPILE_OK"))
+        .count();
+    assert!(jobs > 500, "distccd compiled the kernel: {jobs} jobs");
+    assert_eq!(function_count(&farm), function_count(&warm));
+}

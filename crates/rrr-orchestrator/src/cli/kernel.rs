@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use rrr_orchestrator::compiler::{CompilerPlan, LAUNCHER_ENV};
 use rrr_orchestrator::kernel::{build, explain, CcChoice, KernelSpec, DISTRO_SOURCE};
 
 /// Arguments of `rrr kernel`.
@@ -37,9 +38,34 @@ pub struct KernelArgs {
     /// (`crash-test`: LKDTM and generic KASAN, a kernel that crashes on demand).
     #[arg(long = "fragment")]
     pub fragments: Vec<PathBuf>,
-    /// Parallel make jobs (default: number of cores).
+    /// Parallel make jobs (default: number of cores; for a build farm, its total).
     #[arg(short, long)]
     pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub compiler: CompilerArgs,
+}
+
+/// How the kernel's compiler runs.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CompilerArgs {
+    /// Compile without ccache (by default, when it is installed, every kernel compiles
+    /// through it, its store in rrr's cache: unchanged files hit across trees and commits).
+    #[arg(long)]
+    pub no_ccache: bool,
+    /// Compile through this launcher of a distributed compiler: `distcc` (hosts from
+    /// DISTCC_HOSTS) or `icecc`; raise --jobs to the farm's size.
+    #[arg(long, value_name = "CMD", env = LAUNCHER_ENV)]
+    pub cc_launcher: Option<String>,
+}
+
+impl CompilerArgs {
+    /// As the library takes them.
+    pub fn plan(&self) -> CompilerPlan {
+        CompilerPlan {
+            ccache: !self.no_ccache,
+            launcher: self.cc_launcher.clone(),
+        }
+    }
 }
 
 /// Runs `rrr kernel`.
@@ -72,6 +98,7 @@ impl KernelArgs {
             cc: self.cc,
             fragments: self.fragments.clone(),
             jobs: self.jobs,
+            compiler: self.compiler.plan(),
         }
     }
 }

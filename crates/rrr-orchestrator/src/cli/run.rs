@@ -9,6 +9,7 @@ use rrr_orchestrator::run::{run_chain, RunSpec, StimulusSource};
 use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
 use rrr_orchestrator::trace::report;
 
+use super::kernel::CompilerArgs;
 use super::record::{attempt_note, AttemptArgs};
 use super::trace::LimitArgs;
 
@@ -53,6 +54,11 @@ pub struct RunArgs {
     pub attempts: AttemptArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub compiler: CompilerArgs,
+    /// Parallel make jobs for the kernel (default: number of cores).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
 }
 
 /// Runs `rrr run`.
@@ -60,6 +66,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let kernel = KernelSpec {
         config: args.config.clone(),
         fragments: args.fragments.clone(),
+        compiler: args.compiler.plan(),
+        jobs: args.jobs,
         ..KernelSpec::tiny(args.kernel_src.clone())
     };
     let source = match args.syzbot {
