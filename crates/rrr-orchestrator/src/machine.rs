@@ -185,7 +185,7 @@ impl Vm {
     }
 
     /// The record/replay instruction count, from the monitor (`info replay`).
-    fn instructions(&mut self) -> Option<u64> {
+    pub fn instructions(&mut self) -> Option<u64> {
         let said = self.monitor("info replay").ok()?;
         parse_instruction_count(&said)
     }

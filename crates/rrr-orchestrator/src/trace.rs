@@ -362,7 +362,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Replays `rec` paused at its start under a gdb stub until the emulator exits (gdb's `kill`,
+/// Replays `rec` paused at its start (see [`engine::Emulator::hold_for_gdb`]) under a gdb stub until the emulator exits (gdb's `kill`,
 /// or the end of the recording); with `at`, the printed gdb command first runs it to that
 /// trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
 /// recording's start snapshot, PANDA runs its checkpoint plugin alongside.
@@ -378,6 +378,7 @@ pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow
     };
     let setup = replay_command(rec, None, Some(port))?;
     let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor, setup.at_end)?;
+    let held = emu.hold_for_gdb(&mut vm)?;
     let mut gdb = format!("gdb -ex 'target remote 127.0.0.1:{port}'");
     for ex in to.iter().flat_map(|t| &t.commands) {
         gdb.push_str(&format!(" -ex '{ex}'"));
@@ -388,7 +389,7 @@ pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow
         None => String::new(),
     };
     eprintln!(
-        "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at the recording's start{start}. \
+        "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at {held}{start}. \
          Run the command above. Breakpoints, `continue` and stepping run forward through the \
          recorded execution, the same on every replay; `reverse-stepi` and `reverse-continue` \
          go back; `kill` ends it."

@@ -11,7 +11,7 @@ use osi_profile::{DenyList, Options, Profile};
 pub struct ProfileArgs {
     /// The kernel's vmlinux (with DWARF), or a static user binary.
     elf: PathBuf,
-    /// Where to write the profile (default: <ELF>.rrrprof).
+    /// Where to write the profile (default: `<ELF>.rrrprof`).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Also write PANDA's kernelinfo.conf here.

@@ -15,7 +15,7 @@ use rrr_trace::TraceOptions;
 
 use crate::cache::Key;
 use crate::kernel::Kernel;
-use crate::machine::AtEnd;
+use crate::machine::{AtEnd, Vm};
 
 pub use panda::{install_plugin as install_panda_plugin, manual_replay_hint as panda_replay_hint};
 
@@ -129,6 +129,9 @@ pub trait Emulator: Sync {
     fn verdict(&self, replayed: &RunEnd, recorded: &RunEnd) -> Verdict;
     /// What a complete replay that ended as `replayed` proved, in words.
     fn replay_check(&self, replayed: &RunEnd) -> String;
+    /// Readies a replay started for gdb (`Mode::Replay` with a port) for gdb to take over,
+    /// paused, and says where it is.
+    fn hold_for_gdb(&self, vm: &mut Vm) -> anyhow::Result<String>;
     /// The gdb commands that run a replay to trace time `at`; `locate` replays under the
     /// locating tracer to find which execution of which instruction the trace shows there.
     fn gdb_to(

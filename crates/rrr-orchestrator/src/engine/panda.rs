@@ -10,7 +10,7 @@ use rrr_trace::locate::Located;
 
 use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
 use crate::kernel::Kernel;
-use crate::machine::{AtEnd, READY_SNAPSHOT};
+use crate::machine::{AtEnd, Vm, READY_SNAPSHOT};
 use crate::tools;
 
 /// The PANDA system emulator.
@@ -142,6 +142,11 @@ impl Emulator for Panda {
     }
 
     /// PANDA stops at an instruction count, which is the trace's clock.
+    /// PANDA's replay under gdb waits at its start (`-S`).
+    fn hold_for_gdb(&self, _vm: &mut Vm) -> anyhow::Result<String> {
+        Ok("the recording's start".to_owned())
+    }
+
     fn gdb_to(
         &self,
         at: u64,

@@ -3,17 +3,32 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use rrr_trace::locate::Located;
 
 use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
 use crate::kernel::Kernel;
-use crate::machine::{AtEnd, READY_SNAPSHOT, START_SNAPSHOT};
+use crate::machine::{AtEnd, Vm, READY_SNAPSHOT, START_SNAPSHOT};
 use crate::tools;
 
 /// The QEMU system emulator rrr drives.
 const QEMU: &str = "qemu-system-x86_64";
+
+/// How long a replay may take to seek to its first instruction (it loads the start snapshot
+/// and runs one instruction).
+const SEEK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The instruction count of snapshot `tag` in the monitor's `info snapshots` table (`ID TAG
+/// VM_SIZE DATE VM_CLOCK ICOUNT`).
+fn snapshot_icount(table: &str, tag: &str) -> Option<u64> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&tag))
+        .and_then(|f| f.last()?.parse().ok())
+}
 
 /// The QEMU engine.
 pub struct Qemu;
@@ -83,7 +98,8 @@ impl Emulator for Qemu {
                     c.arg("-plugin").arg(format!("{},{args}", path.display()));
                 }
                 if let Some(port) = gdb {
-                    c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
+                    // Not paused (`-S`): see `hold_for_gdb`.
+                    c.args(["-gdb", &format!("tcp:127.0.0.1:{port}")]);
                 }
                 format!(
                     "shift=auto,rr=replay,rrfile={},rrsnapshot={START_SNAPSHOT}",
@@ -193,6 +209,48 @@ impl Emulator for Qemu {
     /// slightly ahead of it (it counts whole blocks, also those cut short), so a replay under
     /// the locating tracer first finds which execution of which instruction the trace shows
     /// at `at`; gdb stops there with a breakpoint that ignores the executions before it.
+    /// Stops the replay at once and seeks it to its first instruction (the start snapshot's
+    /// count plus one). QEMU 10 started paused (`-S`) replays some recordings not at all: the
+    /// vCPU stays in the start snapshot's `hlt` while the main loop kicks it forever, the count
+    /// never moving (about half of the recordings of one stimulus, each every time). A replay
+    /// that started running, then seeks, replays every one, and so do gdb's reverse steps (they
+    /// seek too). The first instruction is an interrupt's entry (the snapshot's vCPU is
+    /// halted), never a traced function's, so `gdb_to` misses no call.
+    fn hold_for_gdb(&self, vm: &mut Vm) -> anyhow::Result<String> {
+        let ended = |e: anyhow::Error| {
+            e.context("the replay ended before rrr could stop it for gdb (is the recording empty?)")
+        };
+        vm.monitor("stop").map_err(ended)?;
+        let snapshots = vm.monitor("info snapshots").map_err(ended)?;
+        let Some(start) = snapshot_icount(&snapshots, START_SNAPSHOT) else {
+            bail!(
+                "the recording's disk has no start snapshot `{START_SNAPSHOT}` with an \
+                 instruction count, so its replay cannot go back for gdb; QEMU's monitor \
+                 said:\n{snapshots}"
+            );
+        };
+        let first = start + 1;
+        let said = vm.monitor(&format!("replay_seek {first}"))?;
+        if !said.is_empty() {
+            bail!("QEMU could not seek the replay to instruction {first}: {said}");
+        }
+        let deadline = Instant::now() + SEEK_TIMEOUT;
+        loop {
+            let at = vm.instructions();
+            if at == Some(first) && vm.monitor("info status")?.contains("paused") {
+                return Ok(format!("its first instruction (instruction {first})"));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the replay did not reach its first instruction ({first}) in {}s (it is \
+                     at {at:?})",
+                    SEEK_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn gdb_to(
         &self,
         at: u64,
@@ -260,6 +318,16 @@ mod tests {
             console,
             instructions,
         }
+    }
+
+    #[test]
+    fn the_start_snapshots_count_is_read_from_the_monitors_table() {
+        let table = "List of snapshots present on all disks:\n\
+            ID      TAG               VM_SIZE                DATE        VM_CLOCK     ICOUNT\n\
+            --      rrr-ready        21.2 MiB 2026-11-30 06:46:37  0000:00:12.511 1211961000\n\
+            --      rrr-start        21.2 MiB 2026-11-30 06:46:37  0000:00:12.511 1211961843\n";
+        assert_eq!(snapshot_icount(table, "rrr-start"), Some(1_211_961_843));
+        assert_eq!(snapshot_icount(table, "other"), None);
     }
 
     #[test]
