@@ -24,3 +24,4 @@ pub mod syzbot;
 pub mod syzkaller;
 pub mod tools;
 pub mod trace;
+pub mod watch;

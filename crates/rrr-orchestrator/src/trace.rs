@@ -109,22 +109,14 @@ pub fn trace(
     // A missing emulator is said first, before anything is prepared for it.
     rec.engine.emulator().require()?;
     let dir = rec.scratch_dir("trace")?;
-    let crash = match &rec.outcome {
-        Outcome::Crashed { line } => {
-            let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-            let file = dir.path().join("crash-report");
-            std::fs::write(&file, crash::report(&recorded, line).to_file_text())?;
-            Some(file)
-        }
-        _ => None,
-    };
     let sizes_file = dir.path().join("sizes");
     let mut options = TraceOptions {
-        crash,
+        crash: crash_file(rec, dir.path())?,
         window: limits.window,
         sizes: Some(sizes_file.clone()),
         threads: limits.threads.clone(),
         max_depth: limits.max_depth,
+        ..TraceOptions::default()
     };
     let mut profile = rec.profile()?;
     if limits.filters_functions() {
@@ -164,6 +156,29 @@ pub fn trace(
     });
     second.elapsed += first.elapsed;
     Ok(second)
+}
+
+/// The crash report file for the tracer (`crash=`), written in `dir`, if `rec` ended at a
+/// crash.
+pub fn crash_file(rec: &Recording, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let Outcome::Crashed { line } = &rec.outcome else {
+        return Ok(None);
+    };
+    let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+    let file = dir.join("crash-report");
+    std::fs::write(&file, crash::report(&recorded, line).to_file_text())?;
+    Ok(Some(file))
+}
+
+/// Replays `rec` once under the tracer, writing `out` as `options` say with `profile`.
+pub fn replay_traced(
+    rec: &Recording,
+    out: &Path,
+    options: &TraceOptions,
+    profile: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Traced> {
+    replay_once(rec, Some((out, options, profile)), timeout)
 }
 
 /// What a trace cut to a window kept.

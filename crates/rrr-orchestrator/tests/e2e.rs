@@ -710,6 +710,172 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
         g.said,
         g.stderr
     );
+
+    // `rrr watch --from-report`: who allocated, freed and wrote the object, in that order.
+    let watch_trace = dir.path().join("w.pftrace");
+    let events = watch_events(
+        rrr()
+            .args(["watch", rec, "--from-report", "--format", "json", "-o"])
+            .arg(&watch_trace),
+    );
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["kind"] == kind).collect()
+    };
+    let (allocs, frees, writes) = (of("alloc"), of("free"), of("write"));
+    assert_eq!(
+        (allocs.len(), frees.len(), writes.len()),
+        (1, 1, 1),
+        "{events:#?}"
+    );
+    let (alloc, free, write) = (allocs[0], frees[0], writes[0]);
+    let ts = |e: &serde_json::Value| e["ts"].as_u64().unwrap();
+    assert!(ts(alloc) < ts(free) && ts(free) < ts(write), "{events:#?}");
+    let stack = |e: &serde_json::Value| -> Vec<String> {
+        e["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect()
+    };
+    for e in [alloc, free, write] {
+        assert_eq!(e["comm"], "stimulus", "{e}");
+        assert!(
+            stack(e).iter().any(|f| f == "lkdtm_WRITE_AFTER_FREE"),
+            "{e}"
+        );
+    }
+    assert_eq!(alloc["size"], 1024, "kmalloc(1024): {alloc}");
+    assert!(stack(alloc).last().unwrap().contains("kmalloc"), "{alloc}");
+    assert_eq!(
+        stack(free).last().map(String::as_str),
+        Some("kfree"),
+        "{free}"
+    );
+    assert_eq!(
+        alloc["addr"], free["addr"],
+        "the object freed is the one allocated"
+    );
+    assert_eq!(
+        (write["value"].as_str(), write["size"].as_u64()),
+        (Some("0xabcdef0"), Some(4)),
+        "LKDTM's write: {write}"
+    );
+    assert!(
+        write["place"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("lkdtm_WRITE_AFTER_FREE (drivers/misc/lkdtm/")),
+        "{write}"
+    );
+    let r = tp::query(
+        &watch_trace,
+        &[
+            "select s.name from slice s join track t on s.track_id = t.id \
+             where t.name like 'watch %' and s.name not like 'read%' order by s.ts",
+            "select count(*) from slice s join thread_track tt on s.track_id = tt.id \
+             join thread using (utid) where thread.name = 'stimulus' and s.name = 'write 4' \
+             and s.dur = 0",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        ["alloc 1024", "free 1024", "write 4"],
+        "the watch track"
+    );
+    assert_eq!(
+        tp::lines(&r[1]),
+        ["1"],
+        "the write on the stimulus's thread"
+    );
+}
+
+/// Runs `rrr watch ... --format json` and returns its events.
+fn watch_events(cmd: &mut std::process::Command) -> Vec<serde_json::Value> {
+    let out = ok(cmd);
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn a_watch_lists_the_writes_of_a_files_refcount_and_its_free() {
+    let _one_at_a_time = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().arg("kernel"));
+    let (rec, t) = record_and_trace(&kernel, dir.path());
+    // The writer's file: the struct file its open allocated.
+    let r = tp::query(
+        &t,
+        &[
+            "select extract_arg(s.arg_set_id, 'debug.return (struct file *)') from slice s \
+           join thread_track tt on s.track_id = tt.id join thread th using (utid) \
+           where th.name = 'stimulus' and s.name = 'alloc_empty_file' and exists(select 1 \
+           from ancestor_slice(s.id) a where a.name = 'do_sys_openat2') order by s.ts limit 1",
+        ],
+    );
+    let file = tp::lines(&r[0])[0].parse::<i64>().unwrap() as u64;
+    let vmlinux = Path::new(&kernel).join("vmlinux");
+    let gdb = std::process::Command::new("gdb")
+        .args(["-q", "-batch", "-ex", "p/d &((struct file *)0)->f_count"])
+        .arg(&vmlinux)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&gdb.stdout);
+    let f_count: u64 = said
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("gdb: {said}"));
+    let events = watch_events(rrr().args([
+        "watch",
+        rec.to_str().unwrap(),
+        &format!("{file:#x}:{}", f_count + 8),
+        "--format",
+        "json",
+    ]));
+    let addr = |e: &serde_json::Value| {
+        u64::from_str_radix(e["addr"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    let alloc = events
+        .iter()
+        .position(|e| e["kind"] == "alloc" && addr(e) == file && e["comm"] == "stimulus")
+        .unwrap_or_else(|| panic!("the open's allocation: {events:#?}"));
+    let refcount: Vec<&str> = events[alloc..]
+        .iter()
+        .take_while(|e| e["kind"] != "free")
+        .filter(|e| e["kind"] == "write" && addr(e) == file + f_count && e["size"] == 8)
+        .map(|e| e["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refcount.first().copied(),
+        Some("0x1"),
+        "the open sets the refcount to 1: {events:#?}"
+    );
+    assert_eq!(
+        refcount.last().copied(),
+        Some("0x0"),
+        "the close drops it to 0: {events:#?}"
+    );
+    let free = events[alloc..]
+        .iter()
+        .find(|e| e["kind"] == "free")
+        .unwrap_or_else(|| panic!("the file's free: {events:#?}"));
+    assert_eq!(addr(free), file);
+    assert!(
+        free["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "file_free_rcu" || f == "__fput"),
+        "{free}"
+    );
+    // A range nothing touches: "no access", and bad symbols name the close ones.
+    let none = ok(rrr().args(["watch", rec.to_str().unwrap(), "0x1000:8"]));
+    assert!(none.starts_with("no access to 0x1000:8"), "{none}");
+    let err = fails(rrr().args(["watch", rec.to_str().unwrap(), "init_tas"]));
+    assert!(
+        err.contains("no symbol \"init_tas\"") && err.contains("init_task"),
+        "{err}"
+    );
 }
 
 #[test]

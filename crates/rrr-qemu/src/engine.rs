@@ -7,9 +7,11 @@ use std::sync::{Mutex, MutexGuard};
 use qemu_plugin::install::{Args, Info, Value};
 use qemu_plugin::sys::{qemu_plugin_scoreboard_new, qemu_plugin_tb, qemu_plugin_u64};
 use qemu_plugin::{
-    CallbackFlags, HasCallbacks, PluginId, PluginOp, Register, TranslationBlock, VCPUIndex,
+    CallbackFlags, HasCallbacks, MemRW, MemValue, MemoryInfo, PluginId, PluginOp, Register,
+    TranslationBlock, VCPUIndex,
 };
 use rrr_trace::hooks::MAX_RET_LEN;
+use rrr_trace::record::Access;
 use rrr_trace::{contained, Hook, TraceOptions, Tracer, SUMMARY_PREFIX};
 
 use crate::guest::QemuGuest;
@@ -114,15 +116,31 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut qemu_plugin_tb) {
     let clock = {
         let guard = state();
         let Some(st) = guard.as_ref() else { return };
+        let watched = st.tracer.watched();
         let hooked = contained(|| {
             for (idx, insn) in tb.instructions().enumerate() {
                 let pc = insn.vaddr();
-                if !st.tracer.covers(pc) {
-                    continue;
-                }
                 // Instructions of this block executed before this one: the inline add at the
                 // block's start already counted all `n`.
                 let back = n - idx as u64;
+                if let Some(range) = watched {
+                    // Every load and store is checked here, without the state's lock; only
+                    // those that touch the range go further.
+                    let cb = move |vcpu: VCPUIndex, info: MemoryInfo<'_>, addr: u64| {
+                        let size = 1u64 << info.size_shift();
+                        if range.touches(addr, size) {
+                            on_access(vcpu, &info, pc, addr, size, back);
+                        }
+                    };
+                    insn.register_memory_access_callback_flags(
+                        cb,
+                        MemRW::QEMU_PLUGIN_MEM_RW,
+                        CallbackFlags::QEMU_PLUGIN_CB_R_REGS,
+                    );
+                }
+                if !st.tracer.covers(pc) {
+                    continue;
+                }
                 let mut code = [0u8; MAX_RET_LEN];
                 let len = insn.read_data(&mut code);
                 for hook in st.tracer.hooks_at(pc, &code[..len]).into_iter().flatten() {
@@ -152,6 +170,34 @@ fn on_hook(vcpu: VCPUIndex, hook: Hook, pc: u64, back: u64) {
     };
     let now = qemu_plugin::qemu_plugin_scoreboard_sum(st.clock.0).saturating_sub(back);
     st.tracer.guarded(|t| t.on_hook(vcpu, guest, hook, pc, now));
+}
+
+/// The instruction at `pc` loads or stores `size` bytes at `addr`, which touch the watched
+/// memory.
+fn on_access(vcpu: VCPUIndex, info: &MemoryInfo<'_>, pc: u64, addr: u64, size: u64, back: u64) {
+    let value = match info.value() {
+        MemValue::U8(v) => u64::from(v),
+        MemValue::U16(v) => u64::from(v),
+        MemValue::U32(v) => u64::from(v),
+        MemValue::U64(v) => v,
+        // The low 64 bits of a vector access.
+        MemValue::U128(v) => v as u64,
+    };
+    let access = Access {
+        pc,
+        addr,
+        value,
+        size: size as u8,
+        write: info.is_store(),
+        cpu: vcpu,
+    };
+    let mut guard = state();
+    let Some(st) = guard.as_mut() else { return };
+    let Some(guest) = st.guest.as_mut() else {
+        return;
+    };
+    let now = qemu_plugin::qemu_plugin_scoreboard_sum(st.clock.0).saturating_sub(back);
+    st.tracer.guarded(|t| t.on_access(guest, access, now));
 }
 
 /// Writes the end of the trace (QEMU is exiting: the guest powered off or replay ended).

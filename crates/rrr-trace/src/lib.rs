@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod record;
 mod stacks;
 pub mod tracer;
+pub mod watch;
 pub mod window;
 pub mod writer;
 

@@ -12,7 +12,7 @@ use osi_profile::{ClassRef, Location, Profile};
 use crate::channel::BatchSender;
 use crate::guest::{is_kernel_address, Guest, Reg};
 use crate::hooks::Returns;
-use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey, MAX_ARG_WORDS};
+use crate::record::{Access, Args, Batch, Record, ThreadIdent, TrackKey, MAX_ARG_WORDS};
 
 /// Longest string read for a `char *` argument, in bytes.
 pub const MAX_STRING: usize = 128;
@@ -253,6 +253,16 @@ impl Observer {
             pc,
             value,
         });
+    }
+
+    /// The instruction at `access.pc` loads or stores watched memory on `cpu`.
+    pub fn on_access<G: Guest + ?Sized>(&mut self, g: &mut G, access: Access, ts: u64) {
+        if self.ended {
+            return;
+        }
+        let sp = g.reg(Reg::RSP);
+        let track = self.track_for(access.cpu, g, sp, false, ts);
+        self.push(Record::Access { ts, track, access });
     }
 
     /// Decides the track of an event at `sp` (a `ret` if `ret`), noting context switches and

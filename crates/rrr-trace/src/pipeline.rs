@@ -19,7 +19,21 @@ use crate::crash::CrashReport;
 use crate::focus::Threads;
 use crate::observer::{Observer, OsLayout};
 use crate::record::Batch;
+use crate::watch::{Range, Watcher};
 use crate::window::Window;
+
+/// A shared file, written through `&File`.
+struct ArcFile(Arc<std::fs::File>);
+
+impl Write for ArcFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
 pub use crate::writer::TraceSummary;
 use crate::writer::{TraceWriter, WriterError};
 
@@ -42,6 +56,19 @@ pub struct PipelineConfig {
     pub threads: Threads,
     /// The deepest kernel call to write, below the kernel's entry.
     pub max_depth: Option<u32>,
+    /// The memory to watch, and where its events go.
+    pub watch: Option<WatchTo>,
+}
+
+/// A watch's range, its object if known, and the watch file (see [`crate::watch`]).
+#[derive(Clone, Debug)]
+pub struct WatchTo {
+    /// The memory watched.
+    pub range: Range,
+    /// The object holding it, if known.
+    pub object: Option<Range>,
+    /// The watch file, created.
+    pub file: Arc<std::fs::File>,
 }
 
 impl Default for PipelineConfig {
@@ -55,6 +82,7 @@ impl Default for PipelineConfig {
             window: Window::ALL,
             threads: Threads::All,
             max_depth: None,
+            watch: None,
         }
     }
 }
@@ -81,6 +109,10 @@ impl Pipeline {
         }
         writer.set_window(config.window);
         writer.set_focus(config.threads, config.max_depth);
+        if let Some(w) = config.watch {
+            let out = std::io::BufWriter::new(ArcFile(w.file));
+            writer.set_watch(Watcher::new(w.range, w.object, &profile, Box::new(out)));
+        }
         let interval = config.flush_interval;
         let handle = std::thread::Builder::new()
             .name("rrr-writer".into())

@@ -60,6 +60,23 @@ impl ThreadIdent {
     }
 }
 
+/// A load or store that touched the watched memory (see [`crate::watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The instruction.
+    pub pc: u64,
+    /// The first byte accessed.
+    pub addr: u64,
+    /// The value loaded or stored (its low 64 bits).
+    pub value: u64,
+    /// Bytes accessed.
+    pub size: u8,
+    /// A store.
+    pub write: bool,
+    /// The CPU.
+    pub cpu: u32,
+}
+
 /// One observation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -110,6 +127,15 @@ pub enum Record {
         /// Next thread's track.
         to: TrackKey,
     },
+    /// The watched memory was accessed.
+    Access {
+        /// Guest instruction count.
+        ts: u64,
+        /// Track.
+        track: TrackKey,
+        /// The access.
+        access: Access,
+    },
 }
 
 impl Record {
@@ -119,7 +145,8 @@ impl Record {
             Record::Enter { ts, .. }
             | Record::Return { ts, .. }
             | Record::Thread { ts, .. }
-            | Record::Switch { ts, .. } => ts,
+            | Record::Switch { ts, .. }
+            | Record::Access { ts, .. } => ts,
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::guest::{is_kernel_address, Guest};
 use crate::hooks::{Hook, Hooks, MAX_RET_LEN};
 use crate::locate::Locator;
 use crate::observer::OsLayout;
-use crate::pipeline::{Pipeline, PipelineConfig, TraceSummary};
+use crate::pipeline::{Pipeline, PipelineConfig, TraceSummary, WatchTo};
+use crate::record::Access;
+use crate::watch::Range;
 use crate::window::Window;
 use crate::writer::WriterError;
 
@@ -80,6 +82,8 @@ pub struct Tracer {
     locator: Option<(Locator, PathBuf)>,
     /// Where to write, at the end, where the events are (see [`TraceOptions::sizes`]).
     sizes: Option<PathBuf>,
+    /// The memory watched.
+    watched: Option<Range>,
 }
 
 /// How to trace, beyond the profile and the output: the tracer plugin's other arguments, the
@@ -97,6 +101,12 @@ pub struct TraceOptions {
     pub threads: Threads,
     /// `max_depth=N`: the deepest kernel call to write, below the kernel's entry.
     pub max_depth: Option<u32>,
+    /// `watch=ADDR:LEN`: list every access to this memory (see [`crate::watch`]).
+    pub watch: Option<Range>,
+    /// `object=ADDR:LEN`: the object that holds the watched memory, if known.
+    pub object: Option<Range>,
+    /// `accesses=FILE`: where the watch's events go.
+    pub accesses: Option<PathBuf>,
 }
 
 impl TraceOptions {
@@ -122,12 +132,26 @@ impl TraceOptions {
             ),
             None => None,
         };
+        let range = |name: &str| {
+            arg(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse::<Range>().map_err(|e| format!("{name}={v}: {e}")))
+                .transpose()
+        };
+        let watch = range("watch")?;
+        let accesses = path("accesses");
+        if watch.is_some() != accesses.is_some() {
+            return Err("`watch=ADDR:LEN` and `accesses=FILE` go together".to_owned());
+        }
         Ok(TraceOptions {
             crash: path("crash"),
             window,
             sizes: path("sizes"),
             threads,
             max_depth,
+            watch,
+            object: range("object")?,
+            accesses,
         })
     }
 }
@@ -155,15 +179,31 @@ impl Tracer {
             path: trace.to_owned(),
             source,
         })?;
+        let watch = match (options.watch, &options.accesses) {
+            (Some(range), Some(path)) => {
+                let file = std::fs::File::create(path).map_err(|source| TracerError::Create {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Some(WatchTo {
+                    range,
+                    object: options.object,
+                    file: Arc::new(file),
+                })
+            }
+            _ => None,
+        };
         let config = PipelineConfig {
             crash,
             window: options.window,
             threads: options.threads.clone(),
             max_depth: options.max_depth,
+            watch,
             ..PipelineConfig::default()
         };
         let mut tracer = Tracer::start(profile, file, config);
         tracer.sizes = options.sizes.clone();
+        tracer.watched = options.watch;
         Ok(tracer)
     }
 
@@ -205,6 +245,22 @@ impl Tracer {
             planned: HashMap::new(),
             locator,
             sizes: None,
+            watched: None,
+        }
+    }
+
+    /// The memory watched (`watch=`): the engine reports the accesses that touch it with
+    /// [`Tracer::on_access`].
+    pub fn watched(&self) -> Option<Range> {
+        self.watched
+    }
+
+    /// An instruction loads or stores memory that touches the [watched](Self::watched)
+    /// range, `now` guest instructions into the replay.
+    pub fn on_access<G: Guest + ?Sized>(&mut self, g: &mut G, access: Access, now: u64) {
+        self.last_ts = self.last_ts.max(now);
+        if let Some(p) = self.pipeline.as_mut() {
+            p.observer().on_access(g, access, self.last_ts);
         }
     }
 

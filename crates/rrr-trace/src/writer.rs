@@ -14,8 +14,9 @@ use crate::focus::Threads;
 use crate::perfetto::encode::Enc;
 use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
 use crate::perfetto::{Sequence, IID_USER};
-use crate::record::{Args, Batch, Record, ThreadIdent, TrackKey};
+use crate::record::{Access, Args, Batch, Record, ThreadIdent, TrackKey};
 use crate::stacks::{Ending, Frame, ShadowStack};
+use crate::watch::{At, Call, Watcher, Who};
 pub use crate::window::Window;
 
 /// Why the trace could not be written.
@@ -55,6 +56,8 @@ struct CrashMark {
 
 struct Track {
     uuid: u64,
+    /// Its key.
+    key: TrackKey,
     /// Its descriptor has been written (done before its first event).
     described: bool,
     stack: ShadowStack,
@@ -107,6 +110,9 @@ pub struct TraceWriter<W: Write> {
     max_depth: Option<u32>,
     /// A thread filter or a depth limit is set.
     focused: bool,
+    /// The memory watch, if any, and its track's uuid once made.
+    watch: Option<Watcher>,
+    watch_track: Option<u64>,
     summary: TraceSummary,
 }
 
@@ -145,6 +151,8 @@ impl<W: Write> TraceWriter<W> {
             cpu_shown: Vec::new(),
             max_depth: None,
             focused: false,
+            watch: None,
+            watch_track: None,
             summary: TraceSummary::default(),
         }
     }
@@ -192,6 +200,14 @@ impl<W: Write> TraceWriter<W> {
             reporters,
             marked: false,
         });
+    }
+
+    /// Watches memory: every access the engine reports ([`Record::Access`]), and every
+    /// allocation and free of the object holding it, goes to the watch file with its thread
+    /// and call stack, whatever the window or focus; those in the written part are also
+    /// instants on their thread and on a `watch` track.
+    pub(crate) fn set_watch(&mut self, watcher: Watcher) {
+        self.watch = Some(watcher);
     }
 
     /// Writes every record of a batch.
@@ -260,6 +276,9 @@ impl<W: Write> TraceWriter<W> {
             self.seq.packet_loss(self.summary.dropped);
         }
         self.flush()?;
+        if let Some(w) = self.watch.as_mut() {
+            w.flush()?;
+        }
         self.summary.tracks = self.index.len() as u64;
         let at = (self.seq.last_ts(), self.summary.bytes, self.summary.events);
         self.sizes.push(at);
@@ -338,22 +357,38 @@ impl<W: Write> TraceWriter<W> {
     fn record_unwritten(&mut self, ts: u64, r: &Record) {
         match *r {
             Record::Enter {
-                track, sp, func, ..
+                track,
+                sp,
+                func,
+                ref args,
+                ..
             } => {
                 let user = self.profile.function(func).is_some_and(|f| f.is_user());
                 let i = self.track_index(track);
+                self.watch_enter(ts, i, sp, func, args);
                 let hidden = self.hidden(i, track, user);
                 self.tracks[i]
                     .stack
                     .enter(func, sp, user, hidden, |_, _| {});
             }
-            Record::Return { track, sp, .. } => {
+            Record::Return {
+                track, sp, value, ..
+            } => {
                 let user = !crate::guest::is_kernel_address(sp);
                 let i = self.track_index(track);
-                self.tracks[i].stack.ret(sp, user, |_, _| {});
+                let mut returned = None;
+                self.tracks[i].stack.ret(sp, user, |f, e| {
+                    if e == Ending::Returned {
+                        returned = Some(f);
+                    }
+                });
+                if let Some(f) = returned {
+                    self.watch_return(ts, i, f, value[0]);
+                }
             }
             Record::Thread { track, ident, .. } => self.thread(ts, track, ident),
             Record::Switch { cpu, to, .. } => self.note_running(cpu, to),
+            Record::Access { .. } => {}
         }
     }
 
@@ -410,6 +445,9 @@ impl<W: Write> TraceWriter<W> {
         // Instruction counts from several vCPUs may interleave slightly out of order; the
         // incremental clock only goes forward.
         let ts = r.ts().max(self.seq.last_ts());
+        if let Record::Access { track, access, .. } = *r {
+            return self.access(ts, track, &access);
+        }
         if self.phase != Phase::In || ts > self.window.to {
             match self.phase {
                 Phase::Before if ts >= self.window.from && ts <= self.window.to => {
@@ -442,6 +480,7 @@ impl<W: Write> TraceWriter<W> {
                 self.note_running(cpu, to);
                 self.switch(ts, from, to)
             }
+            Record::Access { .. } => {}
         }
     }
 
@@ -467,6 +506,7 @@ impl<W: Write> TraceWriter<W> {
                 let uuid = self.new_uuid();
                 self.tracks.push(Track {
                     uuid,
+                    key,
                     described: false,
                     stack: ShadowStack::default(),
                     ident: None,
@@ -603,6 +643,7 @@ impl<W: Write> TraceWriter<W> {
             None => return,
         };
         let i = self.track_index(key);
+        self.watch_enter(ts, i, sp, func, args);
         if self.hidden(i, key, plan.user) {
             self.enter_hidden(ts, i, sp, func, plan.user);
             return self.check_crash(ts, key, func);
@@ -721,11 +762,21 @@ impl<W: Write> TraceWriter<W> {
             if !frame.hidden {
                 self.end_event_inline(ts, uuid, Some((frame.func, value)));
             }
+            if self.watch.is_some() {
+                let i = self.track_index(key);
+                self.watch_return(ts, i, frame, value[0]);
+            }
             return;
         }
         let mut ended = std::mem::take(&mut self.ended);
         let track = self.event_track(key);
         let matched = track.stack.ret(sp, user, |f, e| ended.push((f, e)));
+        if self.watch.is_some() {
+            if let Some(&(f, _)) = ended.iter().find(|(_, e)| *e == Ending::Returned) {
+                let i = self.track_index(key);
+                self.watch_return(ts, i, f, value[0]);
+            }
+        }
         for &(frame, how) in ended.iter().filter(|(f, _)| !f.hidden) {
             let v = (how == Ending::Returned).then_some((frame.func, value));
             self.end_event(ts, uuid, v);
@@ -789,6 +840,131 @@ impl<W: Write> TraceWriter<W> {
         }
         e.close_pair(te, p);
         drop(e);
+        self.summary.events += 1;
+    }
+
+    /// A call of `func` on track `i`, for the watch (an allocation asks its size, a free
+    /// names its object).
+    #[inline(always)]
+    fn watch_enter(&mut self, ts: u64, i: usize, sp: u64, func: u32, args: &Args) {
+        if self.watch.as_ref().is_some_and(|w| w.cares(func)) {
+            self.watch_enter_slow(ts, i, sp, func, args);
+        }
+    }
+
+    #[inline(never)]
+    fn watch_enter_slow(&mut self, ts: u64, i: usize, sp: u64, func: u32, args: &Args) {
+        let Some(w) = self.watch.as_mut() else { return };
+        let track = &self.tracks[i];
+        let stack: Vec<u32> = track.stack.frames().iter().map(|f| f.func).collect();
+        let who = Who {
+            ident: track.ident.as_ref(),
+            cpu: None,
+        };
+        let at = At {
+            profile: &self.profile,
+            ts,
+            who,
+            stack: &stack,
+        };
+        let call = Call {
+            track: i,
+            slot: sp,
+            func,
+        };
+        if let Some(e) = w.on_enter(&at, call, args) {
+            self.mark_watch(ts, i, &e);
+        }
+    }
+
+    /// `frame` returned `value` on track `i`, for the watch (an allocation's pointer).
+    fn watch_return(&mut self, ts: u64, i: usize, frame: Frame, value: u64) {
+        let Some(w) = self.watch.as_mut() else { return };
+        if !w.cares(frame.func) {
+            return;
+        }
+        let track = &self.tracks[i];
+        let stack: Vec<u32> = track.stack.frames().iter().map(|f| f.func).collect();
+        let who = Who {
+            ident: track.ident.as_ref(),
+            cpu: None,
+        };
+        let at = At {
+            profile: &self.profile,
+            ts,
+            who,
+            stack: &stack,
+        };
+        let call = Call {
+            track: i,
+            slot: frame.slot,
+            func: frame.func,
+        };
+        if let Some(e) = w.on_return(&at, call, value) {
+            self.mark_watch(ts, i, &e);
+        }
+    }
+
+    /// The watched memory was accessed on `key`'s track.
+    #[inline(never)]
+    fn access(&mut self, ts: u64, key: TrackKey, access: &Access) {
+        let i = self.track_index(key);
+        let Some(w) = self.watch.as_mut() else { return };
+        let track = &self.tracks[i];
+        let stack: Vec<u32> = track.stack.frames().iter().map(|f| f.func).collect();
+        let who = Who {
+            ident: track.ident.as_ref(),
+            cpu: Some(access.cpu),
+        };
+        let at = At {
+            profile: &self.profile,
+            ts,
+            who,
+            stack: &stack,
+        };
+        if let Some(e) = w.on_access(&at, access) {
+            self.mark_watch(ts, i, &e);
+        }
+    }
+
+    /// Marks a watch event in the written part of the trace: an instant on its thread's track
+    /// (if written) and on the `watch` track.
+    fn mark_watch(&mut self, ts: u64, i: usize, e: &crate::watch::Event) {
+        if self.phase != Phase::In || ts < self.window.from || ts > self.window.to {
+            return;
+        }
+        let Some(range) = self.watch.as_ref().map(|w| w.range()) else {
+            return;
+        };
+        let name = format!("{} {}", e.kind.name(), e.size);
+        let (addr, value, pc) = (
+            format!("{:#x}", e.addr),
+            format!("{:#x}", e.value),
+            format!("{:#x}", e.pc),
+        );
+        let args = [
+            ("addr", addr.as_str()),
+            ("value", value.as_str()),
+            ("pc", pc.as_str()),
+        ];
+        let key = self.tracks[i].key;
+        let user = self.tracks[i].stack.frames().last().is_some_and(|f| f.user);
+        if !self.hidden(i, key, user) {
+            let uuid = self.event_track(key).uuid;
+            self.seq.instant_at(ts, uuid, &name, &args);
+            self.summary.events += 1;
+        }
+        let top = match self.watch_track {
+            Some(uuid) => uuid,
+            None => {
+                let uuid = self.new_uuid();
+                self.seq
+                    .describe_track(uuid, format!("watch {range}"), None);
+                self.watch_track = Some(uuid);
+                uuid
+            }
+        };
+        self.seq.instant_at(ts, top, &name, &args);
         self.summary.events += 1;
     }
 

@@ -12,6 +12,7 @@ mod serve;
 mod stimulus;
 mod syzbot;
 mod trace;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,9 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Replay a recording without the tracer.
     Replay(trace::ReplayArgs),
+    /// Every access to a piece of kernel memory over a replay, with the allocation and frees
+    /// of its object, each with its thread and call stack.
+    Watch(watch::WatchArgs),
     /// Everything: build the kernel, stimulus and disk, record, trace.
     Run(run::RunArgs),
     /// Fetch a syzbot bug's config, reproducers and crash report (cached): prints the directory.
@@ -62,6 +66,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Record(args) => record::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Replay(args) => trace::run_bare(args),
+        Command::Watch(args) => watch::run(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Cache(args) => cache::run(args),

@@ -235,6 +235,12 @@ pub fn tracer_args(profile: &Path, out: &Path, options: &TraceOptions) -> String
     if let Some(depth) = options.max_depth {
         args.push_str(&format!(",max_depth={depth}"));
     }
+    if let (Some(watch), Some(accesses)) = (options.watch, &options.accesses) {
+        args.push_str(&format!(",watch={watch},accesses={}", accesses.display()));
+        if let Some(object) = options.object {
+            args.push_str(&format!(",object={object}"));
+        }
+    }
     args
 }
 
