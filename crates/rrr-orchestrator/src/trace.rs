@@ -106,6 +106,17 @@ pub fn trace(
     limits: &Limits,
     timeout: Duration,
 ) -> anyhow::Result<Traced> {
+    trace_with(rec, out, limits, TraceOptions::default(), timeout)
+}
+
+/// [`trace`], with the tracer's other options (a watch) taken from `extra`.
+pub fn trace_with(
+    rec: &Recording,
+    out: &Path,
+    limits: &Limits,
+    extra: TraceOptions,
+    timeout: Duration,
+) -> anyhow::Result<Traced> {
     // A missing emulator is said first, before anything is prepared for it.
     rec.engine.emulator().require()?;
     let dir = rec.scratch_dir("trace")?;
@@ -116,7 +127,7 @@ pub fn trace(
         sizes: Some(sizes_file.clone()),
         threads: limits.threads.clone(),
         max_depth: limits.max_depth,
-        ..TraceOptions::default()
+        ..extra
     };
     let mut profile = rec.profile()?;
     if limits.filters_functions() {

@@ -12,6 +12,7 @@ use rrr_trace::watch::{Event, Range};
 use rrr_trace::TraceOptions;
 
 use crate::engine::Engine;
+use crate::limits::Limits;
 use crate::recording::{Outcome, Recording};
 use crate::trace::{self, Traced};
 
@@ -193,12 +194,14 @@ fn parse_kasan(log: &str) -> Option<Watch> {
     })
 }
 
-/// Replays `rec` watching `watch`; with `out`, also writes the trace of the replay with the
-/// events marked in it.
+/// Replays `rec` watching `watch`; with `out`, also writes the trace of the replay (within
+/// `limits`, as `rrr trace` does) with the events marked in it. The watch's events are all of
+/// the replay's, whatever the trace keeps.
 pub fn watch(
     rec: &Recording,
     watch: Watch,
     out: Option<&Path>,
+    limits: &Limits,
     timeout: Duration,
 ) -> anyhow::Result<Watched> {
     if rec.engine != Engine::Qemu {
@@ -211,17 +214,24 @@ pub fn watch(
     }
     let dir = rec.scratch_dir("watch")?;
     let accesses = dir.path().join("accesses");
-    let scratch_trace = dir.path().join("watch.pftrace");
-    let trace_out = out.unwrap_or(&scratch_trace);
     let options = TraceOptions {
-        crash: trace::crash_file(rec, dir.path())?,
         watch: Some(watch.range),
         object: watch.object,
         accesses: Some(accesses.clone()),
         ..TraceOptions::default()
     };
-    let profile = rec.profile()?;
-    let traced = trace::replay_traced(rec, trace_out, &options, &profile, timeout)?;
+    let traced = match out {
+        Some(out) => trace::trace_with(rec, out, limits, options, timeout)?,
+        // The tracer runs for the call stacks; its trace is not kept.
+        None => {
+            let options = TraceOptions {
+                crash: trace::crash_file(rec, dir.path())?,
+                ..options
+            };
+            let profile = rec.profile()?;
+            trace::replay_traced(rec, Path::new("/dev/null"), &options, &profile, timeout)?
+        }
+    };
     let text = std::fs::read_to_string(&accesses)
         .with_context(|| format!("reading the watch's events in {}", accesses.display()))?;
     let mut events: Vec<Event> = text.lines().filter_map(Event::parse).collect();

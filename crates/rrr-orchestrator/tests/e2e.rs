@@ -787,6 +787,14 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
         ["1"],
         "the write on the stimulus's thread"
     );
+    // A trace cut to its end by a budget does not cut the watch's list.
+    let cut = watch_events(
+        rrr()
+            .args(["watch", rec, "--from-report", "--format", "json"])
+            .args(["--max-size", "2M", "-o"])
+            .arg(dir.path().join("cut.pftrace")),
+    );
+    assert_eq!(cut, events, "the same events under a 2 MiB budget");
 }
 
 /// Runs `rrr watch ... --format json` and returns its events.

@@ -8,6 +8,8 @@ use rrr_orchestrator::trace::report;
 use rrr_orchestrator::watch::{resolve, watch, Target, Watched};
 use rrr_trace::watch::{Event, Kind};
 
+use super::trace::LimitArgs;
+
 /// Arguments of `rrr watch`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct WatchArgs {
@@ -33,6 +35,9 @@ pub struct WatchArgs {
     /// Give up on a replay that runs longer than this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
+    /// What the `-o` trace may hold (the watch's list is never cut).
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// How `rrr watch` lists its events.
@@ -68,6 +73,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         &rec,
         w,
         args.output.as_deref(),
+        &args.limits.to_limits(),
         Duration::from_secs(args.timeout),
     )?;
     print(&found, args.format);
