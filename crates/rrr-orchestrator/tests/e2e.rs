@@ -604,6 +604,18 @@ fn bad_input_gets_errors_that_say_what_to_do() {
         err.contains("qemu-system-x86_64") && err.contains("install qemu-system-x86"),
         "{err}"
     );
+    // `rrr watch` says what it needs: a crash to take the address from, the QEMU engine.
+    let err = fails(rrr().args(["watch", "--from-report"]).arg(dir.path()));
+    assert!(
+        err.contains("did not end at a crash") && err.contains("ADDR[:LEN]"),
+        "{err}"
+    );
+    write_manifest(dir.path(), "panda");
+    let err = fails(rrr().arg("watch").arg(dir.path()).arg("0xffff888000001000:8"));
+    assert!(
+        err.contains("runs on the QEMU engine") && err.contains("--engine qemu"),
+        "{err}"
+    );
 }
 
 // From the crash to its cause, on the crash-test kernel (`rrr kernel --fragment crash-test`:
