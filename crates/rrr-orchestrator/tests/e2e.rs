@@ -611,7 +611,12 @@ fn bad_input_gets_errors_that_say_what_to_do() {
         "{err}"
     );
     write_manifest(dir.path(), "panda");
-    let err = fails(rrr().arg("watch").arg(dir.path()).arg("0xffff888000001000:8"));
+    let err = fails(
+        rrr()
+            .arg("watch")
+            .arg(dir.path())
+            .arg("0xffff888000001000:8"),
+    );
     assert!(
         err.contains("runs on the QEMU engine") && err.contains("--engine qemu"),
         "{err}"
