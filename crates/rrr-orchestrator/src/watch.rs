@@ -11,7 +11,6 @@ use object::{Object, ObjectSymbol};
 use rrr_trace::watch::{Event, Range};
 use rrr_trace::TraceOptions;
 
-use crate::engine::Engine;
 use crate::limits::Limits;
 use crate::recording::{Outcome, Recording};
 use crate::trace::{self, Traced};
@@ -204,14 +203,8 @@ pub fn watch(
     limits: &Limits,
     timeout: Duration,
 ) -> anyhow::Result<Watched> {
-    if rec.engine != Engine::Qemu {
-        bail!(
-            "`rrr watch` runs on the QEMU engine; {} was recorded on {} (PANDA's memory \
-             callbacks are not wired to rrr's tracer yet): record it again with --engine qemu",
-            rec.dir.display(),
-            rec.engine
-        );
-    }
+    // A missing emulator is said first, before anything is prepared for it.
+    rec.engine.emulator().require()?;
     let dir = rec.scratch_dir("watch")?;
     let accesses = dir.path().join("accesses");
     let options = TraceOptions {

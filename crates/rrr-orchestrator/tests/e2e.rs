@@ -8,6 +8,9 @@ mod tp;
 #[path = "support/cli.rs"]
 mod cli;
 
+#[path = "support/watch.rs"]
+mod watch;
+
 use std::path::{Path, PathBuf};
 
 use cli::{example, fails, gdb_server, gdb_session, manifest, ok, rrr, write_manifest};
@@ -604,7 +607,7 @@ fn bad_input_gets_errors_that_say_what_to_do() {
         err.contains("qemu-system-x86_64") && err.contains("install qemu-system-x86"),
         "{err}"
     );
-    // `rrr watch` says what it needs: a crash to take the address from, the QEMU engine.
+    // `rrr watch` says what it needs: a crash to take the address from, its engine.
     let err = fails(rrr().args(["watch", "--from-report"]).arg(dir.path()));
     assert!(
         err.contains("did not end at a crash") && err.contains("ADDR[:LEN]"),
@@ -615,10 +618,11 @@ fn bad_input_gets_errors_that_say_what_to_do() {
         rrr()
             .arg("watch")
             .arg(dir.path())
-            .arg("0xffff888000001000:8"),
+            .arg("0xffff888000001000:8")
+            .env("PATH", dir.path()),
     );
     assert!(
-        err.contains("runs on the QEMU engine") && err.contains("--engine qemu"),
+        err.contains("panda-system-x86_64") && err.contains("not found"),
         "{err}"
     );
 }
@@ -730,7 +734,7 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
 
     // `rrr watch --from-report`: who allocated, freed and wrote the object, in that order.
     let watch_trace = dir.path().join("w.pftrace");
-    let events = watch_events(
+    let events = watch::events(
         rrr()
             .args(["watch", rec, "--from-report", "--format", "json", "-o"])
             .arg(&watch_trace),
@@ -805,7 +809,7 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
         "the write on the stimulus's thread"
     );
     // A trace cut to its end by a budget does not cut the watch's list.
-    let cut = watch_events(
+    let cut = watch::events(
         rrr()
             .args(["watch", rec, "--from-report", "--format", "json"])
             .args(["--max-size", "2M", "-o"])
@@ -814,85 +818,13 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
     assert_eq!(cut, events, "the same events under a 2 MiB budget");
 }
 
-/// Runs `rrr watch ... --format json` and returns its events.
-fn watch_events(cmd: &mut std::process::Command) -> Vec<serde_json::Value> {
-    let out = ok(cmd);
-    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
 #[test]
 fn a_watch_lists_the_writes_of_a_files_refcount_and_its_free() {
     let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let kernel = ok(rrr().arg("kernel"));
     let (rec, t) = record_and_trace(&kernel, dir.path());
-    // The writer's file: the struct file its open allocated.
-    let r = tp::query(
-        &t,
-        &[
-            "select extract_arg(s.arg_set_id, 'debug.return (struct file *)') from slice s \
-           join thread_track tt on s.track_id = tt.id join thread th using (utid) \
-           where th.name = 'stimulus' and s.name = 'alloc_empty_file' and exists(select 1 \
-           from ancestor_slice(s.id) a where a.name = 'do_sys_openat2') order by s.ts limit 1",
-        ],
-    );
-    let file = tp::lines(&r[0])[0].parse::<i64>().unwrap() as u64;
-    let vmlinux = Path::new(&kernel).join("vmlinux");
-    let gdb = std::process::Command::new("gdb")
-        .args(["-q", "-batch", "-ex", "p/d &((struct file *)0)->f_count"])
-        .arg(&vmlinux)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&gdb.stdout);
-    let f_count: u64 = said
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("gdb: {said}"));
-    let events = watch_events(rrr().args([
-        "watch",
-        rec.to_str().unwrap(),
-        &format!("{file:#x}:{}", f_count + 8),
-        "--format",
-        "json",
-    ]));
-    let addr = |e: &serde_json::Value| {
-        u64::from_str_radix(e["addr"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-    };
-    let alloc = events
-        .iter()
-        .position(|e| e["kind"] == "alloc" && addr(e) == file && e["comm"] == "stimulus")
-        .unwrap_or_else(|| panic!("the open's allocation: {events:#?}"));
-    let refcount: Vec<&str> = events[alloc..]
-        .iter()
-        .take_while(|e| e["kind"] != "free")
-        .filter(|e| e["kind"] == "write" && addr(e) == file + f_count && e["size"] == 8)
-        .map(|e| e["value"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        refcount.first().copied(),
-        Some("0x1"),
-        "the open sets the refcount to 1: {events:#?}"
-    );
-    assert_eq!(
-        refcount.last().copied(),
-        Some("0x0"),
-        "the close drops it to 0: {events:#?}"
-    );
-    let free = events[alloc..]
-        .iter()
-        .find(|e| e["kind"] == "free")
-        .unwrap_or_else(|| panic!("the file's free: {events:#?}"));
-    assert_eq!(addr(free), file);
-    assert!(
-        free["stack"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "file_free_rcu" || f == "__fput"),
-        "{free}"
-    );
+    watch::a_files_lifetime(&rec, &t, &Path::new(&kernel).join("vmlinux"));
     // A range nothing touches: "no access", and bad symbols name the close ones.
     let none = ok(rrr().args(["watch", rec.to_str().unwrap(), "0x1000:8"]));
     assert!(none.starts_with("no access to 0x1000:8"), "{none}");

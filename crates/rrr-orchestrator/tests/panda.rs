@@ -1,6 +1,6 @@
 //! The PANDA engine. With `panda-system-x86_64` on PATH: the small real kernel and a real
 //! stimulus recorded by PANDA and replayed under the `rrr_trace` plugin, the trace checked
-//! with Perfetto's trace processor. Without it (CI: PANDA is in no package registry), what
+//! with Perfetto's trace processor, gdb and `rrr watch` on its replays. Without it (CI: PANDA is in no package registry), what
 //! must hold anyway: the missing emulator is reported with what to do, the plugin installs
 //! where PANDA loads it, and recordings refuse the other engine.
 
@@ -9,6 +9,9 @@ mod tp;
 
 #[path = "support/cli.rs"]
 mod cli;
+
+#[path = "support/watch.rs"]
+mod watch;
 
 use std::path::Path;
 
@@ -225,4 +228,7 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
          it:\n{said}\n{}",
         g.stderr
     );
+
+    // `rrr watch` on PANDA (its memory callbacks): the writer's file, from open to free.
+    watch::a_files_lifetime(&rec, &trace, &vmlinux);
 }

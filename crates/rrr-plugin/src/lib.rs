@@ -12,9 +12,11 @@
 mod guest;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use panda::prelude::*;
+use rrr_trace::record::Access;
+use rrr_trace::watch::Range;
 use rrr_trace::{contained, TraceOptions, Tracer, SUMMARY_PREFIX};
 
 use crate::guest::PandaGuest;
@@ -52,6 +54,18 @@ struct Args {
         about = "the deepest kernel call to write, below the kernel's entry"
     )]
     max_depth: String,
+    #[arg(
+        default = "",
+        about = "memory to watch, ADDR:LEN (every load and store that touches it goes to accesses)"
+    )]
+    watch: String,
+    #[arg(
+        default = "",
+        about = "the object holding the watched memory, ADDR:LEN, if known"
+    )]
+    object: String,
+    #[arg(default = "", about = "where the watch's events go")]
+    accesses: String,
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
@@ -70,6 +84,9 @@ fn init(_: &mut PluginHandle) -> bool {
         "sizes" => Some(args.sizes.clone()),
         "threads" => Some(args.threads.clone()),
         "max_depth" => Some(args.max_depth.clone()),
+        "watch" => Some(args.watch.clone()),
+        "object" => Some(args.object.clone()),
+        "accesses" => Some(args.accesses.clone()),
         _ => None,
     });
     let opened = options.and_then(|o| {
@@ -77,6 +94,13 @@ fn init(_: &mut PluginHandle) -> bool {
     });
     match opened {
         Ok(t) => {
+            if let Some(range) = t.watched() {
+                let _ = WATCHED.set(range);
+                // PANDA calls the memory callbacks only once asked to (it then takes its slow
+                // memory path): only under a watch.
+                // SAFETY: called from the plugin's init, as PANDA allows.
+                unsafe { panda::sys::panda_enable_memcb() };
+            }
             *tracer() = Some(t);
             true
         }
@@ -105,6 +129,52 @@ fn on_exec(cpu: &mut CPUState, pc: target_ptr_t) {
     let now = panda::rr::rr_get_guest_instr_count().saturating_sub(1);
     let index = u32::try_from(cpu.cpu_index).unwrap_or(0);
     t.guarded(|t| t.on_exec(index, &mut PandaGuest::new(cpu), pc, now));
+}
+
+/// The memory watched, if any (read without the tracer's lock by every memory callback).
+static WATCHED: OnceLock<Range> = OnceLock::new();
+
+#[panda::virt_mem_after_read]
+fn on_read(cpu: &mut CPUState, pc: target_ptr_t, addr: target_ptr_t, size: usize, buf: *mut u8) {
+    on_memory(cpu, pc, addr, size, buf, false);
+}
+
+#[panda::virt_mem_after_write]
+fn on_write(cpu: &mut CPUState, pc: target_ptr_t, addr: target_ptr_t, size: usize, buf: *mut u8) {
+    on_memory(cpu, pc, addr, size, buf, true);
+}
+
+/// The instruction at `pc` loaded or stored `size` bytes at `addr` (`buf` holds them).
+fn on_memory(
+    cpu: &mut CPUState,
+    pc: target_ptr_t,
+    addr: target_ptr_t,
+    size: usize,
+    buf: *mut u8,
+    write: bool,
+) {
+    let Some(range) = WATCHED.get() else { return };
+    if buf.is_null() || !range.touches(addr, size as u64) {
+        return;
+    }
+    let mut word = [0u8; 8];
+    let n = size.min(8);
+    // SAFETY: PANDA passes `size` bytes at `buf`, valid during the callback.
+    word[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(buf, n) });
+    let index = u32::try_from(cpu.cpu_index).unwrap_or(0);
+    let access = Access {
+        pc,
+        addr,
+        value: u64::from_le_bytes(word),
+        size: size.min(u8::MAX as usize) as u8,
+        write,
+        cpu: index,
+    };
+    let mut guard = tracer();
+    let Some(t) = guard.as_mut() else { return };
+    // The instruction making the access has been counted (as at `insn_exec`).
+    let now = panda::rr::rr_get_guest_instr_count().saturating_sub(1);
+    t.guarded(|t| t.on_access(&mut PandaGuest::new(cpu), access, now));
 }
 
 #[panda::uninit]
