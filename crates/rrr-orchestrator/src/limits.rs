@@ -133,8 +133,10 @@ impl Sizes {
 
     /// The window that keeps the end of `within` and fits `limits`: from the latest of the
     /// window's start, the last `limits.last` instructions' start, and the earliest time after
-    /// which the events fit the budget. `None` when the first pass already fits.
-    pub fn window(&self, within: Window, limits: &Limits) -> Option<Window> {
+    /// which the events fit the budget, but never after `keep` for the budget's sake (the
+    /// start of the crash's report: the crash stays in the trace, over the budget if need be).
+    /// `None` when the first pass already fits.
+    pub fn window(&self, within: Window, limits: &Limits, keep: Option<u64>) -> Option<Window> {
         let (end, bytes, _) = self.total();
         let mut from = within.from;
         if let Some(last) = limits.last {
@@ -148,6 +150,7 @@ impl Sizes {
                 .iter()
                 .find(|(_, at, _)| bytes - at <= room)
                 .map_or(end, |(ts, _, _)| *ts);
+            let fits = keep.map_or(fits, |k| fits.min(k));
             from = from.max(fits);
         }
         (from > within.from).then_some(Window {
@@ -201,11 +204,27 @@ mod tests {
             last,
             ..Limits::default()
         };
-        assert_eq!(s.window(Window::ALL, &limits(0, None)), None);
-        assert_eq!(s.window(Window::ALL, &limits(20 << 20, None)), None);
+        assert_eq!(s.window(Window::ALL, &limits(0, None), None), None);
+        assert_eq!(s.window(Window::ALL, &limits(20 << 20, None), None), None);
         // 4 MB: 90% of it is 3.6 MB, so the last 3 MB, from trace time 700.
         assert_eq!(
-            s.window(Window::ALL, &limits(4 << 20, None)),
+            s.window(Window::ALL, &limits(4 << 20, None), None),
+            Some(Window {
+                from: 700,
+                to: u64::MAX
+            })
+        );
+        // A crash reported from trace time 500 stays in, over the budget.
+        assert_eq!(
+            s.window(Window::ALL, &limits(4 << 20, None), Some(500)),
+            Some(Window {
+                from: 500,
+                to: u64::MAX
+            })
+        );
+        // One reported inside the window changes nothing.
+        assert_eq!(
+            s.window(Window::ALL, &limits(4 << 20, None), Some(900)),
             Some(Window {
                 from: 700,
                 to: u64::MAX
@@ -213,7 +232,7 @@ mod tests {
         );
         // The last 250 instructions, within the budget.
         assert_eq!(
-            s.window(Window::ALL, &limits(0, Some(250))),
+            s.window(Window::ALL, &limits(0, Some(250)), Some(100)),
             Some(Window {
                 from: 750,
                 to: u64::MAX
@@ -222,7 +241,7 @@ mod tests {
         // An explicit window's end is kept.
         let within = Window { from: 0, to: 1000 };
         assert_eq!(
-            s.window(within, &limits(4 << 20, None)),
+            s.window(within, &limits(4 << 20, None), None),
             Some(Window {
                 from: 700,
                 to: 1000

@@ -137,7 +137,8 @@ pub fn trace_with(
     }
     let first = replay_once(rec, Some((out, &options, &profile)), timeout)?;
     let sizes = Sizes::parse(&std::fs::read_to_string(&sizes_file).unwrap_or_default());
-    let Some(window) = sizes.window(limits.window, limits) else {
+    let crash_at = first.crash.as_ref().and_then(|(_, at)| *at);
+    let Some(window) = sizes.window(limits.window, limits, crash_at) else {
         return Ok(first);
     };
     let (_, whole_bytes, whole_events) = sizes.total();
@@ -158,6 +159,13 @@ pub fn trace_with(
             whole_bytes as f64 / 1e6,
             limits.max_size as f64 / (1u64 << 20) as f64
         ),
+    };
+    let why = match crash_at {
+        Some(at) if at == window.from && limits.max_size > 0 => format!(
+            "{why}; it starts where the kernel starts reporting the crash, so that the crash \
+             is in it, which takes it over the budget"
+        ),
+        _ => why,
     };
     second.kept = Some(Kept {
         window,

@@ -816,6 +816,13 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
             .arg(dir.path().join("cut.pftrace")),
     );
     assert_eq!(cut, events, "the same events under a 2 MiB budget");
+    // And the trace cut to its end still holds the crash, from where its report starts.
+    let (instants, _) = crash_instants(&dir.path().join("cut.pftrace"), title);
+    assert_eq!(
+        instants.len(),
+        2,
+        "the crash in the cut trace: {instants:?}"
+    );
 }
 
 #[test]
