@@ -156,8 +156,9 @@ impl Recording {
     /// recording can be replayed by several runs at once, and stays as recorded). Removed when
     /// dropped.
     pub fn scratch_disk(&self) -> anyhow::Result<tempfile::NamedTempFile> {
+        remove_stale_scratch(&self.dir);
         let disk = tempfile::Builder::new()
-            .prefix(".replay-")
+            .prefix(&format!(".replay-{}-", std::process::id()))
             .suffix(".qcow2")
             .tempfile_in(&self.dir)?;
         std::fs::copy(self.disk(), disk.path())
@@ -168,8 +169,9 @@ impl Recording {
     /// A private directory for one replay's own files (`what`: plugin, locate), removed when
     /// dropped.
     pub fn scratch_dir(&self, what: &str) -> anyhow::Result<tempfile::TempDir> {
+        remove_stale_scratch(&self.dir);
         Ok(tempfile::Builder::new()
-            .prefix(&format!(".{what}-"))
+            .prefix(&format!(".{what}-{}-", std::process::id()))
             .tempdir_in(&self.dir)?)
     }
 
@@ -231,6 +233,45 @@ impl Recording {
     }
 }
 
+/// Removes the scratch files and directories of rrr runs that are gone (killed before they
+/// could: a disk copy is as big as the recording's disk). Scratch names carry their run's pid
+/// (`.replay-PID-...`, `.WHAT-PID-...`); those of a live process are left alone.
+fn remove_stale_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(scratch_pid) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::debug!("removed {}, left by a run that is gone", path.display()),
+            Err(e) => tracing::debug!("removing {}: {e}", path.display()),
+        }
+    }
+}
+
+/// The pid in a scratch name: `.WORD-PID-REST`.
+fn scratch_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (word, rest) = rest.split_once('-')?;
+    let (pid, _) = rest.split_once('-')?;
+    if word.is_empty() || !word.chars().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +292,28 @@ mod tests {
                 go_delay_ms: 74,
             }),
         }
+    }
+
+    #[test]
+    fn scratch_left_by_runs_that_are_gone_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Above any pid_max: no such process.
+        let gone = dir.path().join(".replay-99999999-abc.qcow2");
+        let gone_dir = dir.path().join(".trace-99999999-xyz");
+        let ours = dir
+            .path()
+            .join(format!(".replay-{}-def.qcow2", std::process::id()));
+        let kept = dir.path().join("disk.qcow2");
+        for f in [&gone, &ours, &kept] {
+            std::fs::write(f, "x").unwrap();
+        }
+        std::fs::create_dir(&gone_dir).unwrap();
+        remove_stale_scratch(dir.path());
+        assert!(!gone.exists() && !gone_dir.exists());
+        assert!(ours.exists() && kept.exists());
+        assert_eq!(scratch_pid(".replay-12-x"), Some(12));
+        assert_eq!(scratch_pid(".replay-abc"), None);
+        assert_eq!(scratch_pid("replay-12-x"), None);
     }
 
     #[test]
