@@ -854,75 +854,56 @@ impl<W: Write> TraceWriter<W> {
 
     #[inline(never)]
     fn watch_enter_slow(&mut self, ts: u64, i: usize, sp: u64, func: u32, args: &Args) {
-        let Some(w) = self.watch.as_mut() else { return };
-        let track = &self.tracks[i];
-        let stack: Vec<u32> = track.stack.frames().iter().map(|f| f.func).collect();
-        let who = Who {
-            ident: track.ident.as_ref(),
-            cpu: None,
-        };
-        let at = At {
-            profile: &self.profile,
-            ts,
-            who,
-            stack: &stack,
-        };
         let call = Call {
             track: i,
             slot: sp,
             func,
         };
-        if let Some(e) = w.on_enter(&at, call, args) {
-            self.mark_watch(ts, i, &e);
-        }
+        self.watch_event(ts, i, None, |w, at| w.on_enter(at, call, args));
     }
 
     /// `frame` returned `value` on track `i`, for the watch (an allocation's pointer).
     fn watch_return(&mut self, ts: u64, i: usize, frame: Frame, value: u64) {
-        let Some(w) = self.watch.as_mut() else { return };
-        if !w.cares(frame.func) {
+        if !self.watch.as_ref().is_some_and(|w| w.cares(frame.func)) {
             return;
         }
-        let track = &self.tracks[i];
-        let stack: Vec<u32> = track.stack.frames().iter().map(|f| f.func).collect();
-        let who = Who {
-            ident: track.ident.as_ref(),
-            cpu: None,
-        };
-        let at = At {
-            profile: &self.profile,
-            ts,
-            who,
-            stack: &stack,
-        };
         let call = Call {
             track: i,
             slot: frame.slot,
             func: frame.func,
         };
-        if let Some(e) = w.on_return(&at, call, value) {
-            self.mark_watch(ts, i, &e);
-        }
+        self.watch_event(ts, i, None, |w, at| w.on_return(at, call, value));
     }
 
     /// The watched memory was accessed on `key`'s track.
     #[inline(never)]
     fn access(&mut self, ts: u64, key: TrackKey, access: &Access) {
         let i = self.track_index(key);
+        self.watch_event(ts, i, Some(access.cpu), |w, at| w.on_access(at, access));
+    }
+
+    /// Hands the watcher something that happened on track `i` (on `cpu`, if known), with the
+    /// track's thread and open calls, and marks the event it makes.
+    fn watch_event(
+        &mut self,
+        ts: u64,
+        i: usize,
+        cpu: Option<u32>,
+        f: impl FnOnce(&mut Watcher, &At<'_>) -> Option<crate::watch::Event>,
+    ) {
         let Some(w) = self.watch.as_mut() else { return };
         let track = &self.tracks[i];
         let stack: Vec<u32> = track.stack.frames().iter().map(|f| f.func).collect();
-        let who = Who {
-            ident: track.ident.as_ref(),
-            cpu: Some(access.cpu),
-        };
         let at = At {
             profile: &self.profile,
             ts,
-            who,
+            who: Who {
+                ident: track.ident.as_ref(),
+                cpu,
+            },
             stack: &stack,
         };
-        if let Some(e) = w.on_access(&at, access) {
+        if let Some(e) = f(w, &at) {
             self.mark_watch(ts, i, &e);
         }
     }
