@@ -179,7 +179,7 @@ pub fn trace_with(
 
 /// The crash report file for the tracer (`crash=`), written in `dir`, if `rec` ended at a
 /// crash.
-pub fn crash_file(rec: &Recording, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+fn crash_file(rec: &Recording, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     let Outcome::Crashed { line } = &rec.outcome else {
         return Ok(None);
     };
@@ -187,17 +187,6 @@ pub fn crash_file(rec: &Recording, dir: &Path) -> anyhow::Result<Option<PathBuf>
     let file = dir.join("crash-report");
     std::fs::write(&file, crash::report(&recorded, line).to_file_text())?;
     Ok(Some(file))
-}
-
-/// Replays `rec` once under the tracer, writing `out` as `options` say with `profile`.
-pub fn replay_traced(
-    rec: &Recording,
-    out: &Path,
-    options: &TraceOptions,
-    profile: &Path,
-    timeout: Duration,
-) -> anyhow::Result<Traced> {
-    replay_once(rec, Some((out, options, profile)), timeout)
 }
 
 /// What a trace cut to a window kept.
@@ -396,9 +385,9 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Replays `rec` paused at its start (see [`engine::Emulator::hold_for_gdb`]) under a gdb stub until the emulator exits (gdb's `kill`,
-/// or the end of the recording); with `at`, the printed gdb command first runs it to that
-/// trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
+/// Replays `rec` paused at its start (see [`engine::Emulator::hold_for_gdb`]) under a gdb
+/// stub until the emulator exits (gdb's `kill`, or the end of the recording); with `at`, the
+/// printed gdb command first runs it to that trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
 /// recording's start snapshot, PANDA runs its checkpoint plugin alongside.
 pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Result<()> {
     let emu = rec.engine.emulator();

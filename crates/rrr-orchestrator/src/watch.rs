@@ -215,14 +215,13 @@ pub fn watch(
     };
     let traced = match out {
         Some(out) => trace::trace_with(rec, out, limits, options, timeout)?,
-        // The tracer runs for the call stacks; its trace is not kept.
+        // The tracer runs for the call stacks; its trace is not kept, so not cut either.
         None => {
-            let options = TraceOptions {
-                crash: trace::crash_file(rec, dir.path())?,
-                ..options
+            let whole = Limits {
+                max_size: 0,
+                ..Limits::default()
             };
-            let profile = rec.profile()?;
-            trace::replay_traced(rec, Path::new("/dev/null"), &options, &profile, timeout)?
+            trace::trace_with(rec, Path::new("/dev/null"), &whole, options, timeout)?
         }
     };
     let text = std::fs::read_to_string(&accesses)

@@ -21,6 +21,8 @@ use crate::observer::{Observer, OsLayout};
 use crate::record::Batch;
 use crate::watch::{Range, Watcher};
 use crate::window::Window;
+pub use crate::writer::TraceSummary;
+use crate::writer::{TraceWriter, WriterError};
 
 /// A shared file, written through `&File`.
 struct ArcFile(Arc<std::fs::File>);
@@ -34,8 +36,6 @@ impl Write for ArcFile {
         (&*self.0).flush()
     }
 }
-pub use crate::writer::TraceSummary;
-use crate::writer::{TraceWriter, WriterError};
 
 /// Tuning of the pipeline.
 #[derive(Clone, Debug)]

@@ -334,22 +334,14 @@ impl Watcher {
             Role::Free { ptr } => {
                 let ptr = word(*ptr)?;
                 // A free called by another reports through the outer call (same pointer).
-                if stack
-                    .iter()
-                    .any(|&f| matches!(self.roles.get(f as usize), Some(Role::Free { .. })))
-                {
+                if self.called_by(stack, |r| matches!(r, Role::Free { .. })) {
                     return None;
                 }
-                let ours = self.objects.iter().any(|&(start, _)| start == ptr)
-                    || self.object.is_some_and(|o| o.addr == ptr);
-                if !ours {
-                    return None;
-                }
-                let size = self
-                    .objects
-                    .iter()
-                    .find(|&&(start, _)| start == ptr)
-                    .map_or(0, |&(_, size)| size);
+                let size = match self.objects.iter().find(|&&(start, _)| start == ptr) {
+                    Some(&(_, size)) => size,
+                    None if self.object.is_some_and(|o| o.addr == ptr) => 0,
+                    None => return None,
+                };
                 let entry = at.profile.function(func).map_or(0, |f| f.entry());
                 self.emit(at, Kind::Free, Some(func), ptr, size, ptr, entry)
             }
@@ -366,29 +358,27 @@ impl Watcher {
         };
         let asked = self.asked.remove(&(track, slot));
         // An allocator called by another reports through the outer call (same pointer).
-        if stack
-            .iter()
-            .any(|&f| matches!(self.roles.get(f as usize), Some(Role::Alloc { .. })))
-        {
+        if self.called_by(stack, |r| matches!(r, Role::Alloc { .. })) {
             return None;
         }
-        let size = match (self.object, asked) {
-            (Some(o), _) if o.addr == value => o.len,
-            (_, Some(size)) => size,
-            // Not known: only an object that starts at the range.
-            _ => 1,
-        };
-        if !self.range.touches(value, size.max(1)) {
+        // The report's object, if this is it.
+        let named = self.object.filter(|o| o.addr == value).map(|o| o.len);
+        // Size not known: only an object that starts at the range.
+        let extent = named.or(asked).unwrap_or(1).max(1);
+        if !self.range.touches(value, extent) {
             return None;
         }
-        let size = asked.unwrap_or(if self.object.is_some_and(|o| o.addr == value) {
-            size
-        } else {
-            0
-        });
+        let size = asked.or(named).unwrap_or(0);
         self.objects.push((value, size));
         let entry = at.profile.function(func).map_or(0, |f| f.entry());
         self.emit(at, Kind::Alloc, Some(func), value, size, value, entry)
+    }
+
+    /// Whether a function of the calls open in `stack` has a role `is` accepts.
+    fn called_by(&self, stack: &[u32], is: impl Fn(Role) -> bool) -> bool {
+        stack
+            .iter()
+            .any(|&f| self.roles.get(f as usize).is_some_and(|&r| is(r)))
     }
 
     /// A load or store of `size` bytes at `addr` by the instruction at `pc`; the caller has

@@ -141,12 +141,12 @@ impl Emulator for Panda {
         "reached the end of its log, every input checked against it".to_owned()
     }
 
-    /// PANDA stops at an instruction count, which is the trace's clock.
     /// PANDA's replay under gdb waits at its start (`-S`).
     fn hold_for_gdb(&self, _vm: &mut Vm) -> anyhow::Result<String> {
         Ok("the recording's start".to_owned())
     }
 
+    /// PANDA stops at an instruction count, which is the trace's clock.
     fn gdb_to(
         &self,
         at: u64,

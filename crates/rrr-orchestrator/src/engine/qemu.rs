@@ -205,10 +205,6 @@ impl Emulator for Qemu {
         }
     }
 
-    /// A TCG plugin cannot read QEMU's instruction counter, and the plugin's clock runs
-    /// slightly ahead of it (it counts whole blocks, also those cut short), so a replay under
-    /// the locating tracer first finds which execution of which instruction the trace shows
-    /// at `at`; gdb stops there with a breakpoint that ignores the executions before it.
     /// Stops the replay at once and seeks it to its first instruction (the start snapshot's
     /// count plus one). QEMU 10 started paused (`-S`) replays some recordings not at all: the
     /// vCPU stays in the start snapshot's `hlt` while the main loop kicks it forever, the count
@@ -251,6 +247,10 @@ impl Emulator for Qemu {
         }
     }
 
+    /// A TCG plugin cannot read QEMU's instruction counter, and the plugin's clock runs
+    /// slightly ahead of it (it counts whole blocks, also those cut short), so a replay under
+    /// the locating tracer first finds which execution of which instruction the trace shows
+    /// at `at`; gdb stops there with a breakpoint that ignores the executions before it.
     fn gdb_to(
         &self,
         at: u64,
