@@ -1,7 +1,7 @@
 //! How much of a replay a trace holds: a size budget that ui.perfetto.dev can open, explicit
-//! windows (`--window`, `--last`), the choice of the window that keeps the end of the
-//! recording (where a crash is) from where a first pass saw the events, and focus: threads,
-//! functions (`--only`, `--skip`), depth.
+//! windows (`--window`, `--last`, the latter from where a first pass saw the events), and
+//! focus: threads, functions (`--only`, `--skip`), depth. The budget itself is kept by the
+//! tracer, in one pass ([`rrr_trace::ring`]).
 
 use std::path::Path;
 
@@ -18,10 +18,6 @@ pub const DEFAULT_MAX_SIZE: u64 = 512 << 20;
 /// Past this size a trace is over the browser's reach: `rrr serve --rpc` opens it with the
 /// native trace processor instead.
 pub const BROWSER_REACH: u64 = 1 << 30;
-
-/// The share of the budget a chosen window aims at: the first pass measures whole megabytes,
-/// and the second pass adds the slices open at the window's start.
-const BUDGET_SHARE: f64 = 0.9;
 
 /// What a trace may hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,7 +105,8 @@ impl Limits {
 }
 
 /// Where a first pass saw the events: (trace time, bytes, events) about every megabyte of
-/// trace, the last line at the trace's end (the plugin's `sizes=` file).
+/// trace, the last line at the trace's end (the plugin's `sizes=` file; `--last` needs the
+/// end).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sizes(pub Vec<(u64, u64, u64)>);
 
@@ -131,32 +128,29 @@ impl Sizes {
         self.0.last().copied().unwrap_or_default()
     }
 
-    /// The window that keeps the end of `within` and fits `limits`: from the latest of the
-    /// window's start, the last `limits.last` instructions' start, and the earliest time after
-    /// which the events fit the budget, but never after `keep` for the budget's sake (the
-    /// start of the crash's report: the crash stays in the trace, over the budget if need be).
-    /// `None` when the first pass already fits.
-    pub fn window(&self, within: Window, limits: &Limits, keep: Option<u64>) -> Option<Window> {
-        let (end, bytes, _) = self.total();
-        let mut from = within.from;
-        if let Some(last) = limits.last {
-            from = from.max(end.saturating_sub(last));
-        }
-        if limits.max_size > 0 && bytes > limits.max_size {
-            let room = (limits.max_size as f64 * BUDGET_SHARE) as u64;
-            // The first sample after which what remains fits.
-            let fits = self
-                .0
-                .iter()
-                .find(|(_, at, _)| bytes - at <= room)
-                .map_or(end, |(ts, _, _)| *ts);
-            let fits = keep.map_or(fits, |k| fits.min(k));
-            from = from.max(fits);
-        }
+    /// The window of the last `last` instructions of `within`, which this pass traced;
+    /// `None` when that is all of it.
+    pub fn last(&self, within: Window, last: u64) -> Option<Window> {
+        let (end, _, _) = self.total();
+        let from = within.from.max(end.saturating_sub(last));
         (from > within.from).then_some(Window {
             from,
             to: within.to,
         })
+    }
+}
+
+/// Parses `--threads`: `stimulus` (the name rrr's disk gives it), `all`, or pids.
+pub fn parse_threads(s: &str) -> Result<Threads, String> {
+    match s {
+        "all" => Ok(Threads::All),
+        "stimulus" => Ok(Threads::Comm(crate::rootfs::STIMULUS_NAME.to_owned())),
+        pids => pids
+            .split(',')
+            .map(|p| p.trim().parse::<i32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Threads::Pids)
+            .map_err(|_| format!("{s:?}: stimulus, all, or pids (123,456)")),
     }
 }
 
@@ -197,56 +191,21 @@ mod tests {
     }
 
     #[test]
-    fn the_window_keeps_the_end_that_fits_the_budget() {
+    fn the_last_instructions_are_a_window_at_the_end() {
         let s = sizes();
-        let limits = |max_size, last| Limits {
-            max_size,
-            last,
-            ..Limits::default()
-        };
-        assert_eq!(s.window(Window::ALL, &limits(0, None), None), None);
-        assert_eq!(s.window(Window::ALL, &limits(20 << 20, None), None), None);
-        // 4 MB: 90% of it is 3.6 MB, so the last 3 MB, from trace time 700.
         assert_eq!(
-            s.window(Window::ALL, &limits(4 << 20, None), None),
-            Some(Window {
-                from: 700,
-                to: u64::MAX
-            })
-        );
-        // A crash reported from trace time 500 stays in, over the budget.
-        assert_eq!(
-            s.window(Window::ALL, &limits(4 << 20, None), Some(500)),
-            Some(Window {
-                from: 500,
-                to: u64::MAX
-            })
-        );
-        // One reported inside the window changes nothing.
-        assert_eq!(
-            s.window(Window::ALL, &limits(4 << 20, None), Some(900)),
-            Some(Window {
-                from: 700,
-                to: u64::MAX
-            })
-        );
-        // The last 250 instructions, within the budget.
-        assert_eq!(
-            s.window(Window::ALL, &limits(0, Some(250)), Some(100)),
+            s.last(Window::ALL, 250),
             Some(Window {
                 from: 750,
                 to: u64::MAX
             })
         );
-        // An explicit window's end is kept.
-        let within = Window { from: 0, to: 1000 };
-        assert_eq!(
-            s.window(within, &limits(4 << 20, None), None),
-            Some(Window {
-                from: 700,
-                to: 1000
-            })
-        );
+        assert_eq!(s.last(Window::ALL, 5000), None);
+        let within = Window {
+            from: 800,
+            to: 1000,
+        };
+        assert_eq!(s.last(within, 250), None);
         assert_eq!(
             Sizes::parse("100 1048576 1000\n1000 10485760 10000\n").total(),
             (1000, 10 << 20, 10000)

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use rrr_trace::locate::Located;
+use rrr_trace::ring::{Budget, Cut};
 use rrr_trace::{TraceOptions, TraceSummary, Window};
 
 use crate::crash;
@@ -32,6 +33,8 @@ pub struct Traced {
     pub recording: PathBuf,
     /// What the trace kept, when limits cut it to a window.
     pub kept: Option<Kept>,
+    /// What the tracer's size budget cut, as its summary said.
+    cut: Option<Cut>,
 }
 
 /// A replay ready to start: the command and what it needs while it runs.
@@ -95,11 +98,10 @@ pub fn replay(rec: &Recording, timeout: Duration) -> anyhow::Result<Traced> {
     replay_once(rec, None, timeout)
 }
 
-/// Replays `rec` under the tracer into the trace `out`, within `limits`. A first pass writes
-/// the trace of the whole replay (or of the window asked for) and notes where its events are;
-/// if that is over the size budget, or only the last part was asked for, a second pass
-/// writes the window that keeps the recording's end (the shadow stacks still run from the
-/// start: calls open at the window's start are slices that start there).
+/// Replays `rec` under the tracer into the trace `out`, within `limits`, in one pass: over the
+/// size budget, the tracer keeps the recording's end (where a crash is) and as much before it
+/// as fits (the shadow stacks still run from the start: calls open where the trace starts are
+/// slices that start there). `--last` takes a first pass that finds the end.
 pub fn trace(
     rec: &Recording,
     out: &Path,
@@ -120,13 +122,16 @@ pub fn trace_with(
     // A missing emulator is said first, before anything is prepared for it.
     rec.engine.emulator().require()?;
     let dir = rec.scratch_dir("trace")?;
-    let sizes_file = dir.path().join("sizes");
+    let budget = (limits.max_size > 0).then(|| Budget {
+        bytes: limits.max_size,
+        parts: dir.path().join("parts"),
+    });
     let mut options = TraceOptions {
         crash: crash_file(rec, dir.path())?,
         window: limits.window,
-        sizes: Some(sizes_file.clone()),
         threads: limits.threads.clone(),
         max_depth: limits.max_depth,
+        budget,
         ..extra
     };
     let mut profile = rec.profile()?;
@@ -135,46 +140,73 @@ pub fn trace_with(
         limits.filter_profile(&profile, &filtered)?;
         profile = filtered;
     }
-    let first = replay_once(rec, Some((out, &options, &profile)), timeout)?;
-    let sizes = Sizes::parse(&std::fs::read_to_string(&sizes_file).unwrap_or_default());
-    let crash_at = first.crash.as_ref().and_then(|(_, at)| *at);
-    let Some(window) = sizes.window(limits.window, limits, crash_at) else {
-        return Ok(first);
-    };
-    let (_, whole_bytes, whole_events) = sizes.total();
-    options.window = window;
-    options.sizes = None;
-    let mut second = replay_once(rec, Some((out, &options, &profile)), timeout)?;
-    let why = match limits.last {
-        Some(n) if limits.max_size == 0 || whole_bytes <= limits.max_size => {
-            format!("the last {n} instructions (--last)")
+    let mut first = None;
+    if let Some(n) = limits.last {
+        // The end is where a whole pass ends.
+        let sizes_file = dir.path().join("sizes");
+        let measure = TraceOptions {
+            sizes: Some(sizes_file.clone()),
+            budget: None,
+            ..options.clone()
+        };
+        let pass = replay_once(rec, Some((out, &measure, &profile)), timeout)?;
+        let sizes = Sizes::parse(&std::fs::read_to_string(&sizes_file).unwrap_or_default());
+        match sizes.last(limits.window, n) {
+            Some(window) => options.window = window,
+            None => return Ok(pass),
         }
-        _ => format!(
-            "the whole {} would be {:.1} MB, over the {:.0} MiB budget (--max-size)",
-            if limits.window.is_all() {
-                "trace"
-            } else {
-                "window"
-            },
-            whole_bytes as f64 / 1e6,
-            limits.max_size as f64 / (1u64 << 20) as f64
-        ),
+        first = Some(pass);
+    }
+    let mut traced = replay_once(rec, Some((out, &options, &profile)), timeout)?;
+    let whole_bytes;
+    let whole_events;
+    let mut why = Vec::new();
+    if let Some(pass) = &first {
+        whole_bytes = pass.bytes;
+        whole_events = pass.events;
+        traced.elapsed += pass.elapsed;
+        why.push(format!(
+            "the last {} instructions (--last)",
+            limits.last.unwrap_or_default()
+        ));
+    } else {
+        whole_bytes = traced.cut.map_or(0, |c| c.whole_bytes);
+        whole_events = traced.cut.map_or(0, |c| c.whole_events);
+    }
+    let window = match traced.cut {
+        Some(cut) => {
+            why.push(format!(
+                "the whole {} would be {:.1} MB, over the {:.0} MiB budget (--max-size)",
+                if limits.window.is_all() && first.is_none() {
+                    "trace"
+                } else {
+                    "window"
+                },
+                cut.whole_bytes as f64 / 1e6,
+                limits.max_size as f64 / (1u64 << 20) as f64
+            ));
+            Window {
+                from: cut.from,
+                to: options.window.to,
+            }
+        }
+        None if first.is_some() => options.window,
+        None => return Ok(traced),
     };
-    let why = match crash_at {
-        Some(at) if at == window.from && limits.max_size > 0 => format!(
-            "{why}; it starts where the kernel starts reporting the crash, so that the crash \
-             is in it, which takes it over the budget"
-        ),
-        _ => why,
-    };
-    second.kept = Some(Kept {
+    let mut why = why.join("; ");
+    if limits.max_size > 0 && traced.bytes > limits.max_size && traced.crash.is_some() {
+        why.push_str(
+            "; it starts before the kernel starts reporting the crash, so that the crash is \
+             in it, which takes it over the budget",
+        );
+    }
+    traced.kept = Some(Kept {
         window,
         whole_bytes,
         whole_events,
         why,
     });
-    second.elapsed += first.elapsed;
-    Ok(second)
+    Ok(traced)
 }
 
 /// The crash report file for the tracer (`crash=`), written in `dir`, if `rec` ended at a
@@ -235,6 +267,21 @@ fn replay_once(
     };
     let elapsed = start.elapsed();
     bar.finish_and_clear();
+    if let Some((
+        out,
+        TraceOptions {
+            budget: Some(b), ..
+        },
+        _,
+    )) = traced
+    {
+        if b.parts.exists() {
+            // The tracer did not finish its trace (the emulator died): its segments make it.
+            let mut file = std::fs::File::create(out)?;
+            rrr_trace::ring::salvage(&b.parts, &mut file)
+                .with_context(|| format!("writing what the tracer left to {}", out.display()))?;
+        }
+    }
     let kept = output.map_or(String::new(), |o| {
         format!("; the trace so far is in {}", o.display())
     });
@@ -309,6 +356,7 @@ fn replay_once(
         },
         recording: rec.dir.clone(),
         kept: None,
+        cut: summary.cut,
     })
 }
 
@@ -387,48 +435,104 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Replays `rec` paused at its start (see [`engine::Emulator::hold_for_gdb`]) under a gdb
 /// stub until the emulator exits (gdb's `kill`, or the end of the recording); with `at`, the
-/// printed gdb command first runs it to that trace time. gdb can go back (`reverse-stepi`, `reverse-continue`): QEMU replays from the
-/// recording's start snapshot, PANDA runs its checkpoint plugin alongside.
+/// printed gdb command first runs it to that trace time. gdb can go back (`reverse-stepi`,
+/// `reverse-continue`): QEMU replays from the recording's start snapshot, PANDA runs its
+/// checkpoint plugin alongside.
 pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Result<()> {
-    let emu = rec.engine.emulator();
-    emu.require()?;
-    let to = at
-        .map(|at| emu.gdb_to(at, &mut |at| locate(rec, at)))
-        .transpose()?;
-    let port = match port {
-        Some(0) | None => free_port()?,
-        Some(port) => port,
-    };
-    let setup = replay_command(rec, None, Some(port))?;
-    let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor, setup.at_end)?;
-    let held = emu.hold_for_gdb(&mut vm)?;
-    let mut gdb = format!("gdb -ex 'target remote 127.0.0.1:{port}'");
-    for ex in to.iter().flat_map(|t| &t.commands) {
-        gdb.push_str(&format!(" -ex '{ex}'"));
-    }
-    println!("{gdb} {}", rec.kernel.vmlinux().display());
-    let start = match &to {
-        Some(t) => format!("; the command runs it to {}", t.place),
-        None => String::new(),
-    };
-    eprintln!(
-        "rrr: the replay waits for gdb on 127.0.0.1:{port}, paused at {held}{start}. \
-         Run the command above. Breakpoints, `continue` and stepping run forward through the \
-         recorded execution, the same on every replay; `reverse-stepi` and `reverse-continue` \
-         go back; `kill` ends it."
-    );
-    let exit = vm.wait(Duration::from_secs(u32::MAX as u64))?;
-    let _ = std::fs::remove_file(&setup.serial);
-    if !exit.status.success() && exit.status.code().is_some() {
-        let meaning = machine::failure_meaning(&exit.stderr);
-        bail!(
-            "the replay failed ({}){meaning}; {} said:\n{}",
-            exit.status,
-            emu.binary(),
-            exit.stderr.trim_end()
+    let mut replay = GdbReplay::start(rec, port, at)?;
+    println!("{}", replay.command);
+    eprintln!("rrr: {}", replay.note);
+    replay.wait()
+}
+
+/// A replay waiting for gdb (see [`replay_gdb`]).
+pub struct GdbReplay {
+    /// The gdb command that attaches to it (and runs it to the trace time asked for).
+    pub command: String,
+    /// Where it waits and what gdb can do there, in words.
+    pub note: String,
+    vm: Vm,
+    serial: PathBuf,
+    emulator: &'static dyn engine::Emulator,
+    /// What the replay needs while it runs (see [`ReplaySetup`]).
+    _disk: tempfile::NamedTempFile,
+    _plugin_dir: Option<tempfile::TempDir>,
+}
+
+impl GdbReplay {
+    /// Starts `rec`'s replay under a gdb stub on `port` (none or 0: a free one), paused at
+    /// its start; the command runs it to trace time `at`, if given.
+    pub fn start(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Result<Self> {
+        let emu = rec.engine.emulator();
+        emu.require()?;
+        let to = at
+            .map(|at| emu.gdb_to(at, &mut |at| locate(rec, at)))
+            .transpose()?;
+        let port = match port {
+            Some(0) | None => free_port()?,
+            Some(port) => port,
+        };
+        let ReplaySetup {
+            cmd,
+            _disk,
+            _plugin_dir,
+            serial,
+            monitor,
+            at_end,
+        } = replay_command(rec, None, Some(port))?;
+        let mut vm = Vm::spawn(cmd, &serial, &monitor, at_end)?;
+        let held = emu.hold_for_gdb(&mut vm)?;
+        let mut command = format!("gdb -ex 'target remote 127.0.0.1:{port}'");
+        for ex in to.iter().flat_map(|t| &t.commands) {
+            command.push_str(&format!(" -ex '{ex}'"));
+        }
+        command.push_str(&format!(" {}", rec.kernel.vmlinux().display()));
+        let start = match &to {
+            Some(t) => format!("; the command runs it to {}", t.place),
+            None => String::new(),
+        };
+        let note = format!(
+            "the replay waits for gdb on 127.0.0.1:{port}, paused at {held}{start}. Run the \
+             command above. Breakpoints, `continue` and stepping run forward through the \
+             recorded execution, the same on every replay; `reverse-stepi` and \
+             `reverse-continue` go back; `kill` ends it."
         );
+        Ok(GdbReplay {
+            command,
+            note,
+            vm,
+            serial,
+            emulator: emu,
+            _disk,
+            _plugin_dir,
+        })
     }
-    Ok(())
+
+    /// Waits until the emulator exits (gdb's `kill`, or the end of the recording).
+    pub fn wait(&mut self) -> anyhow::Result<()> {
+        let exit = self.vm.wait(Duration::from_secs(u32::MAX as u64))?;
+        self.end(exit)
+    }
+
+    /// Ends the replay now.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let exit = self.vm.quit()?;
+        self.end(exit)
+    }
+
+    fn end(&mut self, exit: machine::Exit) -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(&self.serial);
+        if !exit.status.success() && exit.status.code().is_some() {
+            let meaning = machine::failure_meaning(&exit.stderr);
+            bail!(
+                "the replay failed ({}){meaning}; {} said:\n{}",
+                exit.status,
+                self.emulator.binary(),
+                exit.stderr.trim_end()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Replays `rec` (a QEMU recording) under the locating tracer until it finds trace time `at`.

@@ -66,6 +66,16 @@ struct Args {
     object: String,
     #[arg(default = "", about = "where the watch's events go")]
     accesses: String,
+    #[arg(
+        default = "",
+        about = "the most bytes the trace may have; the end is kept (with parts)"
+    )]
+    budget: String,
+    #[arg(
+        default = "",
+        about = "a directory for the trace's segments while a budget keeps its end"
+    )]
+    parts: String,
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
@@ -87,6 +97,8 @@ fn init(_: &mut PluginHandle) -> bool {
         "watch" => Some(args.watch.clone()),
         "object" => Some(args.object.clone()),
         "accesses" => Some(args.accesses.clone()),
+        "budget" => Some(args.budget.clone()),
+        "parts" => Some(args.parts.clone()),
         _ => None,
     });
     let opened = options.and_then(|o| {

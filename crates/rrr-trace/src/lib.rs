@@ -17,6 +17,7 @@ pub mod observer;
 mod perfetto;
 pub mod pipeline;
 pub mod record;
+pub mod ring;
 mod stacks;
 pub mod tracer;
 pub mod watch;

@@ -19,6 +19,7 @@ use crate::crash::CrashReport;
 use crate::focus::Threads;
 use crate::observer::{Observer, OsLayout};
 use crate::record::Batch;
+use crate::ring::Budget;
 use crate::watch::{Range, Watcher};
 use crate::window::Window;
 pub use crate::writer::TraceSummary;
@@ -58,6 +59,8 @@ pub struct PipelineConfig {
     pub max_depth: Option<u32>,
     /// The memory to watch, and where its events go.
     pub watch: Option<WatchTo>,
+    /// The size budget (see [`TraceWriter::set_budget`]).
+    pub budget: Option<Budget>,
 }
 
 /// A watch's range, its object if known, and the watch file (see [`crate::watch`]).
@@ -83,6 +86,7 @@ impl Default for PipelineConfig {
             threads: Threads::All,
             max_depth: None,
             watch: None,
+            budget: None,
         }
     }
 }
@@ -109,6 +113,9 @@ impl Pipeline {
         }
         writer.set_window(config.window);
         writer.set_focus(config.threads, config.max_depth);
+        if let Some(budget) = config.budget {
+            writer.set_budget(budget);
+        }
         if let Some(w) = config.watch {
             let out = std::io::BufWriter::new(ArcFile(w.file));
             writer.set_watch(Watcher::new(w.range, w.object, &profile, Box::new(out)));

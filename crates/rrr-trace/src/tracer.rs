@@ -23,6 +23,7 @@ use crate::locate::Locator;
 use crate::observer::OsLayout;
 use crate::pipeline::{Pipeline, PipelineConfig, TraceSummary, WatchTo};
 use crate::record::Access;
+use crate::ring::{Budget, Cut};
 use crate::watch::Range;
 use crate::window::Window;
 use crate::writer::WriterError;
@@ -107,6 +108,9 @@ pub struct TraceOptions {
     pub object: Option<Range>,
     /// `accesses=FILE`: where the watch's events go.
     pub accesses: Option<PathBuf>,
+    /// `budget=BYTES,parts=DIR`: write at most this many bytes, keeping the end (see
+    /// [`crate::ring`]), the segments in DIR until the trace is finished.
+    pub budget: Option<Budget>,
 }
 
 impl TraceOptions {
@@ -143,6 +147,16 @@ impl TraceOptions {
         if watch.is_some() != accesses.is_some() {
             return Err("`watch=ADDR:LEN` and `accesses=FILE` go together".to_owned());
         }
+        let budget = match (arg("budget").filter(|v| !v.is_empty()), path("parts")) {
+            (Some(b), Some(parts)) => Some(Budget {
+                bytes: b
+                    .parse()
+                    .map_err(|_| format!("budget={b}: a number of bytes"))?,
+                parts,
+            }),
+            (None, None) => None,
+            _ => return Err("`budget=BYTES` and `parts=DIR` go together".to_owned()),
+        };
         Ok(TraceOptions {
             crash: path("crash"),
             window,
@@ -152,6 +166,7 @@ impl TraceOptions {
             watch,
             object: range("object")?,
             accesses,
+            budget,
         })
     }
 }
@@ -199,6 +214,7 @@ impl Tracer {
             threads: options.threads.clone(),
             max_depth: options.max_depth,
             watch,
+            budget: options.budget.clone(),
             ..PipelineConfig::default()
         };
         let mut tracer = Tracer::start(profile, file, config);
@@ -406,14 +422,22 @@ impl std::fmt::Display for TraceSummary {
             "{} events, {} bytes, {} dropped",
             self.events, self.bytes, self.dropped
         )?;
-        match self.crash_at {
-            Some(ts) => write!(f, ", crash at {ts}"),
-            None => Ok(()),
+        if let Some(ts) = self.crash_at {
+            write!(f, ", crash at {ts}")?;
         }
+        if let Some(cut) = self.cut {
+            write!(
+                f,
+                ", kept from {} of {} bytes and {} events",
+                cut.from, cut.whole_bytes, cut.whole_events
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// A summary line that is not `N events, N bytes, N dropped[, crash at TS]`.
+/// A summary line that is not `N events, N bytes, N dropped[, crash at TS][, kept from TS of
+/// N bytes and N events]`.
 #[derive(Debug, thiserror::Error)]
 #[error("not a trace summary: {0:?}")]
 pub struct BadSummary(String);
@@ -439,12 +463,27 @@ impl std::str::FromStr for TraceSummary {
             tracks: 0,
             crash_at: None,
             sizes: Vec::new(),
+            cut: None,
         };
-        if let Some(part) = parts.next() {
-            let ts = part.strip_prefix("crash at ").ok_or_else(bad)?;
+        let mut part = parts.next();
+        if let Some(ts) = part.and_then(|p| p.strip_prefix("crash at ")) {
             summary.crash_at = Some(ts.parse().map_err(|_| bad())?);
+            part = parts.next();
         }
-        match parts.next() {
+        if let Some(kept) = part.and_then(|p| p.strip_prefix("kept from ")) {
+            let words: Vec<&str> = kept.split(' ').collect();
+            let [from, "of", bytes, "bytes", "and", events, "events"] = words[..] else {
+                return Err(bad());
+            };
+            let n = |t: &str| t.parse::<u64>().map_err(|_| bad());
+            summary.cut = Some(Cut {
+                from: n(from)?,
+                whole_bytes: n(bytes)?,
+                whole_events: n(events)?,
+            });
+            part = parts.next();
+        }
+        match part {
             None => Ok(summary),
             Some(_) => Err(bad()),
         }
@@ -464,6 +503,7 @@ mod tests {
             tracks: 0,
             crash_at: None,
             sizes: Vec::new(),
+            cut: None,
         };
         assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
         s.crash_at = Some(1_219_424_902);
@@ -471,6 +511,18 @@ mod tests {
             s.to_string(),
             "12 events, 345 bytes, 6 dropped, crash at 1219424902"
         );
+        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
+        s.cut = Some(Cut {
+            from: 5,
+            whole_bytes: 6,
+            whole_events: 7,
+        });
+        assert_eq!(
+            s.to_string(),
+            "12 events, 345 bytes, 6 dropped, crash at 1219424902, kept from 5 of 6 bytes and 7 events"
+        );
+        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
+        s.crash_at = None;
         assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
         for bad in [
             "",

@@ -15,6 +15,7 @@ use crate::perfetto::encode::Enc;
 use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
 use crate::perfetto::{Sequence, IID_USER};
 use crate::record::{Access, Args, Batch, Record, ThreadIdent, TrackKey};
+use crate::ring::{Budget, Cut, Head, Ring};
 use crate::stacks::{Ending, Frame, ShadowStack};
 use crate::watch::{At, Call, Watcher, Who};
 pub use crate::window::Window;
@@ -44,6 +45,8 @@ pub struct TraceSummary {
     /// Where the events are: (trace time, bytes written, events written) about every
     /// megabyte of output, and at the end (not part of the summary's text).
     pub sizes: Vec<(u64, u64, u64)>,
+    /// What a size budget cut, if it cut anything (see [`TraceWriter::set_budget`]).
+    pub cut: Option<Cut>,
 }
 
 /// The crash to mark, and where it starts.
@@ -113,6 +116,13 @@ pub struct TraceWriter<W: Write> {
     /// The memory watch, if any, and its track's uuid once made.
     watch: Option<Watcher>,
     watch_track: Option<u64>,
+    /// The watch track has been described in the current segment.
+    watch_described: bool,
+    /// The size budget, and its segments once the first flush made them.
+    budget: Option<Budget>,
+    ring: Option<Ring>,
+    /// Processes described in the current segment (with a budget).
+    described_pids: HashSet<i32>,
     summary: TraceSummary,
 }
 
@@ -153,6 +163,10 @@ impl<W: Write> TraceWriter<W> {
             focused: false,
             watch: None,
             watch_track: None,
+            watch_described: false,
+            budget: None,
+            ring: None,
+            described_pids: HashSet::new(),
             summary: TraceSummary::default(),
         }
     }
@@ -177,6 +191,17 @@ impl<W: Write> TraceWriter<W> {
         } else {
             Phase::In
         };
+    }
+
+    /// Writes a trace of at most `budget.bytes` that keeps the end of the replay, in one
+    /// pass: the output goes to segments (see [`crate::ring`]), the oldest dropped while
+    /// the rest are over the budget; the first kept one starts with a slice for every call
+    /// open then (its arguments were not kept). A crash marked is always kept, over the
+    /// budget if need be. The trace is written to the output when it is finished (until
+    /// then it is in `budget.parts`). Must be set before the first record.
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.seq.keep_interned();
+        self.budget = Some(budget);
     }
 
     /// Marks `report` in the trace at the first call of a reporting function
@@ -215,6 +240,9 @@ impl<W: Write> TraceWriter<W> {
         if batch.dropped_before > 0 {
             self.summary.dropped += batch.dropped_before;
         }
+        if let Some(budget) = self.budget.take() {
+            self.ring = Some(Ring::create(&budget)?);
+        }
         let records = &batch.records;
         for (i, r) in records.iter().enumerate() {
             self.prefetch_plans(records, i);
@@ -225,7 +253,83 @@ impl<W: Write> TraceWriter<W> {
             let at = (self.seq.last_ts(), self.summary.bytes, self.summary.events);
             self.sizes.push(at);
         }
+        let buffered = self.seq.buf.len() as u64;
+        if self.phase == Phase::In && self.ring.as_ref().is_some_and(|r| r.due(buffered)) {
+            self.next_segment()?;
+        }
         Ok(())
+    }
+
+    /// Starts the budget's next segment (see [`TraceWriter::set_budget`]) here.
+    #[inline(never)]
+    fn next_segment(&mut self) -> Result<(), WriterError> {
+        let ts = self.seq.last_ts();
+        // Every call open now is interned before the cut: the segments after it then need
+        // no name from a head that may be dropped.
+        let open: Vec<u32> = self
+            .tracks
+            .iter()
+            .flat_map(|t| t.stack.frames().iter().filter(|f| !f.hidden))
+            .map(|f| f.func)
+            .collect();
+        for func in open {
+            if !self.plans[func as usize].ready {
+                self.intern_function(func);
+            }
+        }
+        self.flush()?;
+        let head = self.head(ts);
+        for t in &mut self.tracks {
+            t.described = false;
+            // A flow whose start may be dropped is not drawn.
+            t.pending_flow = None;
+        }
+        self.described_pids.clear();
+        self.watch_described = false;
+        let events = self.summary.events;
+        if let Some(ring) = self.ring.as_mut() {
+            ring.next(ts, head, events, self.seq.interned())?;
+        }
+        Ok(())
+    }
+
+    /// The head of a segment starting at `ts` (see [`crate::ring`]): the sequence's start,
+    /// the packet defaults, and every open call as a slice starting at `ts` on its track,
+    /// described.
+    fn head(&mut self, ts: u64) -> Head {
+        let body = std::mem::take(&mut self.seq.buf);
+        self.seq.start_packet(ts);
+        let start = std::mem::take(&mut self.seq.buf);
+        self.seq.set_defaults();
+        let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
+        keys.sort();
+        let mut pids = HashSet::new();
+        let mut events = 0;
+        for (key, i) in keys {
+            let funcs: Vec<u32> = self.tracks[i]
+                .stack
+                .frames()
+                .iter()
+                .filter(|f| !f.hidden)
+                .map(|f| f.func)
+                .collect();
+            if funcs.is_empty() {
+                continue;
+            }
+            self.describe_in(i, key, &mut pids);
+            let uuid = self.tracks[i].uuid;
+            for func in funcs {
+                let plan = self.plans[func as usize];
+                self.seq.begin_at(ts, uuid, plan.iid as u64, plan.user);
+                events += 1;
+            }
+        }
+        let rest = std::mem::replace(&mut self.seq.buf, body);
+        Head {
+            start,
+            rest,
+            events,
+        }
     }
 
     /// Asks the CPU for the decoding plans of the entries a little ahead of record `i`: the
@@ -253,7 +357,10 @@ impl<W: Write> TraceWriter<W> {
 
     /// Writes the buffered packets out.
     pub fn flush(&mut self) -> Result<(), WriterError> {
-        self.summary.bytes += self.seq.flush(&mut self.out)?;
+        self.summary.bytes += match self.ring.as_mut() {
+            Some(ring) => self.seq.flush(ring)?,
+            None => self.seq.flush(&mut self.out)?,
+        };
         Ok(())
     }
 
@@ -276,6 +383,12 @@ impl<W: Write> TraceWriter<W> {
             self.seq.packet_loss(self.summary.dropped);
         }
         self.flush()?;
+        if let Some(ring) = self.ring.take() {
+            let (bytes, events, cut) = ring.finish(self.summary.events, &mut self.out)?;
+            self.summary.bytes = bytes;
+            self.summary.events = events;
+            self.summary.cut = cut;
+        }
         if let Some(w) = self.watch.as_mut() {
             w.flush()?;
         }
@@ -534,14 +647,43 @@ impl<W: Write> TraceWriter<W> {
 
     #[inline(never)]
     fn describe_unnamed(&mut self, i: usize, key: TrackKey) {
-        let track = &mut self.tracks[i];
-        track.described = true;
-        let uuid = track.uuid;
-        let name = match key {
-            TrackKey::Irq(cpu) => format!("IRQ cpu{cpu}"),
-            TrackKey::Thread(stack) => TrackKey::stack_name(stack),
-        };
-        self.seq.describe_track(uuid, name, None);
+        self.tracks[i].described = true;
+        let mut pids = std::mem::take(&mut self.described_pids);
+        self.describe_in(i, key, &mut pids);
+        self.described_pids = pids;
+    }
+
+    /// Describes track `i` (`key`): by its thread, once known (and its process, unless in
+    /// `pids`, then added), or by its stack.
+    fn describe_in(&mut self, i: usize, key: TrackKey, pids: &mut HashSet<i32>) {
+        let uuid = self.tracks[i].uuid;
+        match self.tracks[i].ident {
+            Some(ident) => {
+                if let Some((puuid, name, _)) = self.processes.get(&ident.pid).copied() {
+                    if pids.insert(ident.pid) {
+                        let name = ThreadIdent {
+                            comm: name,
+                            ..ident
+                        }
+                        .comm_str();
+                        self.seq.describe_process(puuid, ident.pid, name);
+                    }
+                }
+                let comm = match key {
+                    TrackKey::Thread(stack) if ident.tid < 0 => TrackKey::stack_name(stack),
+                    _ => ident.comm_str(),
+                };
+                self.seq
+                    .describe_track(uuid, comm, Some((ident.pid, ident.tid as i64)));
+            }
+            None => {
+                let name = match key {
+                    TrackKey::Irq(cpu) => format!("IRQ cpu{cpu}"),
+                    TrackKey::Thread(stack) => TrackKey::stack_name(stack),
+                };
+                self.seq.describe_track(uuid, name, None);
+            }
+        }
     }
 
     fn new_uuid(&mut self) -> u64 {
@@ -566,6 +708,7 @@ impl<W: Write> TraceWriter<W> {
             if let Some(uuid) = uuid {
                 self.processes.insert(ident.pid, (uuid, ident.comm, key));
                 self.seq.describe_process(uuid, ident.pid, comm.clone());
+                self.described_pids.insert(ident.pid);
             }
         }
         let reusable = match self.index.get(&key).map(|&i| &self.tracks[i]) {
@@ -737,6 +880,9 @@ impl<W: Write> TraceWriter<W> {
         self.seq.instant_at(ts, top, &crash.report.title, &args);
         self.summary.events += 2;
         self.summary.crash_at = Some(ts);
+        if let Some(ring) = self.ring.as_mut() {
+            ring.pin();
+        }
         self.crash = Some(crash);
     }
 
@@ -939,12 +1085,14 @@ impl<W: Write> TraceWriter<W> {
             Some(uuid) => uuid,
             None => {
                 let uuid = self.new_uuid();
-                self.seq
-                    .describe_track(uuid, format!("watch {range}"), None);
                 self.watch_track = Some(uuid);
                 uuid
             }
         };
+        if !self.watch_described {
+            self.watch_described = true;
+            self.seq.describe_track(top, format!("watch {range}"), None);
+        }
         self.seq.instant_at(ts, top, &name, &args);
         self.summary.events += 1;
     }

@@ -591,3 +591,179 @@ fn a_depth_limit_keeps_the_shallow_calls() {
         vec!["do_syscall_64|1045|30|0", "ksys_write|1045|30|1"]
     );
 }
+
+/// A size budget keeps the end in one pass: the trace is within the budget, ends where the
+/// whole one does, holds exactly the whole trace's slices after where it starts, and the
+/// calls open there (a syscall open since the start, on a thread renamed long before) start
+/// there, on their thread and process, by name.
+#[test]
+fn a_budget_keeps_the_end_with_the_calls_open_where_it_starts() {
+    let profile = support::profile();
+    let id = |name| support::id(&profile, name);
+    let thread = |stack: u64, pid: i32, name: &str| {
+        let mut comm = [0u8; 16];
+        comm[..name.len()].copy_from_slice(name.as_bytes());
+        let ident = ThreadIdent {
+            tid: pid,
+            pid,
+            comm,
+            kernel: false,
+        };
+        (TrackKey::Thread(stack), ident)
+    };
+    let (a, stimulus) = thread(support::KA, 300, "stimulus");
+    let (b, worker) = thread(support::KB, 400, "worker");
+    let (_, renamed) = thread(support::KB, 400, "worker2");
+    let enter = |ts, track, sp, func| Record::Enter {
+        ts,
+        track,
+        sp,
+        func,
+        args: Args::default(),
+    };
+    let ret = |ts, track, sp| Record::Return {
+        ts,
+        track,
+        sp,
+        pc: 0,
+        value: [0, 0],
+    };
+    let mut records = vec![
+        Record::Thread {
+            ts: 1000,
+            track: a,
+            ident: stimulus,
+        },
+        Record::Thread {
+            ts: 1001,
+            track: b,
+            ident: worker,
+        },
+        enter(1002, a, support::KA + 0x3f00, id("do_syscall_64")),
+        Record::Thread {
+            ts: 1003,
+            track: b,
+            ident: renamed,
+        },
+    ];
+    let mut ts = 1010;
+    for _ in 0..150_000 {
+        for (track, base) in [(a, support::KA), (b, support::KB)] {
+            records.push(enter(ts, track, base + 0x3e00, id("ksys_write")));
+            records.push(enter(ts + 1, track, base + 0x3d00, id("schedule")));
+            records.push(ret(ts + 2, track, base + 0x3d00));
+            records.push(ret(ts + 3, track, base + 0x3e00));
+            ts += 4;
+        }
+    }
+    // The writer dies (without finishing) before `dies_at` records, if given.
+    let write_until = |path: &std::path::Path,
+                       budget: Option<rrr_trace::ring::Budget>,
+                       dies_at: Option<usize>| {
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = TraceWriter::new(file, profile.clone());
+        if let Some(b) = budget {
+            writer.set_budget(b);
+        }
+        let end = dies_at.unwrap_or(records.len());
+        for chunk in records[..end].chunks(4096) {
+            let mut batch = Batch::with_capacity(chunk.len());
+            batch.records = chunk.to_vec();
+            writer.write_batch(&batch).unwrap();
+        }
+        dies_at.is_none().then(|| writer.finish().unwrap())
+    };
+    let write = |path: &std::path::Path, budget| write_until(path, budget, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.pftrace");
+    let whole_summary = write(&whole, None);
+    assert!(whole_summary.bytes > 6 << 20, "{whole_summary:?}");
+    let cut = dir.path().join("cut.pftrace");
+    let parts = dir.path().join("parts");
+    let budget = 3 << 20;
+    let summary = write(
+        &cut,
+        Some(rrr_trace::ring::Budget {
+            bytes: budget,
+            parts: parts.clone(),
+        }),
+    );
+    let size = std::fs::metadata(&cut).unwrap().len();
+    assert!(size <= budget && size > budget / 2, "{size} for {budget}");
+    assert_eq!(summary.bytes, size);
+    assert!(!parts.exists(), "the segments are removed");
+    let kept = summary.cut.expect("the budget cut the trace");
+    // Each segment describes again the tracks it uses: a few bytes more than the whole trace.
+    let extra = kept.whole_bytes - whole_summary.bytes;
+    assert!(extra < whole_summary.bytes / 1000, "{extra} bytes more");
+    assert_eq!(kept.whole_events, whole_summary.events);
+    let from = kept.from;
+    assert!(from > 1010 && from < ts, "{kept:?}");
+
+    let after = format!("select count(*), max(ts + dur) from slice where ts > {from} and dur >= 0");
+    let open = format!(
+        "select s.name, s.depth, t.name, p.name from slice s join thread_track tt \
+         on s.track_id = tt.id join thread t using (utid) join process p using (upid) \
+         where s.ts = {from} order by t.name, s.depth"
+    );
+    let w = tp::query(&whole, &[&after]);
+    let r = tp::query(
+        &cut,
+        &[
+            &after,
+            &open,
+            "select distinct t.name from thread t join thread_track tt using (utid) \
+             order by 1",
+            "select count(*) from slice where dur < 0",
+            ERRORS,
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        tp::lines(&w[0]),
+        "the slices after the cut"
+    );
+    let open = tp::lines(&r[1]);
+    assert_eq!(
+        open.first().map(String::as_str),
+        Some("do_syscall_64|0|stimulus|stimulus"),
+        "{open:?}"
+    );
+    assert_eq!(
+        tp::lines(&r[2]),
+        vec!["stimulus", "worker2"],
+        "names given before the cut"
+    );
+    assert_eq!(tp::lines(&r[3]), vec!["0"]);
+    assert_eq!(tp::lines(&r[4]), Vec::<String>::new(), "no import errors");
+
+    // A writer that dies leaves segments that make a trace that opens.
+    let died = dir.path().join("died.pftrace");
+    let budget = rrr_trace::ring::Budget {
+        bytes: budget,
+        parts: parts.clone(),
+    };
+    assert!(write_until(&died, Some(budget), Some(records.len() * 2 / 3)).is_none());
+    let mut out = std::fs::File::create(&died).unwrap();
+    rrr_trace::ring::salvage(&parts, &mut out).unwrap();
+    assert!(!parts.exists());
+    let r = tp::query(
+        &died,
+        &[
+            "select count(*) > 1000, min(ts) > 1010 from slice where name = 'schedule'",
+            "select count(*) from slice where name = 'do_syscall_64'",
+            ERRORS,
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["1|1"],
+        "the end it had, not the start"
+    );
+    assert_eq!(
+        tp::lines(&r[1]),
+        vec!["1"],
+        "the open call, where it starts"
+    );
+    assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
+}

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use rrr_orchestrator::engine::Engine;
-use rrr_orchestrator::limits::{parse_size, Limits};
+use rrr_orchestrator::limits::{parse_size, parse_threads, Limits};
 use rrr_orchestrator::recording::Recording;
-use rrr_orchestrator::rootfs;
 use rrr_orchestrator::trace::{replay, replay_gdb, report, trace};
 use rrr_trace::{Threads, Window};
 
@@ -59,20 +58,6 @@ pub struct LimitArgs {
     /// interrupt entries alone).
     #[arg(long, value_name = "N")]
     pub max_depth: Option<u32>,
-}
-
-/// `--threads`: `stimulus` (the name rrr's disk gives it), `all`, or pids.
-fn parse_threads(s: &str) -> Result<Threads, String> {
-    match s {
-        "all" => Ok(Threads::All),
-        "stimulus" => Ok(Threads::Comm(rootfs::STIMULUS_NAME.to_owned())),
-        pids => pids
-            .split(',')
-            .map(|p| p.trim().parse::<i32>())
-            .collect::<Result<Vec<_>, _>>()
-            .map(Threads::Pids)
-            .map_err(|_| format!("{s:?}: stimulus, all, or pids (123,456)")),
-    }
 }
 
 impl LimitArgs {

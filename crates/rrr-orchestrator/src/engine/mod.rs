@@ -241,6 +241,13 @@ pub fn tracer_args(profile: &Path, out: &Path, options: &TraceOptions) -> String
             args.push_str(&format!(",object={object}"));
         }
     }
+    if let Some(budget) = &options.budget {
+        args.push_str(&format!(
+            ",budget={},parts={}",
+            budget.bytes,
+            budget.parts.display()
+        ));
+    }
     args
 }
 
@@ -301,11 +308,15 @@ mod tests {
         options.sizes = Some("/r/sizes".into());
         options.threads = rrr_trace::Threads::Pids(vec![1, 2]);
         options.max_depth = Some(3);
+        options.budget = Some(rrr_trace::ring::Budget {
+            bytes: 1 << 20,
+            parts: "/r/parts".into(),
+        });
         let args = tracer_args(p, t, &options);
         assert_eq!(
             args,
             "profile=/r/trace.rrrprof,out=t.pftrace,crash=/r/crash,window=5..,sizes=/r/sizes,\
-             threads=pids:1:2,max_depth=3"
+             threads=pids:1:2,max_depth=3,budget=1048576,parts=/r/parts"
         );
         // The plugins read them back with the core's parser.
         let parsed = TraceOptions::from_args(|name| {

@@ -95,6 +95,9 @@ pub(crate) struct Sequence {
     extra_names: HashMap<&'static str, u64>,
     /// Event name iids handed out.
     event_iids: u64,
+    /// Every InternedData packet written after the start, when kept (see
+    /// [`Sequence::keep_interned`]).
+    interned: Option<Vec<u8>>,
 }
 
 impl Sequence {
@@ -109,6 +112,26 @@ impl Sequence {
             names: HashMap::from([("return".to_owned(), IID_RETURN)]),
             extra_names: HashMap::new(),
             event_iids: 0,
+            interned: None,
+        }
+    }
+
+    /// Keeps a copy of every InternedData packet from now on, so that a trace cut at any
+    /// point can be given the names interned before it (see [`Sequence::interned`]). Iids
+    /// are never reused, so the copies stay valid.
+    pub fn keep_interned(&mut self) {
+        self.interned.get_or_insert_with(Vec::new);
+    }
+
+    /// The InternedData packets kept (see [`Sequence::keep_interned`]).
+    pub fn interned(&self) -> &[u8] {
+        self.interned.as_deref().unwrap_or_default()
+    }
+
+    /// Copies the packet at `from..` of the buffer to the kept interned data.
+    fn keep(&mut self, from: usize) {
+        if let Some(log) = self.interned.as_mut() {
+            log.extend_from_slice(&self.buf[from..]);
         }
     }
 
@@ -146,6 +169,15 @@ impl Sequence {
     pub fn start(&mut self, ts: u64) {
         self.started = true;
         self.last_ts = ts;
+        self.start_packet(ts);
+        self.set_defaults();
+    }
+
+    /// The packet that starts the sequence at `ts` (see [`Sequence::start`]), again: for a
+    /// trace that starts later, its incremental state cleared, the packet defaults (then
+    /// [`Sequence::set_defaults`]) and interned names (see [`Sequence::interned`]) to
+    /// follow.
+    pub fn start_packet(&mut self, ts: u64) {
         let clock = |clock_id, is_incremental| proto::clock_snapshot::Clock {
             clock_id: Some(clock_id),
             timestamp: Some(ts),
@@ -178,7 +210,6 @@ impl Sequence {
             }),
             ..Default::default()
         });
-        self.set_defaults();
     }
 
     /// Appends a packet built with prost, on this sequence.
@@ -296,7 +327,7 @@ impl Sequence {
 
     /// Writes the sequence's packet defaults: the instruction-count clock and the default
     /// track, if there is one yet (at the start there is none).
-    fn set_defaults(&mut self) {
+    pub fn set_defaults(&mut self) {
         let default_track = self.default_track;
         let mut e = self.enc();
         let p = e.open(1);
@@ -372,10 +403,12 @@ impl Sequence {
             }],
             ..Default::default()
         };
+        let at = self.buf.len();
         self.packet(proto::TracePacket {
             interned_data: Some(interned),
             ..Default::default()
         });
+        self.keep(at);
         iid
     }
 
@@ -400,6 +433,9 @@ impl Sequence {
         let mut e = self.enc();
         e.close(open.data);
         e.close(open.packet);
+        drop(e);
+        // The packet's tag is the byte before its length.
+        self.keep(open.packet - 1);
     }
 
     /// The iid of an annotation name, interned into the open InternedData if new.

@@ -1,0 +1,299 @@
+//! A trace held within a size budget in one pass, like a flight recorder: the writer's
+//! output goes to segment files on disk, and once they are over the budget the oldest go, so
+//! the end of the replay (where a crash is) is kept with as much before it as fits.
+//!
+//! Each segment but the first has a head, made when it starts: what a trace that starts
+//! there needs before its events (the sequence's start packet, the names interned so far,
+//! the packet defaults, and a slice at its start for every call open then, on its described
+//! track). Only the first kept segment's head is written out; the bodies follow it, as they
+//! were written.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// A size budget and where its segments go while the trace is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// The most bytes the trace may have.
+    pub bytes: u64,
+    /// A directory for the segments (created; its segments are removed when the trace is
+    /// finished).
+    pub parts: PathBuf,
+}
+
+/// The segments a budget keeps never hold fewer than this many bytes (a batch of records is
+/// tens of kilobytes of trace).
+const MIN_SEGMENT: u64 = 256 << 10;
+/// A segment is about this share of the budget: the trace kept is within one segment of it.
+const SEGMENTS_PER_BUDGET: u64 = 32;
+
+/// What a segment's head holds besides the interned names (see the module's doc).
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    /// The sequence's start packet, at the segment's start.
+    pub start: Vec<u8>,
+    /// The packet defaults, the track descriptors and the slices of the open calls.
+    pub rest: Vec<u8>,
+    /// The slices it begins.
+    pub events: u64,
+}
+
+struct Segment {
+    index: u64,
+    /// Its start, in trace time.
+    from: u64,
+    /// Its head's bytes, interned names included (none for the first segment: the trace's
+    /// own start is in its body).
+    head: u64,
+    /// The slices its head begins.
+    head_events: u64,
+    /// Events written before it starts.
+    events_before: u64,
+    /// Its body's bytes.
+    body: u64,
+}
+
+/// What a budget cut from a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// Where the trace kept starts, in trace time.
+    pub from: u64,
+    /// The bytes of the whole trace.
+    pub whole_bytes: u64,
+    /// The events of the whole trace.
+    pub whole_events: u64,
+}
+
+/// The segments of a trace written within a [`Budget`], in its `parts` directory: segment
+/// N's body is `N.body`, its head `N.head` (the lengths of its start packet and of the
+/// interned names it needs, 8 bytes each, little-endian, then its start packet and the rest),
+/// and every name interned before the latest segment is in `interned`. So a run that dies
+/// leaves what [`salvage`] makes a trace of.
+pub(crate) struct Ring {
+    dir: PathBuf,
+    budget: u64,
+    segment_bytes: u64,
+    /// Finished segments still kept, oldest first.
+    kept: VecDeque<Segment>,
+    current: Segment,
+    file: File,
+    /// The interned names written to `interned`, and how many bytes.
+    interned: File,
+    interned_len: u64,
+    /// Segments from this index on are never dropped (the crash is in them).
+    pinned: Option<u64>,
+    /// Body bytes of every segment, dropped or not.
+    written: u64,
+}
+
+impl Ring {
+    /// Starts the first segment in `budget.parts`.
+    pub fn create(budget: &Budget) -> std::io::Result<Ring> {
+        let dir = budget.parts.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| in_path(&dir, e))?;
+        let interned = dir.join(INTERNED);
+        let interned = File::create(&interned).map_err(|e| in_path(&interned, e))?;
+        let current = Segment {
+            index: 0,
+            from: 0,
+            head: 0,
+            head_events: 0,
+            events_before: 0,
+            body: 0,
+        };
+        let file = create(&dir, 0, BODY)?;
+        Ok(Ring {
+            segment_bytes: (budget.bytes / SEGMENTS_PER_BUDGET).max(MIN_SEGMENT),
+            budget: budget.bytes,
+            dir,
+            kept: VecDeque::new(),
+            current,
+            file,
+            interned,
+            interned_len: 0,
+            pinned: None,
+            written: 0,
+        })
+    }
+
+    /// Whether the current segment is full with `buffered` more bytes: the writer starts the
+    /// next one.
+    pub fn due(&self, buffered: u64) -> bool {
+        self.current.body + buffered >= self.segment_bytes
+    }
+
+    /// Starts the next segment at trace time `from`, with `head`, `events_before` events
+    /// written before it and the names `interned` so far; drops the oldest segments while the
+    /// rest are over the budget.
+    pub fn next(
+        &mut self,
+        from: u64,
+        head: Head,
+        events_before: u64,
+        interned: &[u8],
+    ) -> std::io::Result<()> {
+        self.file.flush()?;
+        self.interned
+            .write_all(&interned[self.interned_len as usize..])?;
+        self.interned_len = interned.len() as u64;
+        let index = self.current.index + 1;
+        let mut head_file = create(&self.dir, index, HEAD)?;
+        head_file.write_all(&(head.start.len() as u64).to_le_bytes())?;
+        head_file.write_all(&self.interned_len.to_le_bytes())?;
+        head_file.write_all(&head.start)?;
+        head_file.write_all(&head.rest)?;
+        let file = create(&self.dir, index, BODY)?;
+        let next = Segment {
+            index,
+            from,
+            head: (head.start.len() + head.rest.len()) as u64 + self.interned_len,
+            head_events: head.events,
+            events_before,
+            body: 0,
+        };
+        self.kept
+            .push_back(std::mem::replace(&mut self.current, next));
+        self.file = file;
+        self.trim()
+    }
+
+    /// Keeps the current segment and every later one, whatever the budget.
+    pub fn pin(&mut self) {
+        self.pinned.get_or_insert(self.current.index);
+    }
+
+    /// Drops the oldest segments while the trace they make is over the budget (never the
+    /// current one, nor a pinned one).
+    fn trim(&mut self) -> std::io::Result<()> {
+        while let Some(first) = self.kept.front() {
+            let bodies = self.kept.iter().map(|s| s.body).sum::<u64>() + self.current.body;
+            if first.head + bodies <= self.budget || self.pinned.is_some_and(|p| first.index >= p) {
+                break;
+            }
+            let index = first.index;
+            self.kept.pop_front();
+            // The body first: a head without its body is no segment.
+            for kind in [BODY, HEAD] {
+                let path = segment_path(&self.dir, index, kind);
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(in_path(&path, e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the trace: drops what the budget does not hold, writes the kept segments to
+    /// `out` (see [`salvage`]) and removes them. `events` were written in all. Returns the
+    /// bytes and events kept, and what was cut, if anything was.
+    pub fn finish(
+        mut self,
+        events: u64,
+        out: &mut impl Write,
+    ) -> std::io::Result<(u64, u64, Option<Cut>)> {
+        self.file.flush()?;
+        self.trim()?;
+        let first = self.kept.front().unwrap_or(&self.current);
+        let (kept_events, cut) = if first.index > 0 {
+            let cut = Cut {
+                from: first.from,
+                whole_bytes: self.written,
+                whole_events: events,
+            };
+            (events - first.events_before + first.head_events, Some(cut))
+        } else {
+            (events, None)
+        };
+        drop(self.file);
+        drop(self.interned);
+        let bytes = salvage(&self.dir, out)?;
+        Ok((bytes, kept_events, cut))
+    }
+}
+
+impl Write for Ring {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.current.body += n as u64;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes the trace that the segments in `parts` make to `out`: the first one's head (with
+/// the interned names it needs) unless it is the trace's first segment, then every body in
+/// order; returns how many bytes. Removes `parts`. A run that died before it finished its
+/// trace (see [`TraceWriter::set_budget`](crate::TraceWriter::set_budget)) leaves its
+/// segments there.
+pub fn salvage(parts: &Path, out: &mut impl Write) -> std::io::Result<u64> {
+    let mut indices: Vec<u64> = std::fs::read_dir(parts)
+        .map_err(|e| in_path(parts, e))?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            name.to_str()?.strip_suffix(BODY)?.parse().ok()
+        })
+        .collect();
+    indices.sort_unstable();
+    let mut bytes = 0;
+    if let Some(&first) = indices.first().filter(|&&i| i > 0) {
+        let path = segment_path(parts, first, HEAD);
+        let head = std::fs::read(&path).map_err(|e| in_path(&path, e))?;
+        let word = |at: usize| -> Option<usize> {
+            Some(u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?) as usize)
+        };
+        let bad = || in_path(&path, std::io::Error::other("not a segment head"));
+        let (start, interned) = (word(0).ok_or_else(bad)?, word(8).ok_or_else(bad)?);
+        let body = head
+            .get(16..)
+            .filter(|b| b.len() >= start)
+            .ok_or_else(bad)?;
+        out.write_all(&body[..start])?;
+        bytes += (body.len() + interned) as u64;
+        let path = parts.join(INTERNED);
+        let names = File::open(&path).map_err(|e| in_path(&path, e))?;
+        let copied = std::io::copy(&mut names.take(interned as u64), out)?;
+        if copied < interned as u64 {
+            return Err(in_path(
+                &path,
+                std::io::Error::other("shorter than its heads say"),
+            ));
+        }
+        out.write_all(&body[start..])?;
+    }
+    for index in indices {
+        let path = segment_path(parts, index, BODY);
+        let mut body = File::open(&path).map_err(|e| in_path(&path, e))?;
+        bytes += std::io::copy(&mut body, out)?;
+    }
+    out.flush()?;
+    std::fs::remove_dir_all(parts).map_err(|e| in_path(parts, e))?;
+    Ok(bytes)
+}
+
+/// The interned names' file, and the suffixes of a segment's files.
+const INTERNED: &str = "interned";
+const HEAD: &str = ".head";
+const BODY: &str = ".body";
+
+fn segment_path(dir: &Path, index: u64, kind: &str) -> PathBuf {
+    dir.join(format!("{index:06}{kind}"))
+}
+
+fn create(dir: &Path, index: u64, kind: &str) -> std::io::Result<File> {
+    let path = segment_path(dir, index, kind);
+    File::create(&path).map_err(|e| in_path(&path, e))
+}
+
+/// `e`, saying which path it was about.
+fn in_path(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
