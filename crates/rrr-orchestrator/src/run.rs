@@ -33,11 +33,9 @@ pub enum StimulusSource {
     },
 }
 
-/// Everything `rrr run` does, as plain values.
+/// How to record, as plain values.
 #[derive(Clone, Debug)]
-pub struct RunSpec {
-    /// The reproducer and its kernel.
-    pub source: StimulusSource,
+pub struct RecordSpec {
     /// The emulator that records and replays.
     pub engine: Engine,
     /// Stop recording after this long.
@@ -46,6 +44,15 @@ pub struct RunSpec {
     pub rerecord: bool,
     /// How many times to record until the run crashes.
     pub attempts: record::Attempts,
+}
+
+/// Everything `rrr run` does, as plain values.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The reproducer and its kernel.
+    pub source: StimulusSource,
+    /// How to record it.
+    pub record: RecordSpec,
     /// What the trace may hold.
     pub limits: Limits,
     /// The trace to write.
@@ -64,15 +71,15 @@ pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
     let stim = stimulus::build(&source)?;
     let kernel = kernel::build(&kernel_spec)?;
     let disk = rootfs::build(&stim)?;
-    let rec = cached_recording(spec, &kernel, &stim, &disk)?;
+    let rec = cached_recording(&spec.record, &kernel, &stim, &disk)?;
     eprintln!("rrr: recording {} ({})", rec.dir.display(), rec.outcome);
     let t = trace::trace(&rec, &spec.output, &spec.limits, Duration::from_secs(3600))?;
     Ok((rec, t))
 }
 
 /// The recording of `stim` (in `disk`) on `kernel`, from the cache unless `spec.rerecord`.
-fn cached_recording(
-    spec: &RunSpec,
+pub fn cached_recording(
+    spec: &RecordSpec,
     kernel: &kernel::Kernel,
     stim: &Path,
     disk: &Path,
@@ -105,9 +112,9 @@ fn cached_recording(
     }
 }
 
-/// The kernel (the bug's commit, its config reduced for its crash) and the C reproducer of a
-/// syzbot bug (written from its syz reproducer when it has no C one).
-fn syzbot_inputs(
+/// The kernel (the bug's commit, its config reduced for its crash, on top of `base`) and the
+/// C reproducer of a syzbot bug (written from its syz reproducer when it has no C one).
+pub fn syzbot_inputs(
     bug: &syzbot::BugSpec,
     base: &KernelSpec,
 ) -> anyhow::Result<(KernelSpec, PathBuf)> {

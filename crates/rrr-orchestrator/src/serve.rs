@@ -74,7 +74,12 @@ impl TraceServer {
             .any(|name| host.eq_ignore_ascii_case(&format!("{name}:{port}")))
     }
 
-    /// Answers requests until the process ends.
+    /// Makes [`TraceServer::serve_forever`] return (from another thread).
+    pub fn stop(&self) {
+        self.server.unblock();
+    }
+
+    /// Answers requests until the process ends or [`TraceServer::stop`].
     pub fn serve_forever(&self) {
         for request in self.server.incoming_requests() {
             let host = request

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::kernel::{KernelSpec, DISTRO_SOURCE};
-use rrr_orchestrator::run::{run_chain, RunSpec, StimulusSource};
+use rrr_orchestrator::run::{run_chain, RecordSpec, RunSpec, StimulusSource};
 use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
 use rrr_orchestrator::trace::report;
 
@@ -88,10 +88,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let spec = RunSpec {
         source,
-        engine: args.engine,
-        timeout: Duration::from_secs(args.timeout),
-        rerecord: args.rerecord,
-        attempts: args.attempts.to_attempts()?,
+        record: RecordSpec {
+            engine: args.engine,
+            timeout: Duration::from_secs(args.timeout),
+            rerecord: args.rerecord,
+            attempts: args.attempts.to_attempts()?,
+        },
         limits: args.limits.to_limits(),
         output: args.output,
     };
