@@ -229,6 +229,46 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
         g.stderr
     );
 
+    // A size budget on PANDA: a quarter of the whole trace, the end kept, in one replay.
+    let whole = std::fs::metadata(&trace).unwrap().len();
+    let cut = dir.path().join("cut.pftrace");
+    let budget = whole / 4;
+    let out = rrr()
+        .arg("trace")
+        .arg(&rec)
+        .arg("-o")
+        .arg(&cut)
+        .args(["--max-size", &budget.to_string()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("the trace keeps the end"),
+        "{said}"
+    );
+    let size = std::fs::metadata(&cut).unwrap().len();
+    assert!(
+        size <= budget && size > budget / 2,
+        "{size} bytes for {budget}"
+    );
+    let last = "select max(ts + dur) from slice";
+    let r = tp::query(
+        &cut,
+        &[
+            last,
+            "select count(*) from slice where dur < 0",
+            "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+        ],
+    );
+    let whole_end = tp::query(&trace, &[last]);
+    assert_eq!(
+        tp::lines(&r[0]),
+        tp::lines(&whole_end[0]),
+        "the end is kept"
+    );
+    assert_eq!(tp::lines(&r[1]), vec!["0"]);
+    assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
+
     // `rrr watch` on PANDA (its memory callbacks): the writer's file, from open to free.
     watch::a_files_lifetime(&rec, &trace, &vmlinux);
 }
