@@ -266,11 +266,8 @@ impl<W: Write> TraceWriter<W> {
         let ts = self.seq.last_ts();
         // Every call open now is interned before the cut: the segments after it then need
         // no name from a head that may be dropped.
-        let open: Vec<u32> = self
-            .tracks
-            .iter()
-            .flat_map(|t| t.stack.frames().iter().filter(|f| !f.hidden))
-            .map(|f| f.func)
+        let open: Vec<u32> = (0..self.tracks.len())
+            .flat_map(|i| self.written_calls(i))
             .collect();
         for func in open {
             if !self.plans[func as usize].ready {
@@ -293,6 +290,12 @@ impl<W: Write> TraceWriter<W> {
         Ok(())
     }
 
+    /// The functions of the calls open on track `i` that are written, outermost first.
+    fn written_calls(&self, i: usize) -> Vec<u32> {
+        let frames = self.tracks[i].stack.frames().iter();
+        frames.filter(|f| !f.hidden).map(|f| f.func).collect()
+    }
+
     /// The head of a segment starting at `ts` (see [`crate::ring`]): the sequence's start,
     /// the packet defaults, and every open call as a slice starting at `ts` on its track,
     /// described.
@@ -306,13 +309,7 @@ impl<W: Write> TraceWriter<W> {
         let mut pids = HashSet::new();
         let mut events = 0;
         for (key, i) in keys {
-            let funcs: Vec<u32> = self.tracks[i]
-                .stack
-                .frames()
-                .iter()
-                .filter(|f| !f.hidden)
-                .map(|f| f.func)
-                .collect();
+            let funcs = self.written_calls(i);
             if funcs.is_empty() {
                 continue;
             }
@@ -426,13 +423,7 @@ impl<W: Write> TraceWriter<W> {
                 continue;
             }
             let uuid = self.event_track(key).uuid;
-            let funcs: Vec<u32> = self.tracks[i]
-                .stack
-                .frames()
-                .iter()
-                .filter(|f| !f.hidden)
-                .map(|f| f.func)
-                .collect();
+            let funcs = self.written_calls(i);
             for func in funcs {
                 if !self.plans[func as usize].ready {
                     self.intern_function(func);
