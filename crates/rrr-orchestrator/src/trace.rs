@@ -234,6 +234,17 @@ pub struct Kept {
     pub why: String,
 }
 
+impl std::fmt::Display for Kept {
+    /// Why the trace was cut and what it keeps, in words.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the trace keeps the end, trace times {}",
+            self.why, self.window
+        )
+    }
+}
+
 /// Replays `rec`, with the tracer writing `out` as `options` say with `profile`, or bare.
 fn replay_once(
     rec: &Recording,
@@ -388,10 +399,8 @@ pub fn report(out: &Path, t: &Traced) {
             100.0
         };
         eprintln!(
-            "rrr: {}: the trace keeps the end, trace times {} ({share:.0}% of the events); for \
-             another part: --window FROM..TO; for all of it: --max-size 0 (then `rrr serve \
-             --rpc` opens it)",
-            k.why, k.window
+            "rrr: {k} ({share:.0}% of the events); for another part: --window FROM..TO; for all \
+             of it: --max-size 0 (then `rrr serve --rpc` opens it)"
         );
     }
     if t.bytes > BROWSER_REACH {

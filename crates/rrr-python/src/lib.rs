@@ -195,12 +195,7 @@ fn trace_recording(
     step(py, move || {
         let rec = Recording::open(&recording)?;
         let t = trace::trace(&rec, &out, &limits, Duration::from_secs(3600))?;
-        let kept = t.kept.as_ref().map(|k| {
-            format!(
-                "{}: the trace keeps the end, trace times {}",
-                k.why, k.window
-            )
-        });
+        let kept = t.kept.as_ref().map(ToString::to_string);
         Ok((t.events, t.bytes, t.elapsed.as_secs_f64(), kept, t.crash))
     })
 }
