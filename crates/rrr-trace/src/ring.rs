@@ -297,3 +297,56 @@ fn create(dir: &Path, index: u64, kind: &str) -> std::io::Result<File> {
 fn in_path(path: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes segments of `MIN_SEGMENT` bytes, each filled with its index, pinning at
+    /// segment `pin`; returns the trace's bytes and what was cut.
+    fn ring_of(segments: u8, budget: u64, pin: Option<u8>) -> (Vec<u8>, Option<Cut>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = Ring::create(&Budget {
+            bytes: budget,
+            parts: dir.path().join("parts"),
+        })
+        .unwrap();
+        for i in 0..segments {
+            if i > 0 {
+                let head = Head {
+                    start: vec![0xff],
+                    rest: Vec::new(),
+                    events: 0,
+                };
+                ring.next(u64::from(i) * 100, head, u64::from(i), &[])
+                    .unwrap();
+            }
+            if pin == Some(i) {
+                ring.pin();
+            }
+            ring.write_all(&vec![i; MIN_SEGMENT as usize]).unwrap();
+        }
+        let mut out = Vec::new();
+        let (_, _, cut) = ring.finish(u64::from(segments), &mut out).unwrap();
+        (out, cut)
+    }
+
+    #[test]
+    fn the_oldest_segments_go_but_not_the_pinned_one_and_after() {
+        let budget = 3 * MIN_SEGMENT + 1;
+        // Within the budget: the last three segments, after the head of the first kept.
+        let (out, cut) = ring_of(8, budget, None);
+        assert_eq!(cut.map(|c| c.from), Some(500));
+        assert_eq!(out.len() as u64, budget);
+        assert_eq!((out[0], out[1], out[out.len() - 1]), (0xff, 5, 7));
+        // A crash in segment 2 keeps segments 2 to 7, over the budget.
+        let (out, cut) = ring_of(8, budget, Some(2));
+        assert_eq!(cut.map(|c| c.from), Some(200));
+        assert_eq!(out.len() as u64, 6 * MIN_SEGMENT + 1);
+        assert_eq!((out[0], out[1]), (0xff, 2));
+        // Nothing over the budget: the trace as written, no head.
+        let (out, cut) = ring_of(2, budget, None);
+        assert_eq!(cut, None);
+        assert_eq!((out.len() as u64, out[0]), (2 * MIN_SEGMENT, 0));
+    }
+}
