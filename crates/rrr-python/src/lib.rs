@@ -265,10 +265,18 @@ impl Server {
             .take();
         if let Some((server, thread)) = running {
             server.stop();
+            let port = self.port;
             py.detach(move || {
                 let _ = thread.join();
-                // The last reference: the listening socket closes here.
                 drop(server);
+                // tiny_http's accept thread closes the listening socket after the server is
+                // dropped, on its own time: wait until the port is free (at most 5 s).
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             });
         }
     }
