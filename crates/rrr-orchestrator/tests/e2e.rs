@@ -90,7 +90,17 @@ fn a_real_kernel_run_is_recorded_and_traced_identically_twice() {
              and s.name = '__set_task_comm' \
              and extract_arg(s.arg_set_id, 'debug.buf') = 'rrr-renamed')) \
              from thread t join process p using (upid) where t.name = 'rrr-renamed'",
+            // User code runs only in the stimulus's process, on its threads.
+            "select t.name, p.name from slice s join thread_track tt on s.track_id = tt.id \
+             join thread t using (utid) join process p using (upid) \
+             where s.category = 'user' and p.name != 'stimulus' limit 3",
         ],
+    );
+    assert_eq!(
+        tp::lines(&r[9]),
+        Vec::<String>::new(),
+        "user code is on the stimulus's threads (an interrupt that switched threads inside \
+         its handler does not leave its thread's user code to the other one)"
     );
     assert_eq!(
         tp::lines(&r[8]),

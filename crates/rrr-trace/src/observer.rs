@@ -307,12 +307,17 @@ impl Observer {
             if m.key != key {
                 break;
             }
-            if sp < m.sp || (sp == m.sp && !ret) {
-                return TrackKey::Irq(cpu);
-            }
+            let in_handler = sp < m.sp || (sp == m.sp && !ret);
             let handler_returns = sp == m.sp;
-            state.irqs.pop();
-            if handler_returns {
+            if !in_handler {
+                state.irqs.pop();
+            }
+            if in_handler || handler_returns {
+                // An interrupt's events; its thread is still the one running (it may have
+                // been switched out and back in, inside the handler, since).
+                if state.current != Some(key) {
+                    self.switch_to(cpu, g, key, ts);
+                }
                 return TrackKey::Irq(cpu);
             }
         }
@@ -325,6 +330,12 @@ impl Observer {
         if self.is_irq_stack(cpu, g, key) {
             return TrackKey::Irq(cpu);
         }
+        self.switch_to(cpu, g, key, ts);
+        TrackKey::Thread(key)
+    }
+
+    /// `cpu` now runs the thread of kernel stack `key`: notes the switch and reads who it is.
+    fn switch_to<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, key: u64, ts: u64) {
         let state = self.cpu(cpu);
         let prev = state.current.replace(key);
         if let Some(from) = prev {
@@ -336,7 +347,6 @@ impl Observer {
             });
         }
         self.refresh_ident(cpu, g, key, ts, Reg::GS_BASE);
-        TrackKey::Thread(key)
     }
 
     fn is_irq_stack<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, key: u64) -> bool {

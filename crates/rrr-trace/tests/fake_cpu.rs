@@ -292,6 +292,56 @@ fn an_interrupt_from_user_mode_ends_with_its_handlers_return_and_power_off_ends_
 }
 
 #[test]
+fn a_thread_switched_out_inside_an_interrupt_is_current_again_when_switched_back() {
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = FakeCpu::default();
+        c.set(Reg::GS_BASE, GS0);
+        c.set(Reg::KERNEL_GS_BASE, GS0);
+        c.poke_u64(GS0 + 0x100, TASK_A);
+        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        support::task(&mut c, support::TASK_B, 10, 10, "rcu_sched", support::KB);
+        c.set(Reg::RSP, 0x7ffc_0ff8);
+        obs.on_enter(0, &mut c, id(&p, "main"), 10);
+        // A timer interrupt from user mode; leaving it, A schedules B in.
+        c.set(Reg::RSP, KA + 0x3f58);
+        obs.on_enter(0, &mut c, id(&p, "common_interrupt"), 20);
+        c.set(Reg::RSP, KA + 0x3f00);
+        obs.on_enter(0, &mut c, id(&p, "schedule"), 25);
+        c.set(Reg::RSP, support::KB + 0x3f00)
+            .set(Reg(5), TASK_A)
+            .set(Reg(4), support::TASK_B);
+        obs.on_enter(0, &mut c, id(&p, "__switch_to"), 30);
+        c.poke_u64(GS0 + 0x100, support::TASK_B);
+        c.set(Reg::RSP, support::KB + 0x3e00).set(Reg(5), 3);
+        obs.on_enter(0, &mut c, id(&p, "tail_target"), 40);
+        // B schedules A back in, still inside A's interrupt handler.
+        c.set(Reg::RSP, KA + 0x3e00)
+            .set(Reg(5), support::TASK_B)
+            .set(Reg(4), TASK_A);
+        obs.on_enter(0, &mut c, id(&p, "__switch_to"), 50);
+        c.poke_u64(GS0 + 0x100, TASK_A);
+        c.set(Reg::RSP, KA + 0x3f58);
+        obs.on_return(0, &mut c, K + 0x10, rrr_trace::Returns::Rax, 60);
+        // Back in A's user code.
+        c.set(Reg::RSP, 0x7ffc_0f00);
+        obs.on_enter(0, &mut c, id(&p, "main"), 70);
+    });
+    let mut got: Vec<(String, u64, String)> = slices(&bytes)
+        .into_iter()
+        .filter(|s| s.name == "main")
+        .map(|s| (s.track, s.ts, s.name))
+        .collect();
+    got.sort();
+    let a = "stimulus 100".to_string();
+    assert_eq!(
+        got,
+        [(a.clone(), 10, "main".into()), (a, 70, "main".into())],
+        "user code after the interrupt is the interrupted thread's, not the last one switched out"
+    );
+}
+
+#[test]
 fn a_thread_whose_task_cannot_be_read_is_named_by_its_whole_stack_base() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.pftrace");
