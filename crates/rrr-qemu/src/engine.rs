@@ -1,18 +1,22 @@
 //! The plugin's registration, its state, and its callbacks: a thin adapter that hands QEMU's
 //! translation and execution events to the core's [`Tracer`].
 
+use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use qemu_plugin::install::{Args, Info, Value};
-use qemu_plugin::sys::{qemu_plugin_scoreboard_new, qemu_plugin_tb, qemu_plugin_u64};
+use qemu_plugin::sys::{
+    qemu_plugin_register_vcpu_insn_exec_cb, qemu_plugin_scoreboard_new, qemu_plugin_tb,
+    qemu_plugin_tb_get_insn, qemu_plugin_u64,
+};
 use qemu_plugin::{
     CallbackFlags, HasCallbacks, MemRW, MemValue, MemoryInfo, PluginId, PluginOp, Register,
     TranslationBlock, VCPUIndex,
 };
 use rrr_trace::hooks::MAX_RET_LEN;
 use rrr_trace::record::Access;
-use rrr_trace::{contained, Hook, TraceOptions, Tracer, SUMMARY_PREFIX};
+use rrr_trace::{contained, Hook, HookWord, TraceOptions, Tracer, SUMMARY_PREFIX};
 
 use crate::guest::QemuGuest;
 
@@ -110,8 +114,8 @@ extern "C" fn on_vcpu_init(_id: PluginId, _vcpu: VCPUIndex) {
     }
 }
 
-extern "C" fn on_translate(_id: PluginId, tb: *mut qemu_plugin_tb) {
-    let tb = TranslationBlock::from(tb);
+extern "C" fn on_translate(_id: PluginId, raw_tb: *mut qemu_plugin_tb) {
+    let tb = TranslationBlock::from(raw_tb);
     let n = tb.size() as u64;
     let clock = {
         let guard = state();
@@ -144,8 +148,23 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut qemu_plugin_tb) {
                 let mut code = [0u8; MAX_RET_LEN];
                 let len = insn.read_data(&mut code);
                 for hook in st.tracer.hooks_at(pc, &code[..len]).into_iter().flatten() {
-                    let cb = move |vcpu: VCPUIndex| on_hook(vcpu, hook, pc, back);
-                    insn.register_execute_callback_flags(cb, CallbackFlags::QEMU_PLUGIN_CB_R_REGS);
+                    match HookWord::pack(hook, pc, back) {
+                        // SAFETY: `raw` is this block's instruction `idx`, during its
+                        // translation; the userdata is a plain word, not a pointer.
+                        Some(word) => unsafe {
+                            let raw = qemu_plugin_tb_get_insn(raw_tb, idx);
+                            qemu_plugin_register_vcpu_insn_exec_cb(
+                                raw,
+                                Some(on_hook_word),
+                                CallbackFlags::QEMU_PLUGIN_CB_R_REGS,
+                                word.0 as *mut c_void,
+                            );
+                        },
+                        None => insn.register_execute_callback_flags(
+                            move |vcpu: VCPUIndex| on_hook(vcpu, hook, pc, back),
+                            CallbackFlags::QEMU_PLUGIN_CB_R_REGS,
+                        ),
+                    }
                 }
             }
         });
@@ -162,6 +181,13 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut qemu_plugin_tb) {
     );
 }
 
+/// A hooked instruction is about to execute; `word` is its [`HookWord`].
+extern "C" fn on_hook_word(vcpu: VCPUIndex, word: *mut c_void) {
+    let (hook, pc, back) = HookWord(word as u64).unpack();
+    on_hook(vcpu, hook, pc, back);
+}
+
+#[inline(always)]
 fn on_hook(vcpu: VCPUIndex, hook: Hook, pc: u64, back: u64) {
     let mut guard = state();
     let Some(st) = guard.as_mut() else { return };

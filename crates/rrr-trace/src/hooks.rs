@@ -43,6 +43,70 @@ impl Returns {
     }
 }
 
+/// A hook, its instruction's address and how many instructions of its block run from it on
+/// (`back`), packed in one word: what an engine's callback carries as its own data (QEMU's
+/// userdata), so that a hooked instruction needs no allocation and its callback no memory
+/// load. A boxed closure per hook cost a cache miss per event (3.4% of a traced replay in
+/// perf). Kernel addresses keep their low 32 bits (the high ones are all set), user addresses
+/// must be below 4 GiB (a static stimulus's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HookWord(pub u64);
+
+impl HookWord {
+    const KERNEL: u64 = 1 << 32;
+    const BACK_SHIFT: u32 = 33;
+    const BACK_BITS: u32 = 10;
+    const KIND_SHIFT: u32 = 43;
+    const FUNC_SHIFT: u32 = 45;
+
+    /// Packs `hook` at `pc`, `back` instructions before its block's end, if it fits.
+    pub fn pack(hook: Hook, pc: u64, back: u64) -> Option<HookWord> {
+        let half = match pc >> 32 {
+            0 => 0,
+            0xffff_ffff => Self::KERNEL,
+            _ => return None,
+        };
+        if back >= 1 << Self::BACK_BITS {
+            return None;
+        }
+        let (kind, func) = match hook {
+            Hook::Enter(func) if u64::from(func) < 1 << (64 - Self::FUNC_SHIFT) => {
+                (0, u64::from(func))
+            }
+            Hook::Enter(_) => return None,
+            Hook::Return(Returns::Rax) => (1, 0),
+            Hook::Return(Returns::RaxRdx) => (2, 0),
+            Hook::Return(Returns::Memory) => (3, 0),
+        };
+        Some(HookWord(
+            (pc & 0xffff_ffff)
+                | half
+                | back << Self::BACK_SHIFT
+                | kind << Self::KIND_SHIFT
+                | func << Self::FUNC_SHIFT,
+        ))
+    }
+
+    /// The hook, its instruction's address and its `back`.
+    #[inline(always)]
+    pub fn unpack(self) -> (Hook, u64, u64) {
+        let w = self.0;
+        let pc = if w & Self::KERNEL != 0 {
+            0xffff_ffff_0000_0000 | (w & 0xffff_ffff)
+        } else {
+            w & 0xffff_ffff
+        };
+        let back = (w >> Self::BACK_SHIFT) & ((1 << Self::BACK_BITS) - 1);
+        let hook = match (w >> Self::KIND_SHIFT) & 3 {
+            0 => Hook::Enter((w >> Self::FUNC_SHIFT) as u32),
+            1 => Hook::Return(Returns::Rax),
+            2 => Hook::Return(Returns::RaxRdx),
+            _ => Hook::Return(Returns::Memory),
+        };
+        (hook, pc, back)
+    }
+}
+
 /// The hook plan for one profile.
 #[derive(Clone, Debug)]
 pub struct Hooks {
@@ -96,6 +160,33 @@ pub fn is_ret(code: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hook_word_gives_back_what_was_packed_or_refuses_what_does_not_fit() {
+        let cases = [
+            (Hook::Enter(0), 0xffff_ffff_8100_0000, 0),
+            (Hook::Enter((1 << 19) - 1), 0xffff_ffff_ffff_fff0, 1023),
+            (Hook::Return(Returns::Rax), 0x40_1234, 7),
+            (Hook::Return(Returns::RaxRdx), 0xffff_ffff_8123_4567, 512),
+            (Hook::Return(Returns::Memory), 0xffff_ffff, 1),
+        ];
+        for (hook, pc, back) in cases {
+            let word = HookWord::pack(hook, pc, back).expect("fits");
+            assert_eq!(word.unpack(), (hook, pc, back));
+        }
+        assert_eq!(
+            HookWord::pack(Hook::Enter(1 << 19), 0xffff_ffff_8100_0000, 0),
+            None
+        );
+        assert_eq!(
+            HookWord::pack(Hook::Return(Returns::Rax), 0x5555_5555_0000, 0),
+            None
+        );
+        assert_eq!(
+            HookWord::pack(Hook::Return(Returns::Rax), 0x40_0000, 1024),
+            None
+        );
+    }
     use osi_profile::{flags, Class, Function, ProfileData, TypeDesc};
 
     fn profile() -> Profile {

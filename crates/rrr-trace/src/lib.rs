@@ -27,7 +27,7 @@ pub mod writer;
 pub use crash::CrashReport;
 pub use focus::Threads;
 pub use guest::{Guest, Reg};
-pub use hooks::{Hook, Hooks, Returns};
+pub use hooks::{Hook, HookWord, Hooks, Returns};
 pub use observer::{Observer, OsLayout};
 pub use perfetto::proto;
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
