@@ -248,11 +248,7 @@ fn drop_mode_counts_losses_in_the_trace_stats() {
 fn an_interrupt_from_user_mode_ends_with_its_handlers_return_and_power_off_ends_all() {
     let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
         let p = support::profile();
-        let mut c = FakeCpu::default();
-        c.set(Reg::GS_BASE, GS0);
-        c.set(Reg::KERNEL_GS_BASE, GS0);
-        c.poke_u64(GS0 + 0x100, TASK_A);
-        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        let mut c = on_task_a();
         let mut at = |obs: &mut Observer, sp: u64, func: Option<&str>, ts: u64| {
             c.set(Reg::RSP, sp);
             match func {
@@ -295,11 +291,7 @@ fn an_interrupt_from_user_mode_ends_with_its_handlers_return_and_power_off_ends_
 fn a_thread_switched_out_inside_an_interrupt_is_current_again_when_switched_back() {
     let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
         let p = support::profile();
-        let mut c = FakeCpu::default();
-        c.set(Reg::GS_BASE, GS0);
-        c.set(Reg::KERNEL_GS_BASE, GS0);
-        c.poke_u64(GS0 + 0x100, TASK_A);
-        support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
+        let mut c = on_task_a();
         support::task(&mut c, support::TASK_B, 10, 10, "rcu_sched", support::KB);
         c.set(Reg::RSP, 0x7ffc_0ff8);
         obs.on_enter(0, &mut c, id(&p, "main"), 10);
@@ -461,10 +453,12 @@ fn a_threads_first_resume_is_on_its_own_track() {
     );
 }
 
-/// A CPU running task A (pid 100, `stimulus`, stack KA), in the kernel.
+/// A CPU running task A (pid 100, `stimulus`, stack KA), in the kernel or in user mode (the
+/// per-CPU base swapped into KERNEL_GS_BASE).
 fn on_task_a() -> FakeCpu {
     let mut c = FakeCpu::default();
     c.set(Reg::GS_BASE, GS0);
+    c.set(Reg::KERNEL_GS_BASE, GS0);
     c.poke_u64(GS0 + 0x100, TASK_A);
     support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
     c
