@@ -943,6 +943,10 @@ fn a_looping_reproducers_trace_keeps_its_end_within_the_budget() {
     let (full, _) = trace("full.pftrace", &["--max-size", "0"]);
     let (start, end) = span(&full);
     let full_size = std::fs::metadata(&full).unwrap().len();
+    // Calls made before tracing began are drawn from the trace's start, one instruction apart
+    // (a thread that slept since then returns from them in any later part): slices from here
+    // on are the ones a part starts with.
+    let after_start = start + 1000;
     // How many iterations 2 s of recording hold depends on the host's speed (the guest's
     // clock follows it): the budget is a quarter of whatever the whole trace is.
     assert!(full_size > 4 << 20, "a loop makes a big trace: {full_size}");
@@ -977,9 +981,8 @@ fn a_looping_reproducers_trace_keeps_its_end_within_the_budget() {
                 "select count(*) > 10, max(depth) > 3 from slice s join thread_track tt \
                  on s.track_id = tt.id where s.ts = {from}"
             ),
-            // Before it, only calls made before tracing began (a thread that slept since then
-            // returns from them in the kept part): they start at the trace's start.
-            &format!("select count(*) from slice where ts < {from} and ts > {start} + 1000"),
+            // Before it, only calls made before tracing began.
+            &format!("select count(*) from slice where ts < {from} and ts >= {after_start}"),
             "select count(*) from slice where dur < 0",
             "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
         ],
@@ -1000,11 +1003,11 @@ fn a_looping_reproducers_trace_keeps_its_end_within_the_budget() {
     // An explicit window, and the last N instructions.
     let (a, b) = (start + (end - start) / 3, start + (end - start) / 2);
     let (w, _) = trace("window.pftrace", &["--window", &format!("{a}..{b}")]);
-    let (wa, wb) = span_after(&w, start + 1000);
+    let (wa, wb) = span_after(&w, after_start);
     assert!(wa == a && wb == b, "{wa}..{wb} for {a}..{b}");
     let n = (end - start) / 10;
     let (l, said) = trace("last.pftrace", &["--last", &n.to_string()]);
-    let (la, lb) = span_after(&l, start + 1000);
+    let (la, lb) = span_after(&l, after_start);
     assert!(
         la == end - n && lb == end,
         "{la}..{lb} for the last {n} of ..{end}: {said}"
