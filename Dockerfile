@@ -29,11 +29,12 @@ RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
 
 WORKDIR /src/rrr
 COPY . .
-# rrr finds its plugins next to itself; `install-panda-plugin` also puts panda_rrr_trace.so in
+# rrr finds its plugins (and the QEMU engine's pacing library) next to itself; `install-panda-plugin` also puts panda_rrr_trace.so in
 # PANDA's plugin directory, for replays by hand (`-panda rrr_trace:profile=P,out=T`).
 RUN cargo build --release --locked \
     && install -m 0755 target/release/rrr /usr/local/bin/rrr \
-    && install -m 0755 target/release/librrr_qemu.so target/release/libpanda_rrr_trace.so /usr/local/bin/ \
+    && install -m 0755 target/release/librrr_qemu.so target/release/librrr_skip_idle.so \
+        target/release/libpanda_rrr_trace.so /usr/local/bin/ \
     && rrr install-panda-plugin --to /usr/local/lib/panda/x86_64 \
     && cargo clean \
     && rm -rf "$CARGO_HOME/registry" "$CARGO_HOME/git"

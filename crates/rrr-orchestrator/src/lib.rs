@@ -9,6 +9,7 @@ pub mod compiler;
 pub mod crash;
 pub mod engine;
 pub mod git;
+pub mod idle;
 pub mod kernel;
 pub mod limits;
 pub mod machine;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::engine::Engine;
+use crate::idle::{self, IdleSkipped};
 
 /// Name of the snapshot taken at the ready marker.
 pub const READY_SNAPSHOT: &str = "rrr-ready";
@@ -47,7 +48,7 @@ pub enum AtEnd {
 }
 
 /// How often a machine that pauses at its end is asked whether it has.
-const STATUS_POLL: Duration = Duration::from_millis(200);
+const STATUS_POLL: Duration = Duration::from_millis(50);
 
 /// How an emulator run ended.
 #[derive(Debug)]
@@ -59,6 +60,8 @@ pub struct Exit {
     /// Its record/replay instruction count when the run ended (machines that pause at their
     /// end: QEMU recordings and replays without gdb).
     pub instructions: Option<u64>,
+    /// The guest's idle time it did not wait out (QEMU, with its pacing library).
+    pub idle: Option<IdleSkipped>,
 }
 
 /// A running QEMU: serial lines arrive on a channel (and in a log file), the monitor is a unix
@@ -282,6 +285,7 @@ impl Vm {
             status,
             stderr,
             instructions: None,
+            idle: idle::take_report(&self.monitor),
         })
     }
 
@@ -309,6 +313,7 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.monitor);
+        let _ = std::fs::remove_file(idle::report_path(&self.monitor));
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();

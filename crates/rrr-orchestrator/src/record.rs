@@ -252,6 +252,7 @@ fn record_attempt(
         engine,
         instructions: None,
         attempt: Some(attempt),
+        idle_skipped: None,
     };
     std::fs::copy(ready, rec.disk())?;
     let monitor = machine::monitor_path();
@@ -301,6 +302,7 @@ fn record_attempt(
     if !exited {
         rec.instructions = exit.instructions;
     }
+    rec.idle_skipped = exit.idle.map(|i| i.skipped);
     rec.outcome = match (crashed, ended) {
         (Some(line), _) => Outcome::Crashed { line },
         (None, Some(status)) => Outcome::Ended { status },

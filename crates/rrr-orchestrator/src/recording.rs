@@ -4,6 +4,7 @@
 //! files of replays).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,9 @@ struct Manifest {
     /// Which attempt it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     attempt: Option<Attempt>,
+    /// The guest's idle time the recording did not wait out, in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_skipped_ns: Option<u64>,
 }
 
 /// A recording directory.
@@ -104,6 +108,9 @@ pub struct Recording {
     pub instructions: Option<u64>,
     /// Which attempt it is (recordings made before rrr retried have none).
     pub attempt: Option<Attempt>,
+    /// The guest's idle time the recording did not wait out (QEMU with its pacing library,
+    /// see [`crate::idle`]), so more of the guest's time than `--timeout` in wall time.
+    pub idle_skipped: Option<Duration>,
 }
 
 impl Recording {
@@ -213,6 +220,7 @@ impl Recording {
             engine: m.engine,
             instructions: m.instructions,
             attempt: m.attempt,
+            idle_skipped: m.idle_skipped_ns.map(Duration::from_nanos),
         })
     }
 
@@ -226,6 +234,7 @@ impl Recording {
             outcome: self.outcome.clone(),
             instructions: self.instructions,
             attempt: self.attempt,
+            idle_skipped_ns: self.idle_skipped.map(|d| d.as_nanos() as u64),
         };
         let path = self.dir.join(MANIFEST);
         let text = serde_json::to_string_pretty(&m).expect("a manifest serialises");
@@ -291,6 +300,7 @@ mod tests {
                 of: 5,
                 go_delay_ms: 74,
             }),
+            idle_skipped: Some(Duration::from_millis(4912)),
         }
     }
 
@@ -329,7 +339,8 @@ mod tests {
                 back.outcome,
                 back.engine,
                 back.instructions,
-                back.attempt
+                back.attempt,
+                back.idle_skipped
             ),
             (
                 rec.kernel.dir,
@@ -337,7 +348,8 @@ mod tests {
                 rec.outcome,
                 rec.engine,
                 rec.instructions,
-                rec.attempt
+                rec.attempt,
+                rec.idle_skipped
             )
         );
     }

@@ -52,8 +52,8 @@ pub fn major_minor(version: &str) -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// A library cargo built with rrr (a tracer plugin): `$env_var`, else `file` next to the
-/// `rrr` executable.
+/// A library cargo built with rrr (a tracer plugin, the QEMU pacing library): `$env_var`,
+/// else `file` next to the `rrr` executable.
 pub fn built_library(file: &str, env_var: &str) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(p));
@@ -68,7 +68,7 @@ pub fn built_library(file: &str, env_var: &str) -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "the tracer plugin {file} is not next to {}: build it with `cargo build --release` (or set {env_var})",
+        "rrr's library {file} is not next to {}: build it with `cargo build --release --workspace` (or set {env_var})",
         exe.display()
     )
 }

@@ -11,6 +11,7 @@ use rrr_trace::{TraceOptions, TraceSummary, Window};
 
 use crate::crash;
 use crate::engine::{self, Mode, RunEnd, Verdict};
+use crate::idle::IdleSkipped;
 use crate::limits::{Limits, Sizes, BROWSER_REACH};
 use crate::machine::{self, AtEnd, Vm};
 use crate::recording::{Outcome, Recording};
@@ -24,6 +25,8 @@ pub struct Traced {
     pub bytes: u64,
     /// Wall time of the replay.
     pub elapsed: Duration,
+    /// The idle waits the replay did not sleep through (QEMU with its pacing library).
+    pub idle: Option<IdleSkipped>,
     /// What the replay proved, in words (e.g. that it ended where the recording ended).
     pub check: String,
     /// The crash the recording ended at, if it did: its title, and the trace time where the
@@ -358,6 +361,7 @@ fn replay_once(
         events: summary.events,
         bytes,
         elapsed,
+        idle: exit.idle,
         check: emu.replay_check(&replay_end),
         crash: match &rec.outcome {
             Outcome::Crashed { line } if output.is_some() => {

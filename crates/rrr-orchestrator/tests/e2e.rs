@@ -331,6 +331,70 @@ fn a_stimulus_that_never_ends_is_recorded_until_the_timeout_and_traced() {
     );
 }
 
+#[test]
+fn a_sleepy_stimulus_is_recorded_and_replayed_without_waiting_out_its_sleep() {
+    let _one_at_a_time = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = ok(rrr().arg("kernel"));
+    let stimulus = ok(rrr().arg("stimulus").arg(example("sleepy.c")));
+    let rec = dir.path().join("rec");
+    let said = ok_said(
+        rrr()
+            .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
+            .args(["--timeout", "120", "-o"])
+            .arg(&rec),
+    );
+    let m = manifest(&rec);
+    assert!(m["outcome"]["ended"]["status"] == 0, "{m}");
+    let end = m["instructions"]
+        .as_u64()
+        .expect("the recording's end count");
+    // The stimulus sleeps five seconds; the pacing library skipped them (and the guest's
+    // idle around them), and says so.
+    let skipped = m["idle_skipped_ns"].as_u64().expect("idle time skipped");
+    assert!(skipped >= 4_000_000_000, "{m}");
+    assert!(
+        said.contains("s of the guest's idle time skipped"),
+        "{said}"
+    );
+
+    // A replay skips the waits its log holds; one that waits them out (the library off)
+    // ends at the same instruction, with the same console.
+    let proof =
+        format!("ended at the recording's end, instruction {end}, with identical console output");
+    let said = ok_said(rrr().arg("replay").arg(&rec));
+    let skips: u64 = said
+        .split_once("(skipped ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no skipped waits said: {said}"));
+    assert!(skips > 100 && said.contains(&proof), "{said}");
+    let said = ok_said(rrr().arg("replay").arg(&rec).env("RRR_SKIP_IDLE", "off"));
+    assert!(!said.contains("skipped") && said.contains(&proof), "{said}");
+
+    // Its trace is the same, byte for byte, however the replay was paced.
+    let traces = ["skipped.pftrace", "waited.pftrace"].map(|t| dir.path().join(t));
+    for (t, pacing) in traces.iter().zip(["on", "off"]) {
+        ok_said(
+            rrr()
+                .arg("trace")
+                .arg(&rec)
+                .arg("-o")
+                .arg(t)
+                .env("RRR_SKIP_IDLE", pacing),
+        );
+    }
+    let [a, b] = [&traces[0], &traces[1]].map(|t| std::fs::read(t).unwrap());
+    assert!(a == b, "the traces differ");
+    let r = tp::query(
+        &traces[0],
+        &[
+            "select count(*) from slice s join thread_track tt on s.track_id = tt.id \
+           join thread t using (utid) where t.name = 'stimulus' and s.name = 'do_sys_openat2'",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), vec!["5"], "its five opens");
+}
+
 /// Records the example stimulus on `kernel` into `dir/rec` and traces it into `dir/t.pftrace`.
 fn record_and_trace(kernel: &str, dir: &Path) -> (PathBuf, PathBuf) {
     let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));

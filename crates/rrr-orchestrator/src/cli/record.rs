@@ -83,8 +83,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         args.attempts.to_attempts()?,
     )?;
     println!("{}", rec.dir.display());
+    let idle = rec.idle_skipped.map_or(String::new(), |d| {
+        format!(
+            ", {:.1} s of the guest's idle time skipped",
+            d.as_secs_f64()
+        )
+    });
     eprintln!(
-        "rrr: recorded ({}{}); serial log: {}",
+        "rrr: recorded ({}{}{idle}); serial log: {}",
         rec.outcome,
         attempt_note(&rec),
         rec.serial_log().display()

@@ -124,8 +124,14 @@ pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
         return replay_gdb(&rec, args.port, args.at);
     }
     let t = replay(&rec, Duration::from_secs(args.timeout))?;
+    let idle = t.idle.map_or(String::new(), |i| {
+        format!(
+            " (skipped {} of QEMU's waits for the guest's timers)",
+            i.skips
+        )
+    });
     eprintln!(
-        "rrr: replayed {} in {:.2} s, {}",
+        "rrr: replayed {} in {:.2} s{idle}, {}",
         rec.dir.display(),
         t.elapsed.as_secs_f64(),
         t.check

@@ -9,6 +9,7 @@ use anyhow::bail;
 use rrr_trace::locate::Located;
 
 use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
+use crate::idle;
 use crate::kernel::Kernel;
 use crate::machine::{AtEnd, Vm, READY_SNAPSHOT, START_SNAPSHOT};
 use crate::tools;
@@ -28,6 +29,38 @@ fn snapshot_icount(table: &str, tag: &str) -> Option<u64> {
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.get(1) == Some(&tag))
         .and_then(|f| f.last()?.parse().ok())
+}
+
+/// Preloads the pacing library (`librrr_skip_idle.so`, crate `rrr-skip-idle`) into QEMU, so
+/// that its run does not wait out the guest's idle time: a recording (or the boot that takes
+/// the ready snapshot) moves QEMU's clock on to the guest's next timer, a replay replays the
+/// warps its log holds without sleeping. Its vCPU thread gets its name (`-name
+/// ...,debug-threads=on`), by which the library knows it. `RRR_SKIP_IDLE=off` in rrr's
+/// environment waits as QEMU does; without the library, rrr warns and waits too.
+fn skip_idle(c: &mut Command, mode: &Mode, monitor: &Path) {
+    if std::env::var_os("RRR_SKIP_IDLE").is_some_and(|v| v == "off") {
+        return;
+    }
+    let lib = match tools::built_library("librrr_skip_idle.so", "RRR_SKIP_IDLE_LIB") {
+        Ok(lib) => lib,
+        Err(e) => {
+            tracing::warn!("{e:#}: this run waits out the guest's idle time");
+            return;
+        }
+    };
+    let how = match mode {
+        Mode::Boot { .. } | Mode::Record { .. } => "record",
+        Mode::Replay { .. } => "replay",
+    };
+    let mut preload = lib.into_os_string();
+    if let Some(more) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+        preload.push(":");
+        preload.push(more);
+    }
+    c.args(["-name", "rrr,debug-threads=on"])
+        .env("LD_PRELOAD", preload)
+        .env("RRR_SKIP_IDLE", how)
+        .env("RRR_SKIP_IDLE_REPORT", idle::report_path(monitor));
 }
 
 /// The QEMU engine.
@@ -110,6 +143,7 @@ impl Emulator for Qemu {
         if self.at_end(mode) == AtEnd::Pauses {
             c.args(["-action", "shutdown=pause"]);
         }
+        skip_idle(c, mode, monitor);
         c.args(["-icount", &icount])
             .args(["-drive", &drive])
             .args(["-drive", "driver=blkreplay,if=none,image=img-direct,id=img"])

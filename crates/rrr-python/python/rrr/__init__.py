@@ -47,13 +47,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _find_plugins() -> None:
-    """Points rrr at the tracer plugins built with this package (same workspace, same
-    profile: ``cargo build --release --workspace`` for a release install), unless the
-    environment already names them (``RRR_QEMU_PLUGIN``, ``RRR_PANDA_PLUGIN``)."""
+    """Points rrr at the tracer plugins and the QEMU engine's pacing library built with this
+    package (same workspace, same profile: ``cargo build --release --workspace`` for a release
+    install), unless the environment already names them (``RRR_QEMU_PLUGIN``,
+    ``RRR_PANDA_PLUGIN``, ``RRR_SKIP_IDLE_LIB``)."""
     build = Path(_rrr.build_dir())
     for var, name in (
         ("RRR_QEMU_PLUGIN", "librrr_qemu.so"),
         ("RRR_PANDA_PLUGIN", "libpanda_rrr_trace.so"),
+        ("RRR_SKIP_IDLE_LIB", "librrr_skip_idle.so"),
     ):
         plugin = build / name
         if var not in os.environ and plugin.is_file():
