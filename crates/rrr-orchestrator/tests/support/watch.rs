@@ -19,13 +19,21 @@ pub fn a_files_lifetime(rec: &Path, trace: &Path, vmlinux: &Path) {
     let r = tp::query(
         trace,
         &[
-            "select extract_arg(s.arg_set_id, 'debug.return (struct file *)') from slice s \
+            "select extract_arg(s.arg_set_id, 'debug.return (struct file *)'), s.ts, \
+             s.ts + s.dur from slice s \
              join thread_track tt on s.track_id = tt.id join thread th using (utid) \
              where th.name = 'stimulus' and s.name = 'alloc_empty_file' and exists(select 1 \
              from ancestor_slice(s.id) a where a.name = 'do_sys_openat2') order by s.ts limit 1",
         ],
     );
-    let file = tp::lines(&r[0])[0].parse::<i64>().unwrap() as u64;
+    let row: Vec<i64> = tp::lines(&r[0])[0]
+        .split('|')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let file = row[0] as u64;
+    // When the open allocated it: the same address may have held other objects before
+    // (a bio, an anon_vma), allocated by the stimulus too.
+    let (opened, allocated) = (row[1] as u64, row[2] as u64);
     // The refcount's offset, as gdb reads it from the kernel's DWARF.
     let gdb = std::process::Command::new("gdb")
         .args(["-q", "-batch", "-ex", "p/d &((struct file *)0)->f_count"])
@@ -51,7 +59,13 @@ pub fn a_files_lifetime(rec: &Path, trace: &Path, vmlinux: &Path) {
     };
     let alloc = events
         .iter()
-        .position(|e| e["kind"] == "alloc" && addr(e) == file && e["comm"] == "stimulus")
+        .position(|e| {
+            let ts = e["ts"].as_u64().unwrap();
+            e["kind"] == "alloc"
+                && addr(e) == file
+                && e["comm"] == "stimulus"
+                && (opened..=allocated).contains(&ts)
+        })
         .unwrap_or_else(|| panic!("the open's allocation: {events:#?}"));
     let refcount: Vec<&str> = events[alloc..]
         .iter()
