@@ -28,8 +28,14 @@ pub fn take_report(monitor: &Path) -> Option<IdleSkipped> {
     let text = std::fs::read_to_string(&path).ok()?;
     let _ = std::fs::remove_file(&path);
     let report = parse(&text);
-    if report.is_none() {
-        tracing::warn!("unreadable idle report {}: {text:?}", path.display());
+    match report {
+        Some(r) => tracing::debug!(
+            "the vCPU waited {} times; {} of QEMU's waits for a timer skipped, {:?} of guest idle time",
+            r.waits,
+            r.skips,
+            r.skipped
+        ),
+        None => tracing::warn!("unreadable idle report {}: {text:?}", path.display()),
     }
     report
 }
