@@ -126,12 +126,16 @@ impl Pacer {
     }
 
     /// How long the main loop polls instead of its wait of `timeout_ns` (`None`: no timeout),
-    /// the host's clock at `now_ns`, or `None` if it waits as usual: only a wait for a timer
+    /// `now_ns` reading the host's clock (only in a recording), or `None` if it waits as usual: only a wait for a timer
     /// is skipped, while the vCPU waits too, and not beyond [`SKIPS_PER_WAIT`]. The first skip
     /// in a wait polls for [`GRACE_NS`], the others do not wait, but a recording's poll lasts
     /// as long as [`IDLE_RATE`] needs. If nothing is ready after that poll and the vCPU still
     /// waits, the caller calls [`Pacer::skipped`].
-    pub fn skip_poll_ns(&self, timeout_ns: Option<i64>, now_ns: i64) -> Option<i64> {
+    pub fn skip_poll_ns(
+        &self,
+        timeout_ns: Option<i64>,
+        now_ns: impl FnOnce() -> i64,
+    ) -> Option<i64> {
         let timeout = timeout_ns.filter(|&t| t > 0)?;
         let mode = self.mode();
         if mode == Mode::Off || !self.vcpu_waiting() {
@@ -146,6 +150,7 @@ impl Pacer {
             return Some(poll);
         }
         // Only the main loop's thread polls: its loads and stores need no more order.
+        let now_ns = now_ns();
         let last = self.topped_up_at_ns.swap(now_ns, Ordering::Relaxed);
         let earned = if last == 0 {
             0
@@ -244,36 +249,40 @@ mod tests {
         let p = Pacer::new();
         p.vcpu_waits();
         assert_eq!(
-            p.skip_poll_ns(Some(1_000), 1),
+            p.skip_poll_ns(Some(1_000), || 1),
             None,
             "off: every call passes through"
         );
         p.set_mode(Mode::Replay);
         assert_eq!(
-            p.skip_poll_ns(Some(1_000), 1),
+            p.skip_poll_ns(Some(1_000), || 1),
             Some(1_000),
             "no longer than asked"
         );
         assert_eq!(
-            p.skip_poll_ns(Some(1_000_000), 1),
+            p.skip_poll_ns(Some(1_000_000), || 1),
             Some(GRACE_NS),
             "a grace first"
         );
         p.skipped(1_000_000);
-        assert_eq!(p.skip_poll_ns(Some(1_000_000), 1), Some(0), "then no wait");
         assert_eq!(
-            p.skip_poll_ns(None, 1),
+            p.skip_poll_ns(Some(1_000_000), || 1),
+            Some(0),
+            "then no wait"
+        );
+        assert_eq!(
+            p.skip_poll_ns(None, || 1),
             None,
             "no timeout: waits for a descriptor"
         );
         assert_eq!(
-            p.skip_poll_ns(Some(0), 1),
+            p.skip_poll_ns(Some(0), || 1),
             None,
             "a poll that does not wait"
         );
         p.vcpu_runs();
         assert_eq!(
-            p.skip_poll_ns(Some(1_000), 1),
+            p.skip_poll_ns(Some(1_000), || 1),
             None,
             "a running vCPU: the loop sleeps as usual"
         );
@@ -328,18 +337,18 @@ mod tests {
         p.vcpu_waits();
         let second = 1_000_000_000;
         // The burst: ten one-second waits skipped without waiting (after the first's grace).
-        assert_eq!(p.skip_poll_ns(Some(second), 1), Some(GRACE_NS));
+        assert_eq!(p.skip_poll_ns(Some(second), || 1), Some(GRACE_NS));
         p.skipped(second);
         for _ in 1..10 {
-            assert_eq!(p.skip_poll_ns(Some(second), 1), Some(0));
+            assert_eq!(p.skip_poll_ns(Some(second), || 1), Some(0));
             p.skipped(second);
         }
         // Then a second of the guest's costs a millisecond of the host's.
-        assert_eq!(p.skip_poll_ns(Some(second), 1), Some(second / IDLE_RATE));
+        assert_eq!(p.skip_poll_ns(Some(second), || 1), Some(second / IDLE_RATE));
         p.skipped(second);
         // Time the host spent (here 4 ms) earns the guest IDLE_RATE times as much.
         let later = 1 + 4 * 1_000_000;
-        assert_eq!(p.skip_poll_ns(Some(second), later), Some(0));
+        assert_eq!(p.skip_poll_ns(Some(second), || later), Some(0));
         p.skipped(second);
         assert_eq!(p.monotonic_offset_ns(), 12 * second);
 
@@ -348,7 +357,11 @@ mod tests {
         replay.vcpu_waits();
         replay.skipped(second);
         for _ in 0..20 {
-            assert_eq!(replay.skip_poll_ns(Some(second), 1), Some(0), "no limit");
+            assert_eq!(
+                replay.skip_poll_ns(Some(second), || unreachable!("a replay reads no clock")),
+                Some(0),
+                "no limit"
+            );
             replay.skipped(second);
         }
     }
@@ -359,14 +372,14 @@ mod tests {
         p.set_mode(Mode::Replay);
         p.vcpu_waits();
         for _ in 0..SKIPS_PER_WAIT {
-            assert!(p.skip_poll_ns(Some(1_000), 1).is_some());
+            assert!(p.skip_poll_ns(Some(1_000), || 1).is_some());
             p.skipped(1_000);
         }
-        assert_eq!(p.skip_poll_ns(Some(1_000), 1), None);
+        assert_eq!(p.skip_poll_ns(Some(1_000), || 1), None);
         p.vcpu_runs();
         p.vcpu_waits();
         assert!(
-            p.skip_poll_ns(Some(1_000), 1).is_some(),
+            p.skip_poll_ns(Some(1_000), || 1).is_some(),
             "a new wait skips again"
         );
     }

@@ -110,17 +110,9 @@ pub unsafe extern "C" fn ppoll(
         *const libc::sigset_t,
     ) -> c_int;
     let real: F = std::mem::transmute(next(&REAL, b"ppoll\0"));
-    let timeout_ns = timeout.as_ref().map(|t| {
-        t.tv_sec
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.tv_nsec)
-    });
-    let skip = timeout_ns.and_then(|ns| Some((ns, PACER.skip_poll_ns(timeout_ns, host_now_ns())?)));
-    if let Some((ns, poll_ns)) = skip {
-        let poll = libc::timespec {
-            tv_sec: poll_ns / 1_000_000_000,
-            tv_nsec: poll_ns % 1_000_000_000,
-        };
+    let timeout_ns = timeout.as_ref().map(nanos);
+    if let (Some(ns), Some(poll_ns)) = (timeout_ns, PACER.skip_poll_ns(timeout_ns, host_now_ns)) {
+        let poll = timespec(poll_ns);
         let ready = real(fds, nfds, &poll, sigmask);
         if ready == 0 && PACER.vcpu_waiting() {
             PACER.skipped(ns);
@@ -140,15 +132,27 @@ fn real_clock_gettime() -> ClockGettime {
     unsafe { std::mem::transmute(next(&REAL, b"clock_gettime\0")) }
 }
 
+/// `t` in nanoseconds.
+fn nanos(t: &libc::timespec) -> i64 {
+    t.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec)
+}
+
+/// `ns` nanoseconds (not negative) as a `timespec`.
+fn timespec(ns: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: ns / 1_000_000_000,
+        tv_nsec: ns % 1_000_000_000,
+    }
+}
+
 /// The host's monotonic clock, in nanoseconds (not the one QEMU sees).
 fn host_now_ns() -> i64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut t = timespec(0);
     // SAFETY: `t` is a valid timespec.
     unsafe { real_clock_gettime()(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec * 1_000_000_000 + t.tv_nsec
+    nanos(&t)
 }
 
 /// `clock_gettime`, `CLOCK_MONOTONIC` ahead by the waits a recording skipped.
@@ -160,10 +164,7 @@ pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, tp: *mut libc::ti
     let r = real_clock_gettime()(clock, tp);
     let offset = PACER.monotonic_offset_ns();
     if r == 0 && clock == libc::CLOCK_MONOTONIC && offset != 0 {
-        let t = &mut *tp;
-        let ns = t.tv_nsec + offset % 1_000_000_000;
-        t.tv_sec += offset / 1_000_000_000 + ns / 1_000_000_000;
-        t.tv_nsec = ns % 1_000_000_000;
+        *tp = timespec(nanos(&*tp) + offset);
     }
     r
 }
