@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use osi_profile::{Class, ClassRef, Function, Location, Param, Profile, ProfileData, TypeDesc};
-use rrr_trace::record::{Args, Batch};
+use rrr_trace::record::{ArgsRef, Batch};
 use rrr_trace::{Record, ThreadIdent, TraceWriter, TrackKey};
 
 /// xorshift64*: a deterministic stream without a dependency.
@@ -161,16 +161,17 @@ impl Stream {
             if enter {
                 let func = rng.below(self.hot.unwrap_or(FUNCS as u64)) as u32;
                 let f = profile.function(func).expect("in range");
-                let mut args = Args {
+                let mut args = ArgsRef {
+                    at: b.words.len() as u32,
                     strings: b.arena.len() as u32,
-                    ..Args::default()
+                    ..ArgsRef::default()
                 };
-                for (i, p) in f.params().enumerate() {
-                    args.words[i] = match p.class() {
+                for p in f.params() {
+                    b.words.push(match p.class() {
                         ClassRef::Signed(_) | ClassRef::Unsigned(_) => rng.below(4096),
                         ClassRef::Bool => rng.below(2),
                         _ => 0xffff_8880_0000_0000 | (rng.below(1 << 30) << 3),
-                    };
+                    });
                     if p.class() == ClassRef::CharPtr {
                         let s: &[u8] = if rng.below(2) == 0 {
                             b"/dev/null"

@@ -12,7 +12,8 @@ use osi_profile::{ClassRef, Location, Profile};
 use crate::channel::BatchSender;
 use crate::guest::{is_kernel_address, Guest, Reg};
 use crate::hooks::Returns;
-use crate::record::{Access, Args, Batch, Record, ThreadIdent, TrackKey, MAX_ARG_WORDS};
+use crate::prefetch::prefetch;
+use crate::record::{Access, ArgsRef, Batch, Record, ThreadIdent, TrackKey, MAX_ARG_WORDS};
 
 /// Longest string read for a `char *` argument, in bytes.
 pub const MAX_STRING: usize = 128;
@@ -100,10 +101,9 @@ struct CpuState {
 /// Engine-side state: one per emulator, called from every hook.
 pub struct Observer {
     profile: Arc<Profile>,
-    /// Per function id: a `KIND_*`.
-    kinds: Vec<u8>,
-    /// Per function id: its parameters to read, `params[start..end]` (see [`ParamRead`]).
-    reads: Vec<(u32, u32)>,
+    /// Per function id: what its entry needs (see [`FuncPlan`]).
+    funcs: Vec<FuncPlan>,
+    /// Every function's parameters to read, each function's in one span (see [`FuncPlan`]).
     params: Vec<ParamRead>,
     /// The machine is going down: nothing more is recorded.
     ended: bool,
@@ -118,28 +118,9 @@ impl Observer {
     /// An observer that sends its batches through `sender`.
     pub(crate) fn new(profile: Arc<Profile>, layout: OsLayout, sender: BatchSender) -> Self {
         let batch = sender.empty_batch();
-        let kinds = profile
-            .functions()
-            .map(|f| {
-                if f.is_user() {
-                    KIND_USER
-                } else if is_irq_handler(f.name()) {
-                    KIND_IRQ
-                } else if is_machine_end(f.name()) {
-                    KIND_END
-                } else if f.name() == RENAME {
-                    KIND_RENAME
-                } else if f.name() == SWITCH {
-                    KIND_SWITCH
-                } else {
-                    KIND_PLAIN
-                }
-            })
-            .collect();
-        let (reads, params) = param_reads(&profile);
+        let (funcs, params) = func_plans(&profile);
         Observer {
-            kinds,
-            reads,
+            funcs,
             params,
             ended: false,
             profile,
@@ -188,8 +169,13 @@ impl Observer {
         if self.ended {
             return;
         }
+        // The function's plan and its parameters are likely cache misses: they are asked for
+        // before the register reads (calls into the emulator), which they then overlap.
+        prefetch(self.funcs.as_ptr().wrapping_add(func as usize));
         let sp = g.reg(Reg::RSP);
-        let kind = self.kinds.get(func as usize).copied().unwrap_or(KIND_PLAIN);
+        let plan = self.funcs.get(func as usize).copied().unwrap_or_default();
+        prefetch(self.params.as_ptr().wrapping_add(plan.first as usize));
+        let kind = plan.kind;
         if kind != KIND_USER && !is_kernel_address(sp) {
             // Kernel code on a user stack: an entry stub before it switched stacks.
             return;
@@ -208,7 +194,13 @@ impl Observer {
             }
         }
         let track = self.track_for(cpu, g, sp, false, ts);
-        let args = self.read_args(g, func, sp);
+        let args = self.read_args(g, plan, sp);
+        // Taken before the push, which may send the batch and its words.
+        let at = args.at as usize;
+        let renamed = match self.batch.words.get(at..at + 2) {
+            Some(&[task, name]) if kind == KIND_RENAME && args.len >= 2 => Some((task, name)),
+            _ => None,
+        };
         self.push(Record::Enter {
             ts,
             track,
@@ -217,8 +209,8 @@ impl Observer {
             args,
         });
         self.ended = kind == KIND_END;
-        if kind == KIND_RENAME && args.len >= 2 {
-            self.rename(g, args.words[0], args.words[1], ts);
+        if let Some((task, name)) = renamed {
+            self.rename(g, task, name, ts);
         }
     }
 
@@ -495,34 +487,35 @@ impl Observer {
         }
     }
 
-    fn read_args<G: Guest + ?Sized>(&mut self, g: &mut G, func: u32, sp: u64) -> Args {
-        let mut args = Args {
+    /// Reads the parameters `plan` says, their words into the batch.
+    fn read_args<G: Guest + ?Sized>(&mut self, g: &mut G, plan: FuncPlan, sp: u64) -> ArgsRef {
+        let words = &mut self.batch.words;
+        let mut args = ArgsRef {
+            at: words.len() as u32,
             strings: self.batch.arena.len() as u32,
-            ..Args::default()
+            ..ArgsRef::default()
         };
-        let Some(&(start, end)) = self.reads.get(func as usize) else {
-            return args;
-        };
+        let first = plan.first as usize;
+        let params = self.params.get(first..first + plan.len as usize);
         let mut w = 0usize;
-        for i in start..end {
-            let p = self.params[i as usize];
+        for p in params.unwrap_or_default() {
             let n = crate::decode::words_for(p.loc);
             if w + n > MAX_ARG_WORDS {
                 break;
             }
             let word = match p.loc {
                 Location::Reg(r) => Some(g.reg(Reg(r))),
-                Location::RegPair(a, b) => {
-                    args.words[w + 1] = g.reg(Reg(b));
-                    Some(g.reg(Reg(a)))
-                }
+                Location::RegPair(a, _) => Some(g.reg(Reg(a))),
                 Location::Stack(off) => g.read_u64(sp.wrapping_add(off as i64 as u64)),
                 Location::Const(v) => Some(v as i64 as u64),
                 Location::None => None,
             };
-            match word {
-                Some(v) => args.words[w] = v,
-                None => args.missing |= 1 << w,
+            words.push(word.unwrap_or(0));
+            if let Location::RegPair(_, b) = p.loc {
+                words.push(g.reg(Reg(b)));
+            }
+            if word.is_none() {
+                args.missing |= 1 << w;
             }
             if p.string {
                 let s = word.filter(|&v| v != 0);
@@ -545,30 +538,56 @@ struct ParamRead {
     string: bool,
 }
 
-/// Every function's [`ParamRead`]s: per function id its span in the flat list, and the list.
-fn param_reads(profile: &Profile) -> (Vec<(u32, u32)>, Vec<ParamRead>) {
+/// What an entry of one function needs: its kind (a `KIND_*`) and its [`ParamRead`]s,
+/// `params[first..first + len]`. One table, so that an entry costs one cache miss for it.
+#[derive(Clone, Copy, Debug, Default)]
+struct FuncPlan {
+    first: u32,
+    len: u16,
+    kind: u8,
+}
+
+/// Every function's [`FuncPlan`], by function id, and the [`ParamRead`]s they refer to.
+fn func_plans(profile: &Profile) -> (Vec<FuncPlan>, Vec<ParamRead>) {
     let mut params = Vec::new();
-    let reads = profile
+    let funcs = profile
         .functions()
         .map(|f| {
-            let start = params.len() as u32;
+            let first = params.len();
             params.extend(f.params().map(|p| ParamRead {
                 loc: p.location(),
                 string: p.class() == ClassRef::CharPtr,
             }));
-            (start, params.len() as u32)
+            let kind = if f.is_user() {
+                KIND_USER
+            } else if is_irq_handler(f.name()) {
+                KIND_IRQ
+            } else if is_machine_end(f.name()) {
+                KIND_END
+            } else if f.name() == RENAME {
+                KIND_RENAME
+            } else if f.name() == SWITCH {
+                KIND_SWITCH
+            } else {
+                KIND_PLAIN
+            };
+            FuncPlan {
+                first: first as u32,
+                len: (params.len() - first).min(usize::from(u16::MAX)) as u16,
+                kind,
+            }
         })
         .collect();
-    (reads, params)
+    (funcs, params)
 }
 
-/// [`Observer::kinds`]: any other function.
+/// [`FuncPlan::kind`]: any other function.
 const KIND_PLAIN: u8 = 0;
-/// [`Observer::kinds`]: an interrupt handler.
+/// [`FuncPlan::kind`]: an interrupt handler.
 const KIND_IRQ: u8 = 1;
-/// [`Observer::kinds`]: user-space code.
+/// [`FuncPlan::kind`]: user-space code.
 const KIND_USER: u8 = 2;
-/// [`Observer::kinds`]: the machine goes down.
+/// [`FuncPlan::kind`]: the machine goes down.
 const KIND_END: u8 = 3;
 /// See [`RENAME`].
 const KIND_RENAME: u8 = 4;

@@ -14,7 +14,8 @@ use crate::focus::Threads;
 use crate::perfetto::encode::Enc;
 use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
 use crate::perfetto::{Sequence, IID_USER};
-use crate::record::{Access, Args, Batch, Record, ThreadIdent, TrackKey};
+use crate::prefetch::prefetch;
+use crate::record::{Access, Args, ArgsRef, Batch, Record, ThreadIdent, TrackKey};
 use crate::ring::{Budget, Cut, Head, Ring};
 use crate::stacks::{Ending, Frame, ShadowStack};
 use crate::watch::{At, Call, Watcher, Who};
@@ -246,7 +247,7 @@ impl<W: Write> TraceWriter<W> {
         let records = &batch.records;
         for (i, r) in records.iter().enumerate() {
             self.prefetch_plans(records, i);
-            self.record(r, &batch.arena);
+            self.record(r, batch);
         }
         if self.seq.full() {
             self.flush()?;
@@ -458,18 +459,18 @@ impl<W: Write> TraceWriter<W> {
     /// A record outside the window: the shadow stacks and thread identities follow it,
     /// nothing is written but track and process descriptors.
     #[inline(never)]
-    fn record_unwritten(&mut self, ts: u64, r: &Record) {
+    fn record_unwritten(&mut self, ts: u64, r: &Record, words: &[u64]) {
         match *r {
             Record::Enter {
                 track,
                 sp,
                 func,
-                ref args,
+                args,
                 ..
             } => {
                 let user = self.profile.function(func).is_some_and(|f| f.is_user());
                 let i = self.track_index(track);
-                self.watch_enter(ts, i, sp, func, args);
+                self.watch_enter(ts, i, sp, func, args, words);
                 let hidden = self.hidden(i, track, user);
                 self.tracks[i]
                     .stack
@@ -541,7 +542,7 @@ impl<W: Write> TraceWriter<W> {
         &self.summary
     }
 
-    fn record(&mut self, r: &Record, arena: &[u8]) {
+    fn record(&mut self, r: &Record, batch: &Batch) {
         if !self.seq.started() {
             self.first_ts = r.ts();
             self.seq.start(r.ts());
@@ -561,7 +562,7 @@ impl<W: Write> TraceWriter<W> {
                 _ => {}
             }
             if self.phase != Phase::In {
-                return self.record_unwritten(ts, r);
+                return self.record_unwritten(ts, r, &batch.words);
             }
         }
         match *r {
@@ -569,9 +570,9 @@ impl<W: Write> TraceWriter<W> {
                 track,
                 sp,
                 func,
-                ref args,
+                args,
                 ..
-            } => self.enter(ts, track, sp, func, args, arena),
+            } => self.enter(ts, track, sp, func, args, batch),
             Record::Return {
                 track,
                 sp,
@@ -767,7 +768,7 @@ impl<W: Write> TraceWriter<W> {
         self.track(to).pending_flow = Some(flow);
     }
 
-    fn enter(&mut self, ts: u64, key: TrackKey, sp: u64, func: u32, args: &Args, arena: &[u8]) {
+    fn enter(&mut self, ts: u64, key: TrackKey, sp: u64, func: u32, args: ArgsRef, batch: &Batch) {
         let plan = match self.plans.get(func as usize) {
             Some(&plan) if plan.ready => plan,
             Some(_) => {
@@ -777,7 +778,7 @@ impl<W: Write> TraceWriter<W> {
             None => return,
         };
         let i = self.track_index(key);
-        self.watch_enter(ts, i, sp, func, args);
+        self.watch_enter(ts, i, sp, func, args, &batch.words);
         if self.hidden(i, key, plan.user) {
             self.enter_hidden(ts, i, sp, func, plan.user);
             return self.check_crash(ts, key, func);
@@ -804,7 +805,7 @@ impl<W: Write> TraceWriter<W> {
             Enc::new(buf).uint(E_CATEGORY_IIDS, IID_USER);
         }
         let params = &plan_params[plan.first as usize..(plan.first + plan.len) as usize];
-        encode_args(buf, profile, params, args, arena);
+        encode_args(buf, profile, params, &args.load(&batch.words), &batch.arena);
         let mut e = Enc::new(buf);
         if let Some(flow) = flow {
             e.fixed64(E_FLOW_END, flow);
@@ -983,20 +984,20 @@ impl<W: Write> TraceWriter<W> {
     /// A call of `func` on track `i`, for the watch (an allocation asks its size, a free
     /// names its object).
     #[inline(always)]
-    fn watch_enter(&mut self, ts: u64, i: usize, sp: u64, func: u32, args: &Args) {
+    fn watch_enter(&mut self, ts: u64, i: usize, sp: u64, func: u32, args: ArgsRef, words: &[u64]) {
         if self.watch.as_ref().is_some_and(|w| w.cares(func)) {
-            self.watch_enter_slow(ts, i, sp, func, args);
+            self.watch_enter_slow(ts, i, sp, func, args.load(words));
         }
     }
 
     #[inline(never)]
-    fn watch_enter_slow(&mut self, ts: u64, i: usize, sp: u64, func: u32, args: &Args) {
+    fn watch_enter_slow(&mut self, ts: u64, i: usize, sp: u64, func: u32, args: Args) {
         let call = Call {
             track: i,
             slot: sp,
             func,
         };
-        self.watch_event(ts, i, None, |w, at| w.on_enter(at, call, args));
+        self.watch_event(ts, i, None, |w, at| w.on_enter(at, call, &args));
     }
 
     /// `frame` returned `value` on track `i`, for the watch (an allocation's pointer).
@@ -1144,17 +1145,4 @@ fn kind(class: ClassRef<'_>) -> Kind {
         ClassRef::StructPtr(_) | ClassRef::Pointer => Kind::Pointer,
         ClassRef::StructByValue(size) => Kind::Words(size.min(16) as u8),
     }
-}
-
-/// Hints the CPU to bring the cache line at `p` in (a no-op where there is no such hint).
-/// `p` may point anywhere, also past the end of what it was computed from.
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use prost::Message;
 use rrr_trace::record::Batch;
 use rrr_trace::{
-    proto, Args, OsLayout, Pipeline, PipelineConfig, Record, ThreadIdent, TraceWriter, TrackKey,
+    proto, ArgsRef, OsLayout, Pipeline, PipelineConfig, Record, ThreadIdent, TraceWriter, TrackKey,
 };
 
 fn write_scenario(path: &std::path::Path) {
@@ -145,7 +145,7 @@ fn slices_on_the_default_track_and_on_named_tracks_land_on_their_threads() {
                 track: TrackKey::Thread(stack),
                 sp,
                 func,
-                args: Args::default(),
+                args: ArgsRef::default(),
             });
             frames.push(ts);
         }
@@ -304,7 +304,7 @@ fn a_reused_pid_is_another_thread_in_another_process() {
             track,
             sp,
             func,
-            args: Args::default(),
+            args: ArgsRef::default(),
         });
         records.push(Record::Return {
             ts: ts + 20,
@@ -377,7 +377,7 @@ impl OnThread {
             track: self.track,
             sp: support::KA + slot,
             func: support::id(&self.profile, func),
-            args: Args::default(),
+            args: ArgsRef::default(),
         }
     }
 
@@ -619,7 +619,7 @@ fn a_budget_keeps_the_end_with_the_calls_open_where_it_starts() {
         track,
         sp,
         func,
-        args: Args::default(),
+        args: ArgsRef::default(),
     };
     let ret = |ts, track, sp| Record::Return {
         ts,
