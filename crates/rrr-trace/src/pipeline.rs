@@ -41,7 +41,10 @@ impl Write for ArcFile {
 /// Tuning of the pipeline.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
-    /// Records per batch.
+    /// Records per batch (1024 by default: a batch of 64-byte records stays in the caches
+    /// between the vCPU thread that fills it and the writer that empties it; with 4096, and
+    /// every batch ever sent kept for reuse, a traced fork loop's vCPU thread took 7.2 s
+    /// instead of 6.7 s, 4 alternated runs each).
     pub batch_len: usize,
     /// Batches the queue holds.
     pub queue_batches: usize,
@@ -77,7 +80,7 @@ pub struct WatchTo {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            batch_len: 4096,
+            batch_len: 1024,
             queue_batches: 64,
             backpressure: Backpressure::Block,
             flush_interval: Duration::from_millis(200),
@@ -90,6 +93,10 @@ impl Default for PipelineConfig {
         }
     }
 }
+
+/// Emptied batches kept for reuse: enough for a writer that keeps up, few enough that the ones
+/// reused are still in the caches (others are freed).
+const RECYCLED_BATCHES: usize = 4;
 
 /// A running trace: the observer for the engine, and the writer thread behind it.
 pub struct Pipeline {
@@ -106,7 +113,7 @@ impl Pipeline {
         config: PipelineConfig,
     ) -> Self {
         let (tx, rx) = bounded::<Batch>(config.queue_batches.max(1));
-        let (recycle_tx, recycled) = bounded::<Batch>(config.queue_batches.max(1));
+        let (recycle_tx, recycled) = bounded::<Batch>(RECYCLED_BATCHES);
         let mut writer = TraceWriter::new(out, Arc::clone(&profile));
         if let Some(report) = config.crash {
             writer.mark_crash(report);
@@ -124,6 +131,9 @@ impl Pipeline {
         let handle = std::thread::Builder::new()
             .name("rrr-writer".into())
             .spawn(move || {
+                // The writer waits on the channel, so each batch may wake it: a writer that
+                // polled every millisecond instead was no faster (vCPU thread 6.9 s against
+                // 6.6 s tracing the fork loop, 4 alternated runs each).
                 loop {
                     match rx.recv_timeout(interval) {
                         Ok(batch) => {
