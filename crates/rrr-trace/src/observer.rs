@@ -142,19 +142,32 @@ impl Observer {
         &self.profile
     }
 
+    // Inlined with its rare paths kept out of line: these run several times per event.
+    #[inline(always)]
     fn cpu(&mut self, cpu: u32) -> &mut CpuState {
         let i = cpu as usize;
         if self.cpus.len() <= i {
-            self.cpus.resize_with(i + 1, CpuState::default);
+            self.add_cpu(i);
         }
         &mut self.cpus[i]
     }
 
+    #[cold]
+    fn add_cpu(&mut self, i: usize) {
+        self.cpus.resize_with(i + 1, CpuState::default);
+    }
+
+    #[inline(always)]
     fn push(&mut self, r: Record) {
         self.batch.records.push(r);
         if self.batch.records.len() >= self.sender.batch_len() {
-            self.sender.send(&mut self.batch);
+            self.send();
         }
+    }
+
+    #[cold]
+    fn send(&mut self) {
+        self.sender.send(&mut self.batch);
     }
 
     /// Sends what is buffered now (the writer will write it within its flush interval).
