@@ -209,11 +209,15 @@ impl Observer {
         let track = self.track_for(cpu, g, sp, false, ts);
         let args = self.read_args(g, plan, sp);
         // Taken before the push, which may send the batch and its words.
-        let at = args.at as usize;
-        let renamed = match self.batch.words.get(at..at + 2) {
-            Some(&[task, name]) if kind == KIND_RENAME && args.len >= 2 => Some((task, name)),
-            _ => None,
-        };
+        let renamed = (kind == KIND_RENAME && args.len >= 2)
+            .then(|| {
+                let at = args.at as usize;
+                match self.batch.words.get(at..at + 2) {
+                    Some(&[task, name]) => Some((task, name)),
+                    _ => None,
+                }
+            })
+            .flatten();
         self.push(Record::Enter {
             ts,
             track,

@@ -395,31 +395,40 @@ fn structs_returned_in_two_registers_or_in_memory_are_decoded_whole() {
 
 #[test]
 fn a_thread_that_renames_itself_is_named_anew_from_that_moment() {
-    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
-        let p = support::profile();
-        let mut c = on_task_a();
-        c.poke_str(0x7ffc_5000, "rrr-renamed-thread");
-        c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 3);
-        obs.on_enter(0, &mut c, id(&p, "tail_target"), 10);
-        // prctl(PR_SET_NAME): the kernel copies 15 bytes of the name.
-        c.set(Reg::RSP, KA + 0x3e00)
-            .set(Reg(5), TASK_A)
-            .set(Reg(4), 0x7ffc_5000)
-            .set(Reg(1), 0);
-        obs.on_enter(0, &mut c, id(&p, "__set_task_comm"), 20);
-        c.set(Reg::RSP, KA + 0x3d00).set(Reg(5), 4);
-        obs.on_enter(0, &mut c, id(&p, "tail_target"), 30);
-    });
-    let tracks: Vec<(String, String)> = slices(&bytes)
-        .into_iter()
-        .map(|s| (s.name, s.track))
-        .collect();
-    let renamed = "rrr-renamed-thr 100";
-    assert!(
-        tracks.contains(&("tail_target".into(), renamed.into()))
-            && tracks.iter().all(|(_, t)| t == renamed),
-        "one thread track, named anew (Perfetto keeps a thread's last name): {tracks:?}"
-    );
+    // One-record batches too: the rename's entry is sent, with its argument words, before the
+    // observer reads the new name.
+    for batch_len in [PipelineConfig::default().batch_len, 1] {
+        let config = PipelineConfig {
+            batch_len,
+            ..PipelineConfig::default()
+        };
+        let (bytes, _) = run_with(config, |obs| {
+            let p = support::profile();
+            let mut c = on_task_a();
+            c.poke_str(0x7ffc_5000, "rrr-renamed-thread");
+            c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 3);
+            obs.on_enter(0, &mut c, id(&p, "tail_target"), 10);
+            // prctl(PR_SET_NAME): the kernel copies 15 bytes of the name.
+            c.set(Reg::RSP, KA + 0x3e00)
+                .set(Reg(5), TASK_A)
+                .set(Reg(4), 0x7ffc_5000)
+                .set(Reg(1), 0);
+            obs.on_enter(0, &mut c, id(&p, "__set_task_comm"), 20);
+            c.set(Reg::RSP, KA + 0x3d00).set(Reg(5), 4);
+            obs.on_enter(0, &mut c, id(&p, "tail_target"), 30);
+        });
+        let tracks: Vec<(String, String)> = slices(&bytes)
+            .into_iter()
+            .map(|s| (s.name, s.track))
+            .collect();
+        let renamed = "rrr-renamed-thr 100";
+        assert!(
+            tracks.contains(&("tail_target".into(), renamed.into()))
+                && tracks.iter().all(|(_, t)| t == renamed),
+            "batches of {batch_len}: one thread track, named anew (Perfetto keeps a thread's \
+             last name): {tracks:?}"
+        );
+    }
 }
 
 #[test]
