@@ -18,7 +18,7 @@ RUN apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         build-essential ca-certificates curl git pkg-config libglib2.0-dev \
         bc bison flex libelf-dev libssl-dev dwarves cpio xz-utils zstd rsync kmod \
-        busybox-static e2fsprogs qemu-utils gdb python3 \
+        busybox-static e2fsprogs qemu-utils gdb python3 patch \
     && rm -rf /var/lib/apt/lists/*
 
 ENV RUSTUP_HOME=/usr/local/rustup \

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 pub enum Kind {
     /// Built kernels (`rrr kernel`).
     Kernels,
+    /// Kernel source tarballs, unpacked (builds link their trees from these).
+    Sources,
     /// Compiled stimuli.
     Stimuli,
     /// Disk images.
@@ -34,8 +36,9 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Kernels,
+        Kind::Sources,
         Kind::Stimuli,
         Kind::Rootfs,
         Kind::Snapshots,
@@ -51,6 +54,7 @@ impl Kind {
     pub fn dir_name(self) -> &'static str {
         match self {
             Kind::Kernels => "kernels",
+            Kind::Sources => "sources",
             Kind::Stimuli => "stimuli",
             Kind::Rootfs => "rootfs",
             Kind::Snapshots => "snapshots",
@@ -145,6 +149,40 @@ impl Key {
         std::io::copy(&mut f, &mut self.0)
             .with_context(|| format!("reading {}", path.display()))?;
         Ok(self)
+    }
+
+    /// Adds the tree `dir` by content: every file's and link's path relative to it, with its
+    /// bytes or its target, in a stable order, leaving out `.git`.
+    pub fn add_tree(&mut self, label: &str, dir: &Path) -> anyhow::Result<&mut Self> {
+        self.0.update(label.as_bytes());
+        self.add_dir(dir, Path::new(""))
+            .with_context(|| format!("reading the tree {}", dir.display()))?;
+        Ok(self)
+    }
+
+    fn add_dir(&mut self, root: &Path, rel: &Path) -> std::io::Result<()> {
+        let mut entries = std::fs::read_dir(root.join(rel))?.collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = rel.join(e.file_name());
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                if name != Path::new(".git") {
+                    self.add_dir(root, &name)?;
+                }
+                continue;
+            }
+            let path = e.path();
+            let bytes = if kind.is_symlink() {
+                std::fs::read_link(&path)?
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                std::fs::read(&path)?
+            };
+            self.add(&name.to_string_lossy(), &bytes);
+        }
+        Ok(())
     }
 
     /// The key as 16 hex digits (enough to tell entries apart).

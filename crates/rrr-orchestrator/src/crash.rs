@@ -36,17 +36,27 @@ pub fn report(console: &str, first: &str) -> CrashReport {
     }
 }
 
-/// A report's title, from its lines.
+/// A report's title, from its lines, as syzbot writes it.
 fn title(lines: &[&str]) -> String {
     let first = lines
         .iter()
         .map(|l| strip_timestamp(l))
         .find(|l| !l.starts_with("=====") && !l.is_empty())
         .unwrap_or_default();
-    // `BUG: KASAN: slab-use-after-free in f+0x12/0x34` -> `KASAN: slab-use-after-free in f`.
+    // `BUG: KASAN: slab-use-after-free in f+0x12/0x34`, then `Write of size 4 at addr ...`
+    // -> `KASAN: slab-use-after-free Write in f`.
     if let Some(rest) = first.strip_prefix("BUG: ") {
         if let Some((what, place)) = rest.split_once(" in ") {
-            return format!("{what} in {}", symbol(place));
+            let access = lines
+                .iter()
+                .map(|l| strip_timestamp(l))
+                .find_map(|l| l.split_once(" of size ").map(|(a, _)| a))
+                .filter(|a| *a == "Read" || *a == "Write")
+                .filter(|_| what.starts_with("KASAN: "));
+            return match access {
+                Some(a) => format!("{what} {a} in {}", symbol(place)),
+                None => format!("{what} in {}", symbol(place)),
+            };
         }
         return rest.trim().to_owned();
     }
@@ -163,7 +173,7 @@ after
         );
         assert_eq!(
             r.title,
-            "KASAN: slab-use-after-free in lkdtm_WRITE_AFTER_FREE"
+            "KASAN: slab-use-after-free Write in lkdtm_WRITE_AFTER_FREE"
         );
         assert_eq!(
             r.frames,

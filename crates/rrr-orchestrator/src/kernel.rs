@@ -53,6 +53,9 @@ pub struct KernelSpec {
     pub cc: Option<CcChoice>,
     /// Extra config fragments merged last: files, or a fragment shipped with rrr by name.
     pub fragments: Vec<PathBuf>,
+    /// Patches applied to the source in order before the build (`git format-patch` mails or
+    /// unified diffs, `-p1`); part of the cache key.
+    pub patches: Vec<PathBuf>,
     /// Parallel make jobs (default: number of cores; more for a build farm).
     pub jobs: Option<usize>,
     /// How the compiler runs: through ccache, and a distributed compiler's launcher.
@@ -71,6 +74,7 @@ impl KernelSpec {
             title: None,
             cc: None,
             fragments: vec![],
+            patches: vec![],
             jobs: None,
             compiler: CompilerPlan {
                 ccache: true,
@@ -244,7 +248,7 @@ enum Source<'a> {
     Git { url: &'a str, commit: &'a str },
     /// A tarball, unpacked into the build.
     Tarball(&'a Path),
-    /// A tree, built in place (out of tree).
+    /// A tree, laid out in the build as hard links (see [`link_tree`]).
     Tree(&'a Path),
 }
 
@@ -288,15 +292,21 @@ fn key(args: &KernelSpec, source: &Source, plan: &Plan) -> anyhow::Result<String
                         .output()?;
                     k.add("diff", &diff.stdout);
                 }
+                // Another tree: its content (a file changed by hand is another kernel).
                 _ => {
-                    k.add("tree", tree.canonicalize()?.to_string_lossy().as_bytes());
-                    k.add_file("makefile", &tree.join("Makefile"))?;
+                    let bar = crate::progress::spinner(format!("hashing {}", tree.display()));
+                    k.add_tree("tree", tree)?;
+                    bar.finish_and_clear();
                 }
             }
         }
     }
     for f in &args.fragments {
         k.add("extra", fragment_text(f)?.as_bytes());
+    }
+    for p in &args.patches {
+        k.add_file("patch", p)
+            .with_context(|| format!("reading the patch {}", p.display()))?;
     }
     k.add("cc", plan.cc_version.as_bytes());
     Ok(k.hex())
@@ -339,27 +349,16 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
         }
         Source::Tarball(tarball) => {
             let dir = stage.dir.join("src");
-            std::fs::create_dir_all(&dir)?;
-            let bar = crate::progress::spinner(format!("unpacking {}", tarball.display()));
-            let st = Command::new("tar")
-                .arg("-xf")
-                .arg(tarball)
-                .arg("--strip-components=1")
-                .arg("-C")
-                .arg(&dir)
-                .status()
-                .context("running tar")?;
-            bar.finish_and_clear();
-            if !st.success() {
-                bail!(
-                    "unpacking {} failed; is it a kernel source tarball?",
-                    tarball.display()
-                );
-            }
+            link_tree(&unpacked(tarball)?, &dir)?;
             dir
         }
-        Source::Tree(tree) => tree.canonicalize()?,
+        Source::Tree(tree) => {
+            let dir = stage.dir.join("src");
+            link_tree(tree, &dir)?;
+            dir
+        }
     };
+    apply_patches(&src, &args.patches)?;
     let out = stage.dir.join("build");
     std::fs::create_dir_all(&out)?;
     let jobs = args
@@ -448,6 +447,112 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
     Ok(Kernel { dir })
 }
 
+/// The tarball `tarball` unpacked, once, into the cache (its pristine source, which builds
+/// link into their own trees): a kernel that differs from a cached one by a patch or a config
+/// option does not unpack 1.3 GB again.
+fn unpacked(tarball: &Path) -> anyhow::Result<PathBuf> {
+    let mut key = Key::default();
+    key.add_file("tarball", tarball)?;
+    let target = cache::Kind::Sources.dir()?.join(key.hex());
+    let _lock = cache::lock(&target)?;
+    if target.join("Makefile").is_file() {
+        return Ok(target);
+    }
+    let stage = Staging::new(&target)?;
+    let bar = crate::progress::spinner(format!("unpacking {}", tarball.display()));
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(tarball)
+        .arg("--strip-components=1")
+        .arg("-C")
+        .arg(&stage.dir)
+        .status()
+        .context("running tar")?;
+    bar.finish_and_clear();
+    if !st.success() || !stage.dir.join("Makefile").is_file() {
+        bail!(
+            "unpacking {} failed; is it a kernel source tarball?",
+            tarball.display()
+        );
+    }
+    stage.commit()
+}
+
+/// Applies `patches` in order to the tree `src` (`patch -p1`, which writes each patched file
+/// anew, so a hard-linked source keeps its own). A patch that does not apply is an error that
+/// names it and its failing hunks; the caller's staging directory, and so the half-patched
+/// tree, is then removed.
+fn apply_patches(src: &Path, patches: &[PathBuf]) -> anyhow::Result<()> {
+    if patches.is_empty() {
+        return Ok(());
+    }
+    let patch = crate::tools::require("patch", "patch")?;
+    for p in patches {
+        let file =
+            std::fs::File::open(p).with_context(|| format!("reading the patch {}", p.display()))?;
+        let out = Command::new(&patch)
+            .current_dir(src)
+            .args(["-p1", "--batch", "--forward", "--no-backup-if-mismatch"])
+            .arg("--reject-file=-")
+            .stdin(file)
+            .output()
+            .context("running patch")?;
+        if !out.status.success() {
+            bail!(
+                "the patch {} does not apply to this kernel source (patch -p1 said):\n{}{}\n\
+                 rebase it on this source, or build the source it was made for",
+                p.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        tracing::info!("applied {}", p.display());
+    }
+    Ok(())
+}
+
+/// Lays the tree `tree` out at `dest` as hard links (copies where the two are on different file
+/// systems), without its `.git`. Every build then compiles its sources at the same paths
+/// relative to its build directory, wherever the tree is, so ccache (whose base directory is
+/// the kernels' cache) hits across trees, tarballs and commits. The build is out of tree and
+/// writes nothing into `dest`.
+fn link_tree(tree: &Path, dest: &Path) -> anyhow::Result<()> {
+    if dest.starts_with(tree.canonicalize()?) {
+        bail!(
+            "rrr's cache ({}) is inside the kernel tree {}: set XDG_CACHE_HOME elsewhere",
+            dest.display(),
+            tree.display()
+        );
+    }
+    let entries = std::fs::read_dir(tree)
+        .with_context(|| format!("reading {}", tree.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .filter(|p| !p.as_ref().is_ok_and(|p| p.ends_with(".git")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bar = crate::progress::spinner(format!("linking {} into the build", tree.display()));
+    for how in ["-al", "-a"] {
+        std::fs::create_dir_all(dest)?;
+        let copied = Command::new("cp")
+            .arg(how)
+            .args(&entries)
+            .arg(dest)
+            .stderr(Stdio::null())
+            .status()
+            .context("running cp")?;
+        if copied.success() {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        std::fs::remove_dir_all(dest)?;
+    }
+    bar.finish_and_clear();
+    bail!(
+        "copying the kernel tree {} into {} failed; is there room in the cache?",
+        tree.display(),
+        dest.display()
+    )
+}
+
 /// Checks that the final config took the changes rrr needs (DWARF on, KASLR off), and warns
 /// about the ones Kconfig overrode (an option selected by another).
 fn check_config(config: &str, changes: &[reduce::Change]) -> anyhow::Result<()> {
@@ -511,6 +616,90 @@ fn run_make(cmd: &mut Command) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A two-file tree in `dir/name` and a patch of its `a.c` (line `two` to `TWO`).
+    fn tree_and_patch(dir: &Path) -> (PathBuf, PathBuf) {
+        let tree = dir.join("linux");
+        std::fs::create_dir_all(tree.join("kernel")).unwrap();
+        std::fs::write(tree.join("Makefile"), "VERSION = 6\n").unwrap();
+        std::fs::write(tree.join("kernel/a.c"), "one\ntwo\nthree\n").unwrap();
+        let patch = dir.join("fix.patch");
+        std::fs::write(
+            &patch,
+            "From: someone\nSubject: [PATCH] a fix\n\n---\n\
+             --- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n",
+        )
+        .unwrap();
+        (tree, patch)
+    }
+
+    #[test]
+    fn patches_apply_to_the_builds_linked_copy_and_a_bad_one_names_its_hunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tree, patch) = tree_and_patch(tmp.path());
+        let copy = tmp.path().join("build-src");
+        link_tree(&tree, &copy).unwrap();
+        apply_patches(&copy, std::slice::from_ref(&patch)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(copy.join("kernel/a.c")).unwrap(),
+            "one\nTWO\nthree\n"
+        );
+        // The tree the copy was linked from keeps its own file.
+        assert_eq!(
+            std::fs::read_to_string(tree.join("kernel/a.c")).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        // Applied twice: the second does not apply, and says where.
+        let err = apply_patches(&copy, std::slice::from_ref(&patch)).unwrap_err();
+        let said = format!("{err:#}");
+        assert!(
+            said.contains(&patch.display().to_string()) && said.contains("kernel/a.c"),
+            "{said}"
+        );
+        let other = tmp.path().join("other.patch");
+        std::fs::write(
+            &other,
+            "--- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,3 +1,3 @@\n one\n-deux\n+DEUX\n three\n",
+        )
+        .unwrap();
+        let said = format!("{:#}", apply_patches(&copy, &[other]).unwrap_err());
+        assert!(
+            said.contains("Hunk #1 FAILED") && said.contains("rebase it"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn a_patch_is_part_of_the_key_and_a_tree_is_keyed_by_its_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tree, patch) = tree_and_patch(tmp.path());
+        let spec = |patches: Vec<PathBuf>| KernelSpec {
+            patches,
+            ..KernelSpec::tiny(tree.clone())
+        };
+        let key_of = |spec: &KernelSpec| {
+            let plan = plan(spec).unwrap();
+            key(spec, &source(spec).unwrap(), &plan).unwrap()
+        };
+        let plain = key_of(&spec(vec![]));
+        let patched = key_of(&spec(vec![patch.clone()]));
+        assert_ne!(plain, patched, "with and without the patch: two kernels");
+        let again = tmp.path().join("same.patch");
+        std::fs::copy(&patch, &again).unwrap();
+        assert_eq!(
+            patched,
+            key_of(&spec(vec![again])),
+            "the same patch: one kernel"
+        );
+        assert_ne!(
+            patched,
+            key_of(&spec(vec![patch.clone(), patch.clone()])),
+            "patches in order"
+        );
+        // The tree changed by hand (same path, same Makefile) is another kernel.
+        std::fs::write(tree.join("kernel/a.c"), "one\nTWO\nthree\n").unwrap();
+        assert_ne!(plain, key_of(&spec(vec![])));
+    }
 
     #[test]
     fn fragments_are_files_or_rrrs_own_by_name() {

@@ -134,6 +134,26 @@ impl Recording {
         self.dir.join("serial.log")
     }
 
+    /// What the recording says of the crash, for a fix's check: `KASAN: use-after-free in f,
+    /// at attempt 2`, or `no crash in 10 attempts (the last ended status=0)`.
+    pub fn verdict(&self) -> String {
+        let attempts = self.attempt.map_or(1, |a| a.of);
+        match &self.outcome {
+            Outcome::Crashed { line } => {
+                let console = std::fs::read_to_string(self.serial_log()).unwrap_or_default();
+                let title = crate::crash::report(&console, line).title;
+                match self.attempt {
+                    Some(a) => format!("{title}, at attempt {}", a.number),
+                    None => title,
+                }
+            }
+            other => format!(
+                "no crash in {attempts} attempt{} (the last {other})",
+                if attempts == 1 { "" } else { "s" }
+            ),
+        }
+    }
+
     /// Where the console of a replay that diverged is kept.
     pub fn diverged_serial_log(&self) -> PathBuf {
         self.dir.join("diverged-serial.log")

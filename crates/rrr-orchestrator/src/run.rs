@@ -77,6 +77,63 @@ pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
     Ok((rec, t))
 }
 
+/// One side of a fix's check: which kernel, and what its recording says.
+#[derive(Debug)]
+pub struct Verdict {
+    /// `without the patches`, or `with fix.patch`.
+    pub kernel: String,
+    /// The recording (the first that crashed, or the last attempt).
+    pub recording: Recording,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kernel, self.recording.verdict())
+    }
+}
+
+/// Does the patch fix it? Records the reproducer on the kernel without `spec`'s patches and
+/// with them, with the same attempts (each step cached as `rrr run` caches it); traces
+/// neither.
+pub fn compare(spec: &RunSpec) -> anyhow::Result<[Verdict; 2]> {
+    let (patched, source) = match &spec.source {
+        StimulusSource::File { path, kernel } => (kernel.clone(), path.clone()),
+        StimulusSource::Syzbot { bug, kernel } => syzbot_inputs(bug, kernel)?,
+    };
+    if patched.patches.is_empty() {
+        anyhow::bail!("--compare checks a fix: give it with --patch FILE");
+    }
+    let names: Vec<String> = patched
+        .patches
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or(p.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let plain = KernelSpec {
+        patches: vec![],
+        ..patched.clone()
+    };
+    let stim = stimulus::build(&source)?;
+    let disk = rootfs::build(&stim)?;
+    let side = |label: String, kernel: &KernelSpec| -> anyhow::Result<Verdict> {
+        let kernel = kernel::build(kernel)?;
+        let recording = cached_recording(&spec.record, &kernel, &stim, &disk)?;
+        let v = Verdict {
+            kernel: label,
+            recording,
+        };
+        eprintln!("rrr: {v}");
+        Ok(v)
+    };
+    let without = side("without the patches".to_owned(), &plain)?;
+    let with = side(format!("with {}", names.join(", ")), &patched)?;
+    Ok([without, with])
+}
+
 /// The recording of `stim` (in `disk`) on `kernel`, from the cache unless `spec.rerecord`.
 pub fn cached_recording(
     spec: &RecordSpec,

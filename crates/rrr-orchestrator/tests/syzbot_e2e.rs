@@ -5,6 +5,8 @@
 
 #[path = "support/git.rs"]
 mod git_repo;
+#[path = "support/source.rs"]
+mod source;
 mod support;
 #[path = "../../rrr-trace/tests/support/tp.rs"]
 mod tp;
@@ -18,34 +20,35 @@ use support::fake_syzbot::{fixture, FakeSyzbot};
 
 const EXTID: &str = "e2e0e2e0e2e0e2e0e2e0";
 
-/// A git repository holding the distro kernel source as one commit (made once per target
-/// directory); returns it and the commit.
+/// A git repository holding the distro kernel source as one commit, made once per machine in
+/// the tests' XDG cache (its work tree is the tests' unpacked source, left as it is); returns
+/// the repository and the commit. Its fixed author and date give the same commit everywhere,
+/// so the kernel built from it is found in rrr's cache next time.
 fn kernel_repo() -> (PathBuf, String) {
-    let repo = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linux-6.1-git");
-    if !repo.join(".git/rrr-complete").is_file() {
+    let repo = source::tests_cache().join("linux-6.1.git");
+    if !repo.join("rrr-complete").is_file() {
+        let tree = source::distro_tree();
         let _ = std::fs::remove_dir_all(&repo);
         std::fs::create_dir_all(&repo).unwrap();
-        let st = Command::new("tar")
-            .args([
-                "-xf",
-                "/usr/src/linux-source-6.1.tar.xz",
-                "--strip-components=1",
-                "-C",
-            ])
-            .arg(&repo)
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "unpacking the kernel source (scripts/setup installs it)"
-        );
-        git(&repo, &["init", "-q"]);
+        let dirs = [
+            format!("--git-dir={}", repo.display()),
+            format!("--work-tree={}", tree.display()),
+        ];
+        let with = |args: &[&str]| {
+            let all: Vec<&str> = dirs
+                .iter()
+                .map(String::as_str)
+                .chain(args.iter().copied())
+                .collect();
+            git(&tree, &all)
+        };
+        with(&["init", "-q"]);
         // -f: the packaged tree's .gitignore ignores everything (`/*`).
-        git(&repo, &["add", "-A", "-f"]);
-        git(&repo, &["commit", "-qm", "linux-source-6.1"]);
-        std::fs::write(repo.join(".git/rrr-complete"), "").unwrap();
+        with(&["add", "-A", "-f"]);
+        with(&["commit", "-qm", "linux-source-6.1"]);
+        std::fs::write(repo.join("rrr-complete"), "").unwrap();
     }
-    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    let commit = git(&repo, &["--git-dir=.", "rev-parse", "HEAD"]);
     (repo, commit)
 }
 

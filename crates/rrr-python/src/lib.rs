@@ -55,10 +55,10 @@ fn build_rootfs(py: Python<'_>, stimulus: PathBuf) -> PyResult<PathBuf> {
 }
 
 /// Builds a kernel (cached): from `src` (a tree or tarball; the distro's source by default)
-/// or `git` at `commit`, with `config` (default: tinyconfig) and `fragments`, reduced for the
-/// crash `report` if given. Returns its cache directory.
+/// or `git` at `commit`, with `config` (default: tinyconfig) and `fragments`, `patches` applied
+/// to the source in order, reduced for the crash `report` if given. Returns its cache directory.
 #[pyfunction]
-#[pyo3(signature = (src=None, config=None, fragments=Vec::new(), git=None, commit=None, report=None, ccache=true))]
+#[pyo3(signature = (src=None, config=None, fragments=Vec::new(), git=None, commit=None, report=None, ccache=true, patches=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn build_kernel(
     py: Python<'_>,
@@ -69,6 +69,7 @@ fn build_kernel(
     commit: Option<String>,
     report: Option<PathBuf>,
     ccache: bool,
+    patches: Vec<PathBuf>,
 ) -> PyResult<PathBuf> {
     let spec = KernelSpec {
         git,
@@ -76,6 +77,7 @@ fn build_kernel(
         config,
         report,
         fragments,
+        patches,
         compiler: CompilerPlan {
             ccache,
             launcher: None,

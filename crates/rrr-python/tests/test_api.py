@@ -38,11 +38,22 @@ def test_a_trace_of_the_example_holds_its_syscalls_with_their_arguments(traced):
     assert "open-write-read.c" in repr(rootfs)
 
 
+def _files(dir: Path):
+    """Each file under ``dir`` with its inode and modification time: a cache entry made again
+    is a new directory renamed into place, with new inodes."""
+    return {(p.relative_to(dir), p.stat().st_ino, p.stat().st_mtime_ns) for p in dir.rglob("*")}
+
+
 def test_the_same_steps_again_come_from_the_cache(traced):
     kernel, rootfs, record, _ = traced
-    again = rrr.record(rrr.Kernel(), rrr.Rootfs(rrr.Stimulus(EXAMPLES / "open-write-read.c")))
-    assert again.dir != record.dir or again.outcome == record.outcome
-    assert rrr.Kernel().dir == kernel.dir
+    recording, built = _files(record.dir), _files(kernel.dir)
+    again = rrr.record(
+        rrr.Kernel(), rrr.Rootfs(rrr.Stimulus(EXAMPLES / "open-write-read.c")), timeout=60
+    )
+    # The same recording, untouched: no emulator ran and no kernel was built.
+    assert again.dir == record.dir and again.outcome == record.outcome
+    assert _files(record.dir) == recording and recording
+    assert rrr.Kernel().dir == kernel.dir and _files(kernel.dir) == built
     assert rrr.Rootfs(rootfs.stimulus).disk == rootfs.disk
 
 
@@ -92,3 +103,22 @@ def test_a_stimulus_that_does_not_compile_raises_the_compilers_message(tmp_path)
         rrr.Stimulus(bad)
     with pytest.raises(rrr.Error):
         rrr.Recording(tmp_path)
+
+
+def test_kernel_patches_are_applied_in_order_and_one_that_does_not_apply_says_so(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tree = tmp_path / "linux"
+    (tree / "kernel").mkdir(parents=True)
+    (tree / "Makefile").write_text("tinyconfig:\n\t@echo 'no kernel here' >&2; exit 2\n")
+    (tree / "kernel" / "a.c").write_text("one\ntwo\nthree\n")
+    fix = tmp_path / "fix.patch"
+    fix.write_text("--- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n")
+    # Applied: the build goes on to make, which fails here.
+    with pytest.raises(rrr.Error, match="make tinyconfig failed"):
+        rrr.Kernel(src=tree, patches=[fix])
+    # The same patch twice: the second finds it applied.
+    with pytest.raises(rrr.Error, match=r"(?s)the patch .*fix\.patch does not apply.*kernel/a\.c"):
+        rrr.Kernel(src=tree, patches=[fix, fix])
+    assert (tree / "kernel" / "a.c").read_text() == "one\ntwo\nthree\n"

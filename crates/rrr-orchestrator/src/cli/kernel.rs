@@ -38,6 +38,10 @@ pub struct KernelArgs {
     /// (`crash-test`: LKDTM and generic KASAN, a kernel that crashes on demand).
     #[arg(long = "fragment")]
     pub fragments: Vec<PathBuf>,
+    /// A patch to apply to the source before the build: a `git format-patch` mail or a unified
+    /// diff, applied with `-p1`; repeat for several, applied in order (part of the cache key).
+    #[arg(long = "patch", value_name = "FILE")]
+    pub patches: Vec<PathBuf>,
     /// Parallel make jobs (default: number of cores; for a build farm, its total).
     #[arg(short, long)]
     pub jobs: Option<usize>,
@@ -97,6 +101,7 @@ impl KernelArgs {
             title: self.title.clone(),
             cc: self.cc,
             fragments: self.fragments.clone(),
+            patches: self.patches.clone(),
             jobs: self.jobs,
             compiler: self.compiler.plan(),
         }

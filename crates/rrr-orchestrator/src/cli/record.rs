@@ -21,7 +21,8 @@ pub struct RecordArgs {
     /// The recording directory to create.
     #[arg(short, long, default_value = "rrr-recording")]
     pub output: PathBuf,
-    /// Stop recording after this many seconds of guest run.
+    /// Stop recording after this many seconds of wall time (a guest that idles lives through
+    /// more of its own time: rrr skips its idle waits).
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
     /// The emulator that records (and later replays) it.
@@ -85,7 +86,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     println!("{}", rec.dir.display());
     let idle = rec.idle_skipped.map_or(String::new(), |d| {
         format!(
-            ", {:.1} s of the guest's idle time skipped",
+            ", the guest idled {:.1} s of its own time (before, between and after the \
+             stimulus's calls) that rrr did not wait out",
             d.as_secs_f64()
         )
     });
@@ -98,10 +100,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `, attempt 3 of 5` when the recording is one of several attempts.
+/// `, attempt 3 (one of 5)` when the recording is one of several attempts, `, attempt 2`
+/// when it is attempt 2 alone (`--first-attempt 2 --attempts 1`).
 pub fn attempt_note(rec: &rrr_orchestrator::recording::Recording) -> String {
     match rec.attempt {
-        Some(a) if a.of > 1 || a.number > 1 => format!(", attempt {} of {}", a.number, a.of),
+        Some(a) if a.of > 1 => format!(", attempt {} (one of {})", a.number, a.of),
+        Some(a) if a.number > 1 => format!(", attempt {}", a.number),
         _ => String::new(),
     }
 }

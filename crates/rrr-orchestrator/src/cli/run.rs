@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::kernel::{KernelSpec, DISTRO_SOURCE};
-use rrr_orchestrator::run::{run_chain, RecordSpec, RunSpec, StimulusSource};
+use rrr_orchestrator::run::{compare, run_chain, RecordSpec, RunSpec, StimulusSource};
 use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
 use rrr_orchestrator::trace::report;
 
@@ -38,10 +38,20 @@ pub struct RunArgs {
     /// Extra kernel config fragments merged last: files, or rrr's by name (`crash-test`).
     #[arg(long = "fragment")]
     pub fragments: Vec<PathBuf>,
+    /// A patch to apply to the kernel source before the build (a `git format-patch` mail or a
+    /// unified diff, `-p1`); repeat for several, applied in order. With --syzbot, applied to
+    /// the bug's commit.
+    #[arg(long = "patch", value_name = "FILE")]
+    pub patches: Vec<PathBuf>,
+    /// Check a fix: record the reproducer on the kernel without the --patch files and with
+    /// them, with the same attempts, and print both verdicts side by side (no trace).
+    #[arg(long, requires = "patches")]
+    pub compare: bool,
     /// The trace to write.
     #[arg(short, long, default_value = "trace.pftrace")]
     pub output: PathBuf,
-    /// Stop recording after this many seconds.
+    /// Stop recording after this many seconds of wall time (a guest that idles lives through
+    /// more of its own time: rrr skips its idle waits).
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
     /// Record again even if a recording of these inputs is cached.
@@ -66,6 +76,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let kernel = KernelSpec {
         config: args.config.clone(),
         fragments: args.fragments.clone(),
+        patches: args.patches.clone(),
         compiler: args.compiler.plan(),
         jobs: args.jobs,
         ..KernelSpec::tiny(args.kernel_src.clone())
@@ -97,11 +108,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         limits: args.limits.to_limits(),
         output: args.output,
     };
+    if args.compare {
+        let [without, with] = compare(&spec)?;
+        eprintln!("rrr: verdict:\n  {without}\n  {with}");
+        return Ok(());
+    }
     let (rec, t) = run_chain(&spec)?;
     let note = attempt_note(&rec);
     if !note.is_empty() {
         eprintln!("rrr: the recording is{}", note.replacen(',', "", 1));
     }
+    eprintln!("rrr: verdict: {}", rec.verdict());
     report(&spec.output, &t);
     Ok(())
 }

@@ -118,8 +118,9 @@ class Rootfs:
 class Kernel:
     """A kernel built for tracing (DWARF on, KASLR off; cached): from ``src`` (a tree or a
     tarball; the distro's source by default) or ``git`` at ``commit``, with ``config`` (default:
-    tinyconfig) and extra config ``fragments``; ``report``: a crash report to reduce the config
-    for; ``ccache=False`` builds without the compiler cache."""
+    tinyconfig) and extra config ``fragments``; ``patches``: patch files applied to the source
+    in order (``git format-patch`` mails or unified diffs, ``-p1``); ``report``: a crash report
+    to reduce the config for; ``ccache=False`` builds without the compiler cache."""
 
     def __init__(
         self,
@@ -130,6 +131,7 @@ class Kernel:
         commit: Optional[str] = None,
         report: Optional[PathLike] = None,
         ccache: bool = True,
+        patches: Sequence[PathLike] = (),
     ):
         if (git is None) != (commit is None):
             raise Error("git and commit go together: rrr.Kernel(git=URL, commit=SHA)")
@@ -145,6 +147,7 @@ class Kernel:
                 commit,
                 _path(report),
                 ccache,
+                [_path(p) for p in patches],
             )
         )
 
