@@ -1,9 +1,10 @@
 //! Real syzbot bugs: reproducers from the public syzkaller reproducer corpus, each run on rrr's
-//! crash-test kernel with the bug's small upstream fix reverted by a patch kept beside it in
-//! `tests/bugs/NAME/` (Debian's 6.1 source has the fixes). `rrr run --patch --compare` records
-//! the reproducer on the kernel without the patch (the fixed one: no crash) and with it (the
-//! bug: its KASAN report). Both kernels differ from the cached crash-test kernel by one patch,
-//! so each is a short rebuild through the compiler cache.
+//! crash-test kernel plus the options the bugs need (`tests/bugs/bugs.config`, one
+//! configuration for all), with the bug's small upstream fix reverted by a patch kept beside it
+//! in `tests/bugs/NAME/` (Debian's 6.1 source has the fixes). `rrr run --patch --compare`
+//! records the reproducer on the kernel without the patch (the fixed one: no crash) and with it
+//! (the bug: its KASAN report). Each patched kernel differs from the shared one by one patch, a
+//! short rebuild through the compiler cache.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,25 +13,29 @@ fn rrr() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rrr"))
 }
 
+/// `tests/bugs/`.
+fn bugs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bugs")
+}
+
 /// The reproducer and the fix's revert of the bug `name`.
 fn bug(name: &str) -> (PathBuf, PathBuf) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/bugs")
-        .join(name);
+    let dir = bugs().join(name);
     (dir.join("repro.c"), dir.join("fix-reverted.patch"))
 }
 
-/// `rrr run --compare` of the bug `name` with `attempts`: rrr's two verdict lines (without the
-/// revert, with it).
-fn compare(name: &str, attempts: u32) -> (String, String) {
+/// `rrr run --compare` of the bug `name` (two attempts each): no crash on the fixed kernel, and
+/// `title` at the first attempt with the fix reverted.
+fn crashes_only_with_the_fix_reverted(name: &str, title: &str) {
     let (repro, revert) = bug(name);
     let out = rrr()
         .args(["run", "--stimulus"])
         .arg(&repro)
-        .args(["--fragment", "crash-test", "--patch"])
+        .args(["--fragment", "crash-test", "--fragment"])
+        .arg(bugs().join("bugs.config"))
+        .arg("--patch")
         .arg(&revert)
-        .args(["--compare", "--timeout", "60", "--attempts"])
-        .arg(attempts.to_string())
+        .args(["--compare", "--timeout", "60", "--attempts", "2"])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -42,8 +47,14 @@ fn compare(name: &str, attempts: u32) -> (String, String) {
         .lines()
         .map(str::trim)
         .collect();
-    assert_eq!(verdict.len(), 2, "{said}");
-    (verdict[0].to_owned(), verdict[1].to_owned())
+    assert_eq!(
+        verdict,
+        [
+            "without the patches: no crash in 2 attempts (the last ended status=0)".to_owned(),
+            format!("with fix-reverted.patch: {title}, at attempt 1"),
+        ],
+        "{said}"
+    );
 }
 
 /// CVE-2022-0185: `fsconfig()` on debugfs (a filesystem on the legacy mount API) appends its
@@ -51,14 +62,18 @@ fn compare(name: &str, attempts: u32) -> (String, String) {
 /// around, KASAN reports the write past the page.
 #[test]
 fn legacy_parse_param_overflows_its_page_only_with_the_fix_reverted() {
-    let (without, with) = compare("legacy_parse_param", 2);
-    assert_eq!(
-        without,
-        "without the patches: no crash in 2 attempts (the last ended status=0)"
+    crashes_only_with_the_fix_reverted(
+        "legacy_parse_param",
+        "KASAN: slab-out-of-bounds Write in legacy_parse_param",
     );
-    assert_eq!(
-        with,
-        "with fix-reverted.patch: KASAN: slab-out-of-bounds Write in legacy_parse_param, at \
-         attempt 1"
+}
+
+/// A BPF queue map of 0xffffffff entries: with the size's overflow check reverted, `max_entries
+/// + 1` wraps to 0 and the first push writes its value past the map's allocation.
+#[test]
+fn a_queue_maps_first_push_overflows_it_only_with_the_fix_reverted() {
+    crashes_only_with_the_fix_reverted(
+        "queue_stack_map",
+        "KASAN: slab-out-of-bounds Write in queue_stack_map_push_elem",
     );
 }

@@ -142,25 +142,31 @@ fn a_tree_that_does_not_build_shows_makes_output() {
         "tinyconfig:\n\t@echo 'no kernel here' >&2; exit 2\n",
     )
     .unwrap();
-    let out = rrr()
-        .arg("kernel")
-        .arg("--src")
-        .arg(&tree)
-        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = a_failed_build(tmp.path(), &tree, &[]);
     assert!(
         err.contains("make tinyconfig failed") && err.contains("no kernel here"),
         "{err}"
     );
-    // Nothing half-built is left in the cache, where the build was staged.
-    let kernels = tmp.path().join("cache/rrr/kernels");
+}
+
+/// `rrr kernel --src TREE ARGS` with its cache in `tmp`, which must fail and leave nothing
+/// half-built in the cache, where the build was staged; returns what it said.
+fn a_failed_build(tmp: &Path, tree: &Path, args: &[&std::ffi::OsStr]) -> String {
+    let out = rrr()
+        .arg("kernel")
+        .arg("--src")
+        .arg(tree)
+        .args(args)
+        .env("XDG_CACHE_HOME", tmp.join("cache"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let kernels = tmp.join("cache/rrr/kernels");
     let left = std::fs::read_dir(&kernels)
         .expect("the build was staged in the kernels' cache")
         .count();
     assert_eq!(left, 0, "left in {}", kernels.display());
+    String::from_utf8(out.stderr).unwrap()
 }
 
 #[test]
@@ -176,28 +182,13 @@ fn a_patch_that_does_not_apply_names_its_hunk_and_leaves_nothing_in_the_cache() 
         "--- a/kernel/fork.c\n+++ b/kernel/fork.c\n@@ -1,3 +1,3 @@\n one\n-deux\n+DEUX\n three\n",
     )
     .unwrap();
-    let out = rrr()
-        .arg("kernel")
-        .arg("--src")
-        .arg(&tree)
-        .arg("--patch")
-        .arg(&patch)
-        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = a_failed_build(tmp.path(), &tree, &["--patch".as_ref(), patch.as_os_str()]);
     assert!(
         err.contains(&format!("the patch {} does not apply", patch.display()))
             && err.contains("patching file kernel/fork.c")
             && err.contains("Hunk #1 FAILED"),
         "{err}"
     );
-    let kernels = tmp.path().join("cache/rrr/kernels");
-    let left = std::fs::read_dir(&kernels)
-        .expect("the build was staged in the kernels' cache")
-        .count();
-    assert_eq!(left, 0, "left in {}", kernels.display());
     assert_eq!(
         std::fs::read_to_string(tree.join("kernel/fork.c")).unwrap(),
         "one\ntwo\nthree\n",

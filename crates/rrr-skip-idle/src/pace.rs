@@ -11,12 +11,20 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, O
 /// at once, 5.88 s with this grace (four runs each, alternated).
 pub const GRACE_NS: i64 = 20_000;
 
-/// At most this many of the main loop's waits are skipped in one wait of the vCPU: a vCPU
-/// that waits for longer is not idle but stopped (a replay paused for gdb, or at its end),
-/// and the main loop then sleeps as usual instead of spinning. Idle waits take 0 to 10 skips
-/// (the sleepy example's recording: 4,511 waits without a skip, 1,107 with 1 to 10, 3 with
-/// more).
+/// At most this many of the main loop's waits are skipped at full speed in one wait of the
+/// vCPU: a vCPU that waits for longer is stopped (a replay paused for gdb, or at its end) or
+/// starved of the host's CPU, and the main loop then no longer spins. Idle waits take 0 to 10
+/// skips (the sleepy example's recording: 4,511 waits without a skip, 1,107 with 1 to 10, 3
+/// with more). Beyond it a recording sleeps as QEMU does, and a replay polls for at most
+/// [`SLOW_POLL_NS`].
 pub const SKIPS_PER_WAIT: u32 = 4096;
+
+/// How long a replay's main loop polls, at most, once its vCPU waited past [`SKIPS_PER_WAIT`]
+/// skips. It must not sleep as QEMU does: a replay waits for the warp timers its log holds,
+/// each as long as the recorded guest idled (seconds to minutes). A vCPU starved of the host's
+/// CPU reaches the cap too: with two replays and a kernel build on 2 cores, a replay under gdb
+/// slept past the test's 600 s. At one poll a millisecond, a paused replay costs little.
+pub const SLOW_POLL_NS: i64 = 1_000_000;
 
 /// In a recording, the guest's clock runs at most this many times as fast as the host's
 /// while the guest idles, beyond [`BURST_NS`]: a disk read QEMU takes 10 ms for is then 10 s
@@ -127,9 +135,10 @@ impl Pacer {
 
     /// How long the main loop polls instead of its wait of `timeout_ns` (`None`: no timeout),
     /// `now_ns` reading the host's clock (only in a recording), or `None` if it waits as usual: only a wait for a timer
-    /// is skipped, while the vCPU waits too, and not beyond [`SKIPS_PER_WAIT`]. The first skip
-    /// in a wait polls for [`GRACE_NS`], the others do not wait, but a recording's poll lasts
-    /// as long as [`IDLE_RATE`] needs. If nothing is ready after that poll and the vCPU still
+    /// is skipped, while the vCPU waits too, and in a recording not beyond [`SKIPS_PER_WAIT`].
+    /// The first skip in a wait polls for [`GRACE_NS`], the others do not wait (a replay's past
+    /// the cap poll for [`SLOW_POLL_NS`]), but a recording's poll lasts as long as
+    /// [`IDLE_RATE`] needs. If nothing is ready after that poll and the vCPU still
     /// waits, the caller calls [`Pacer::skipped`].
     pub fn skip_poll_ns(
         &self,
@@ -144,6 +153,7 @@ impl Pacer {
         let poll = match self.skips_this_wait.load(Ordering::Relaxed) {
             0 => GRACE_NS.min(timeout),
             n if n < SKIPS_PER_WAIT => 0,
+            _ if mode == Mode::Replay => return Some(SLOW_POLL_NS.min(timeout)),
             _ => return None,
         };
         if mode != Mode::Record {
@@ -367,20 +377,29 @@ mod tests {
     }
 
     #[test]
-    fn a_vcpu_stopped_for_long_lets_the_loop_sleep_until_it_runs_again() {
-        let p = Pacer::new();
-        p.set_mode(Mode::Replay);
-        p.vcpu_waits();
-        for _ in 0..SKIPS_PER_WAIT {
-            assert!(p.skip_poll_ns(Some(1_000), || 1).is_some());
-            p.skipped(1_000);
+    fn a_vcpu_stopped_for_long_slows_the_loop_down_until_it_runs_again() {
+        let minute = 60_000_000_000;
+        for mode in [Mode::Replay, Mode::Record] {
+            let p = Pacer::new();
+            p.set_mode(mode);
+            p.vcpu_waits();
+            for _ in 0..SKIPS_PER_WAIT {
+                assert!(p.skip_poll_ns(Some(1_000), || 1).is_some());
+                p.skipped(1_000);
+            }
+            // Past the cap: a recording sleeps as QEMU does; a replay, whose timers last as
+            // long as the recorded guest idled, polls a millisecond at most.
+            let past = p.skip_poll_ns(Some(minute), || 1);
+            match mode {
+                Mode::Replay => assert_eq!(past, Some(SLOW_POLL_NS)),
+                _ => assert_eq!(past, None),
+            }
+            p.vcpu_runs();
+            p.vcpu_waits();
+            assert!(
+                p.skip_poll_ns(Some(1_000), || 1).is_some(),
+                "a new wait skips again"
+            );
         }
-        assert_eq!(p.skip_poll_ns(Some(1_000), || 1), None);
-        p.vcpu_runs();
-        p.vcpu_waits();
-        assert!(
-            p.skip_poll_ns(Some(1_000), || 1).is_some(),
-            "a new wait skips again"
-        );
     }
 }
