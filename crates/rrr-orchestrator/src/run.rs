@@ -62,10 +62,7 @@ pub struct RunSpec {
 /// Builds, records (or finds the cached recording) and traces; returns the recording and
 /// what the trace holds.
 pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
-    let (kernel_spec, source) = match &spec.source {
-        StimulusSource::File { path, kernel } => (kernel.clone(), path.clone()),
-        StimulusSource::Syzbot { bug, kernel } => syzbot_inputs(bug, kernel)?,
-    };
+    let (kernel_spec, source) = inputs(&spec.source)?;
     // The stimulus first: a reproducer that does not compile fails in seconds, not after a
     // kernel build.
     let stim = stimulus::build(&source)?;
@@ -75,6 +72,14 @@ pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
     eprintln!("rrr: recording {} ({})", rec.dir.display(), rec.outcome);
     let t = trace::trace(&rec, &spec.output, &spec.limits, Duration::from_secs(3600))?;
     Ok((rec, t))
+}
+
+/// The kernel to build and the reproducer's C source, for a file or a syzbot bug.
+fn inputs(source: &StimulusSource) -> anyhow::Result<(KernelSpec, PathBuf)> {
+    match source {
+        StimulusSource::File { path, kernel } => Ok((kernel.clone(), path.clone())),
+        StimulusSource::Syzbot { bug, kernel } => syzbot_inputs(bug, kernel),
+    }
 }
 
 /// One side of a fix's check: which kernel, and what its recording says.
@@ -96,10 +101,7 @@ impl std::fmt::Display for Verdict {
 /// with them, with the same attempts (each step cached as `rrr run` caches it); traces
 /// neither.
 pub fn compare(spec: &RunSpec) -> anyhow::Result<[Verdict; 2]> {
-    let (patched, source) = match &spec.source {
-        StimulusSource::File { path, kernel } => (kernel.clone(), path.clone()),
-        StimulusSource::Syzbot { bug, kernel } => syzbot_inputs(bug, kernel)?,
-    };
+    let (patched, source) = inputs(&spec.source)?;
     if patched.patches.is_empty() {
         anyhow::bail!("--compare checks a fix: give it with --patch FILE");
     }
