@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 
-use crate::model::{flags, Class, EnumType, Function, Location, Param, TypeDesc};
+use crate::cfi::Cfi;
+use crate::model::{flags, CallSiteValue, Class, EnumType, Function, Location, Param, TypeDesc};
 
 pub(crate) type R<'a> = EndianSlice<'a, RunTimeEndian>;
 type Unit<'a> = gimli::Unit<R<'a>>;
@@ -30,6 +31,8 @@ pub(crate) const FACT_STRUCTS: &[&str] = &[
     "uts_namespace",
     "new_utsname",
     "thread_union",
+    "thread_struct",
+    "irq_stack",
 ];
 
 /// A struct's size and member offsets (anonymous members flattened).
@@ -45,6 +48,7 @@ pub(crate) struct Extract {
     pub functions: Vec<Function>,
     pub enums: Vec<EnumType>,
     pub layouts: BTreeMap<String, Layout>,
+    pub call_sites: Vec<CallSiteValue>,
     pub skeleton_units: usize,
     pub units: usize,
 }
@@ -56,13 +60,24 @@ struct UnitCtx<'a, 'u> {
     types: HashMap<UnitOffset, TypeDesc>,
     enums: HashMap<UnitOffset, u32>,
     files: HashMap<u64, Option<String>>,
+    /// The parameters that only their call sites know (`DW_OP_GNU_parameter_ref`): the
+    /// callee's entry, the parameter's position, and the parameter DIE call sites name.
+    param_refs: Vec<(u64, u16, UnitOffset)>,
+    /// Addresses in the debug info are where the code runs (not a position-independent
+    /// file's, which moves by its load address).
+    absolute: bool,
+    /// The file's call frame information (a caller's frame base at a call).
+    cfi: &'u Cfi<'a>,
 }
 
-/// Walks `headers[i]` for every `i` in `indices`.
+/// Walks `headers[i]` for every `i` in `indices`; `absolute`: the file's addresses are where
+/// it runs (an executable, not position-independent), so address constants are values.
 pub(crate) fn extract<'a>(
     dwarf: &gimli::Dwarf<R<'a>>,
     headers: &[gimli::UnitHeader<R<'a>>],
     indices: impl Iterator<Item = usize>,
+    absolute: bool,
+    cfi: &Cfi<'a>,
 ) -> Result<Extract, gimli::Error> {
     let mut out = Extract::default();
     for i in indices {
@@ -78,6 +93,9 @@ pub(crate) fn extract<'a>(
             types: HashMap::new(),
             enums: HashMap::new(),
             files: HashMap::new(),
+            param_refs: Vec::new(),
+            absolute,
+            cfi,
         };
         for_each_child(&unit, None, None, |die| {
             match die.tag() {
@@ -101,6 +119,9 @@ pub(crate) fn extract<'a>(
             }
             Ok(())
         })?;
+        if !ctx.param_refs.is_empty() {
+            ctx.call_site_values(&mut out.call_sites)?;
+        }
     }
     Ok(out)
 }
@@ -263,6 +284,12 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
         if params.is_empty() && decl != die.offset() {
             params = self.params(decl, entry, enums)?;
         }
+        for (i, p) in params.iter().enumerate() {
+            if let (Location::CallSite, Some(r)) = (p.param.loc, p.ref_to) {
+                self.param_refs.push((entry, i as u16, r));
+            }
+        }
+        let params = params.into_iter().map(|p| p.param).collect();
         Ok(Some(Function {
             name,
             entry,
@@ -280,7 +307,7 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
         of: UnitOffset,
         entry: u64,
         enums: &mut Vec<EnumType>,
-    ) -> Result<Vec<Param>, gimli::Error> {
+    ) -> Result<Vec<FoundParam>, gimli::Error> {
         let frame_base = self.frame_base(of)?;
         let mut params = Vec::new();
         for_each_child(
@@ -299,8 +326,11 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                     .name(&named)?
                     .unwrap_or_else(|| format!("arg{}", params.len()));
                 let ty = self.type_of(&named, enums)?;
-                let loc = self.location_at(die, entry, frame_base)?;
-                params.push(Param { name, ty, loc });
+                let (loc, ref_to) = self.location_at(die, entry, frame_base)?;
+                params.push(FoundParam {
+                    param: Param { name, ty, loc },
+                    ref_to,
+                });
                 Ok(())
             },
         )?;
@@ -330,13 +360,13 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
     }
 
     /// Where a parameter is at `entry`: its location expression, or the one of its location
-    /// list that covers `entry`.
+    /// list that covers `entry`; for [`Location::CallSite`], the DIE its call sites name.
     fn location_at(
         &self,
         die: &Die<'a, '_>,
         entry: u64,
         frame_base: Option<i64>,
-    ) -> Result<Location, gimli::Error> {
+    ) -> Result<(Location, Option<UnitOffset>), gimli::Error> {
         let Some(v) = die.attr_value(gimli::DW_AT_location)? else {
             let constant = die
                 .attr_value(gimli::DW_AT_const_value)?
@@ -344,7 +374,7 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                     AttributeValue::Sdata(v) => i32::try_from(v).ok(),
                     v => v.udata_value().and_then(|v| i32::try_from(v).ok()),
                 });
-            return Ok(constant.map_or(Location::None, Location::Const));
+            return Ok((constant.map_or(Location::None, Location::Const), None));
         };
         let expr = match v {
             AttributeValue::Exprloc(e) => Some(e),
@@ -361,12 +391,94 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
                 found
             }
         };
-        Ok(expr.map_or(Location::None, |e| self.simple_location(e, frame_base)))
+        let Some(expr) = expr else {
+            return Ok((Location::None, None));
+        };
+        if let Some(r) = parameter_ref(expr, self.unit.encoding()) {
+            return Ok((Location::CallSite, Some(r)));
+        }
+        Ok((self.simple_location(expr, frame_base), None))
+    }
+
+    /// Adds what this unit's call sites say of the parameters in `self.param_refs` (as gdb
+    /// reads a `DW_OP_GNU_parameter_ref`: the caller's `DW_TAG_call_site` whose return
+    /// address is the callee's, its parameter naming the same DIE, its value expression).
+    fn call_site_values(&self, out: &mut Vec<CallSiteValue>) -> Result<(), gimli::Error> {
+        let mut by_ref: HashMap<UnitOffset, Vec<(u64, u16)>> = HashMap::new();
+        for &(callee, param, r) in &self.param_refs {
+            by_ref.entry(r).or_default().push((callee, param));
+        }
+        let mut cursor = self.unit.entries();
+        let mut return_pc = None;
+        // The subprograms the walk is in: their depth, and whether their frame base is the
+        // CFA (a call site's `DW_OP_fbreg` is relative to its caller's).
+        let (mut depth, mut callers) = (0isize, Vec::<(isize, bool)>::new());
+        while let Some((delta, die)) = cursor.next_dfs()? {
+            depth += delta;
+            while callers.last().is_some_and(|&(d, _)| d >= depth) {
+                callers.pop();
+            }
+            match die.tag() {
+                gimli::DW_TAG_subprogram => {
+                    let base = die.attr_value(gimli::DW_AT_frame_base)?;
+                    let cfa =
+                        matches!(base, Some(AttributeValue::Exprloc(e)) if e.0.slice() == [0x9c]);
+                    callers.push((depth, cfa));
+                }
+                gimli::DW_TAG_call_site | gimli::DW_TAG_GNU_call_site => {
+                    // DWARF 5 names the return address; GNU's DWARF 4 form puts it in low_pc.
+                    // A tail call has neither: its callee returns elsewhere.
+                    let at = die
+                        .attr_value(gimli::DW_AT_call_return_pc)?
+                        .or(die.attr_value(gimli::DW_AT_low_pc)?);
+                    return_pc = match at {
+                        Some(v) => self.dwarf.attr_address(self.unit, v)?,
+                        None => None,
+                    };
+                }
+                gimli::DW_TAG_call_site_parameter | gimli::DW_TAG_GNU_call_site_parameter => {
+                    let Some(return_pc) = return_pc else { continue };
+                    let named = self
+                        .reference(die.attr_value(gimli::DW_AT_call_parameter)?)
+                        .or(self.reference(die.attr_value(gimli::DW_AT_abstract_origin)?));
+                    let Some(callees) = named.and_then(|r| by_ref.get(&r)) else {
+                        continue;
+                    };
+                    let value = die
+                        .attr_value(gimli::DW_AT_call_value)?
+                        .or(die.attr_value(gimli::DW_AT_GNU_call_site_value)?);
+                    let Some(AttributeValue::Exprloc(expr)) = value else {
+                        continue;
+                    };
+                    let frame_base_is_cfa = callers.last().is_some_and(|&(_, cfa)| cfa);
+                    let caller_cfa = || {
+                        // The rule in effect at the call instruction, which ends at the return
+                        // address.
+                        let cfa = frame_base_is_cfa.then(|| self.cfi.cfa_at(return_pc - 1));
+                        cfa.flatten()
+                    };
+                    let loc = call_value(expr, self.unit.encoding(), self.absolute, caller_cfa);
+                    for &(callee, param) in callees {
+                        out.push(CallSiteValue {
+                            return_pc,
+                            callee,
+                            param,
+                            loc,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn simple_location(&self, expr: gimli::Expression<R<'a>>, frame_base: Option<i64>) -> Location {
-        if let Some(v) = constant_expression(expr, self.unit.encoding()) {
+        if let Some(v) = constant_expression(expr, self.unit.encoding(), self.absolute) {
             return Location::Const(v);
+        }
+        if let Some(loc) = entry_value_expression(expr, self.unit.encoding()) {
+            return loc;
         }
         let mut r = expr.0;
         let mut regs = Vec::new();
@@ -719,21 +831,138 @@ fn unknown() -> TypeDesc {
     }
 }
 
-/// The value of a constant location expression (`DW_OP_lit*`/`DW_OP_const*`, then
-/// `DW_OP_stack_value`), if it is one and fits in 32 bits.
+/// A parameter as [`UnitCtx::params`] finds it: the parameter, and for
+/// [`Location::CallSite`] the DIE its call sites name.
+struct FoundParam {
+    param: Param,
+    ref_to: Option<UnitOffset>,
+}
+
+/// A constant as one operation (`DW_OP_lit*`, `DW_OP_const*`, and `DW_OP_addr` if
+/// `absolute`), if it fits in 32 bits sign-extended (kernel addresses do).
+fn constant_op<R: gimli::Reader>(op: &gimli::Operation<R>, absolute: bool) -> Option<i32> {
+    match *op {
+        gimli::Operation::UnsignedConstant { value } => i32::try_from(value).ok(),
+        gimli::Operation::SignedConstant { value } => i32::try_from(value).ok(),
+        gimli::Operation::Address { address } if absolute => i32::try_from(address as i64).ok(),
+        _ => None,
+    }
+}
+
+/// The operation of a one-operation value: `OP; DW_OP_stack_value`.
+fn stack_value<R: gimli::Reader>(
+    expr: gimli::Expression<R>,
+    encoding: gimli::Encoding,
+) -> Option<gimli::Operation<R>> {
+    let mut r = expr.0;
+    let op = gimli::Operation::parse(&mut r, encoding).ok()?;
+    match gimli::Operation::parse(&mut r, encoding).ok()? {
+        gimli::Operation::StackValue if r.is_empty() => Some(op),
+        _ => None,
+    }
+}
+
+/// The value of a constant location expression (a constant or an address, then
+/// `DW_OP_stack_value`), if it is one and fits in 32 bits (see [`constant_op`]).
 fn constant_expression<R: gimli::Reader>(
     expr: gimli::Expression<R>,
     encoding: gimli::Encoding,
+    absolute: bool,
 ) -> Option<i32> {
-    let mut r = expr.0;
-    let value = match gimli::Operation::parse(&mut r, encoding).ok()? {
-        gimli::Operation::UnsignedConstant { value } => i32::try_from(value).ok()?,
-        gimli::Operation::SignedConstant { value } => i32::try_from(value).ok()?,
-        _ => return None,
-    };
-    match gimli::Operation::parse(&mut r, encoding).ok()? {
-        gimli::Operation::StackValue if r.is_empty() => Some(value),
+    constant_op(&stack_value(expr, encoding)?, absolute)
+}
+
+/// A value computed from one register at the entry, then `DW_OP_stack_value`: the
+/// register's entry value (`DW_OP_entry_value(DW_OP_regN)`, at the entry the register
+/// itself) or the register plus an offset (`DW_OP_bregN off`).
+fn entry_value_expression<R: gimli::Reader>(
+    expr: gimli::Expression<R>,
+    encoding: gimli::Encoding,
+) -> Option<Location> {
+    match stack_value(expr, encoding)? {
+        gimli::Operation::EntryValue { mut expression } => {
+            match gimli::Operation::parse(&mut expression, encoding).ok()? {
+                gimli::Operation::Register { register } if expression.is_empty() => {
+                    Some(Location::Reg(register.0))
+                }
+                _ => None,
+            }
+        }
+        gimli::Operation::RegisterOffset {
+            register, offset, ..
+        } => Some(Location::RegOffset(register.0, i32::try_from(offset).ok()?)),
         _ => None,
+    }
+}
+
+/// The parameter DIE of a `DW_OP_GNU_parameter_ref; DW_OP_stack_value` expression: a
+/// parameter its `.isra` clone does not receive.
+fn parameter_ref(expr: gimli::Expression<R<'_>>, encoding: gimli::Encoding) -> Option<UnitOffset> {
+    match stack_value(expr, encoding)? {
+        gimli::Operation::ParameterRef { offset } => Some(offset),
+        _ => None,
+    }
+}
+
+/// Where the value of a call site's `DW_AT_call_value` (an expression evaluated in the
+/// caller at the call) is at the callee's entry: every register is as it was at the call
+/// but the stack pointer, 8 lower (the return address). Read: a constant; a register plus an
+/// offset (`DW_OP_bregN`), or the caller's frame base (the CFA, `caller_cfa`: a register
+/// plus an offset at the call) plus an offset (`DW_OP_fbreg`); or the word stored at either
+/// (then `DW_OP_deref`). Not read ([`Location::None`]): what needs the caller's own entry
+/// values, or arithmetic.
+fn call_value<R: gimli::Reader>(
+    expr: gimli::Expression<R>,
+    encoding: gimli::Encoding,
+    absolute: bool,
+    caller_cfa: impl FnOnce() -> Option<(u16, i64)>,
+) -> Location {
+    let mut r = expr.0;
+    let Ok(op) = gimli::Operation::parse(&mut r, encoding) else {
+        return Location::None;
+    };
+    if r.is_empty() {
+        if let Some(v) = constant_op(&op, absolute) {
+            return Location::Const(v);
+        }
+    }
+    // The caller's register plus an offset, made relative to the callee's entry.
+    let base = match op {
+        gimli::Operation::RegisterOffset {
+            register, offset, ..
+        } => Some((register.0, offset)),
+        gimli::Operation::FrameOffset { offset } => {
+            caller_cfa().map(|(reg, cfa)| (reg, cfa + offset))
+        }
+        _ => None,
+    };
+    let Some((reg, off)) = base else {
+        return Location::None;
+    };
+    let off = if reg == crate::arch::RSP {
+        off + 8
+    } else {
+        off
+    };
+    let Ok(off) = i32::try_from(off) else {
+        return Location::None;
+    };
+    if r.is_empty() {
+        return match (reg, off) {
+            (reg, 0) if reg != crate::arch::RSP => Location::Reg(reg),
+            (reg, off) => Location::RegOffset(reg, off),
+        };
+    }
+    match gimli::Operation::parse(&mut r, encoding) {
+        Ok(gimli::Operation::Deref {
+            size: 8,
+            space: false,
+            ..
+        }) if r.is_empty() => match reg {
+            crate::arch::RSP => Location::Stack(off),
+            reg => Location::Memory(reg, off),
+        },
+        _ => Location::None,
     }
 }
 
@@ -824,18 +1053,93 @@ mod tests {
             |b: &'static [u8]| gimli::Expression(gimli::EndianSlice::new(b, gimli::LittleEndian));
         // DW_OP_const1u 32; DW_OP_stack_value, DW_OP_lit1; DW_OP_stack_value.
         assert_eq!(
-            constant_expression(expr(&[0x08, 32, 0x9f]), encoding),
+            constant_expression(expr(&[0x08, 32, 0x9f]), encoding, true),
             Some(32)
         );
-        assert_eq!(constant_expression(expr(&[0x31, 0x9f]), encoding), Some(1));
+        assert_eq!(
+            constant_expression(expr(&[0x31, 0x9f]), encoding, true),
+            Some(1)
+        );
         // DW_OP_const1s -3; DW_OP_stack_value.
         assert_eq!(
-            constant_expression(expr(&[0x09, 0xfd, 0x9f]), encoding),
+            constant_expression(expr(&[0x09, 0xfd, 0x9f]), encoding, true),
             Some(-3)
         );
         // DW_OP_const1u 32 alone is an address, and DW_OP_reg5 a register.
-        assert_eq!(constant_expression(expr(&[0x08, 32]), encoding), None);
-        assert_eq!(constant_expression(expr(&[0x55]), encoding), None);
+        assert_eq!(constant_expression(expr(&[0x08, 32]), encoding, true), None);
+        assert_eq!(constant_expression(expr(&[0x55]), encoding, true), None);
+    }
+
+    const ENCODING: gimli::Encoding = gimli::Encoding {
+        address_size: 8,
+        format: gimli::Format::Dwarf32,
+        version: 5,
+    };
+
+    fn expr(b: &'static [u8]) -> gimli::Expression<R<'static>> {
+        gimli::Expression(gimli::EndianSlice::new(b, RunTimeEndian::Little))
+    }
+
+    /// The location forms gcc gives the kernel's clones at their entry, each as the kernel's
+    /// DWARF spells it (`llvm-dwarfdump`).
+    #[test]
+    fn the_location_forms_of_clones_at_their_entry() {
+        // DW_OP_addr 0xffffffff82a0c040; DW_OP_stack_value: an address (a `.constprop`
+        // clone's pointer to a static object) sign-extends from 32 bits; not in a file that
+        // moves when loaded.
+        let addr = expr(&[0x03, 0x40, 0xc0, 0xa0, 0x82, 0xff, 0xff, 0xff, 0xff, 0x9f]);
+        assert_eq!(
+            constant_expression(addr, ENCODING, true),
+            Some(0x82a0c040u32 as i32)
+        );
+        assert_eq!(constant_expression(addr, ENCODING, false), None);
+        // DW_OP_entry_value(DW_OP_reg4); DW_OP_stack_value: at the entry, rsi itself.
+        assert_eq!(
+            entry_value_expression(expr(&[0xa3, 0x01, 0x54, 0x9f]), ENCODING),
+            Some(Location::Reg(4))
+        );
+        // DW_OP_breg1 4088; DW_OP_stack_value: rdx + 4088.
+        assert_eq!(
+            entry_value_expression(expr(&[0x71, 0xf8, 0x1f, 0x9f]), ENCODING),
+            Some(Location::RegOffset(1, 4088))
+        );
+        // DW_OP_breg1 4088 alone is a memory location, not a value.
+        assert_eq!(
+            entry_value_expression(expr(&[0x71, 0xf8, 0x1f]), ENCODING),
+            None
+        );
+        // DW_OP_GNU_parameter_ref 0xa1f4; DW_OP_stack_value (`mas_new_ma_node.isra.0`'s
+        // `b_node`): only the call sites know it.
+        let r = expr(&[0xfa, 0xf4, 0xa1, 0x00, 0x00, 0x9f]);
+        assert_eq!(parameter_ref(r, ENCODING), Some(UnitOffset(0xa1f4)));
+        assert_eq!(parameter_ref(expr(&[0x55]), ENCODING), None);
+    }
+
+    /// A call site's value, read at the callee's entry.
+    #[test]
+    fn call_site_values_at_the_callees_entry() {
+        let value = |b| call_value(expr(b), ENCODING, true, || Some((6, 16)));
+        // DW_OP_breg12 0: r12 as it was at the call, unchanged at the entry.
+        assert_eq!(value(&[0x7c, 0x00]), Location::Reg(12));
+        // DW_OP_breg3 -2097152: rbx - 2 MiB.
+        assert_eq!(
+            value(&[0x73, 0x80, 0x80, 0x80, 0x7f]),
+            Location::RegOffset(3, -2097152)
+        );
+        // DW_OP_breg7 16: the caller's rsp is 8 above the callee's (the return address).
+        assert_eq!(value(&[0x77, 0x10]), Location::RegOffset(7, 24));
+        // DW_OP_lit3.
+        assert_eq!(value(&[0x33]), Location::Const(3));
+        // DW_OP_fbreg -120, the caller's CFA being rbp + 16 at the call: rbp - 104.
+        assert_eq!(value(&[0x91, 0x88, 0x7f]), Location::RegOffset(6, -104));
+        // The word there (DW_OP_deref), and the word at rsp + 16 in the caller.
+        assert_eq!(value(&[0x91, 0x88, 0x7f, 0x06]), Location::Memory(6, -104));
+        assert_eq!(value(&[0x77, 0x10, 0x06]), Location::Stack(24));
+        let rsp_cfa = call_value(expr(&[0x91, 0x88, 0x7f]), ENCODING, true, || Some((7, 48)));
+        assert_eq!(rsp_cfa, Location::RegOffset(7, 48 - 120 + 8));
+        // What the entry cannot read: the caller's own entry value, arithmetic.
+        assert_eq!(value(&[0xa3, 0x01, 0x55]), Location::None);
+        assert_eq!(value(&[0x75, 0x00, 0x33, 0x1a]), Location::None);
     }
 
     #[test]

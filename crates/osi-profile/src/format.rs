@@ -8,14 +8,17 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::ProfileError;
-use crate::model::{Class, EnumType, Function, Location, Param, ProfileData, TypeDesc};
+use crate::model::{
+    CallSiteValue, Class, EnumType, Function, Location, Param, ProfileData, TypeDesc,
+};
 
 /// File magic.
 const MAGIC: [u8; 8] = *b"RRRPROF\0";
-/// Format version; bumped on any layout change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version; bumped on any layout change. 2: call-site values, register-plus-offset
+/// locations.
+pub const FORMAT_VERSION: u32 = 2;
 
-const SECTIONS: usize = 8;
+const SECTIONS: usize = 9;
 const S_FUNCS: usize = 0;
 const S_PARAMS: usize = 1;
 const S_ENUMS: usize = 2;
@@ -24,6 +27,7 @@ const S_FACTS: usize = 4;
 const S_TEXT_FACTS: usize = 5;
 const S_BY_NAME: usize = 6;
 const S_STRINGS: usize = 7;
+const S_CALL_SITES: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -86,6 +90,17 @@ struct ParamRec {
     loc: LocRec,
 }
 
+/// A [`CallSiteValue`], sorted by (return address, callee, parameter).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CallSiteRec {
+    return_pc: u64,
+    callee: u64,
+    loc: LocRec,
+    param: u32,
+    _pad: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct EnumRec {
@@ -136,6 +151,9 @@ mod loc {
     pub const REG_PAIR: u8 = 2;
     pub const STACK: u8 = 3;
     pub const CONST: u8 = 4;
+    pub const REG_OFFSET: u8 = 5;
+    pub const CALL_SITE: u8 = 6;
+    pub const MEMORY: u8 = 7;
 }
 
 /// Deduplicating string table: each string stored once as `u32 length + bytes`.
@@ -187,12 +205,28 @@ fn loc_rec(l: Location) -> LocRec {
         Location::RegPair(a, b) => (loc::REG_PAIR, a, b as i32),
         Location::Stack(off) => (loc::STACK, 0, off),
         Location::Const(v) => (loc::CONST, 0, v),
+        Location::RegOffset(r, off) => (loc::REG_OFFSET, r, off),
+        Location::CallSite => (loc::CALL_SITE, 0, 0),
+        Location::Memory(r, off) => (loc::MEMORY, r, off),
     };
     LocRec {
         kind,
         _pad: 0,
         reg,
         aux,
+    }
+}
+
+fn location(l: &LocRec) -> Location {
+    match l.kind {
+        loc::REG => Location::Reg(l.reg),
+        loc::REG_PAIR => Location::RegPair(l.reg, l.aux as u16),
+        loc::STACK => Location::Stack(l.aux),
+        loc::CONST => Location::Const(l.aux),
+        loc::REG_OFFSET => Location::RegOffset(l.reg, l.aux),
+        loc::CALL_SITE => Location::CallSite,
+        loc::MEMORY => Location::Memory(l.reg, l.aux),
+        _ => Location::None,
     }
 }
 
@@ -272,6 +306,18 @@ impl ProfileData {
                 .then(a.cmp(&b))
         });
 
+        let call_sites: Vec<CallSiteRec> = self
+            .call_sites
+            .iter()
+            .map(|c| CallSiteRec {
+                return_pc: c.return_pc,
+                callee: c.callee,
+                loc: loc_rec(c.loc),
+                param: u32::from(c.param),
+                _pad: 0,
+            })
+            .collect();
+
         let bodies: [&[u8]; SECTIONS] = [
             bytemuck::cast_slice(&funcs),
             bytemuck::cast_slice(&params),
@@ -281,6 +327,7 @@ impl ProfileData {
             bytemuck::cast_slice(&text_facts),
             bytemuck::cast_slice(&by_name),
             &strings.blob,
+            bytemuck::cast_slice(&call_sites),
         ];
         let mut out = vec![0u8; std::mem::size_of::<Header>()];
         let mut header = Header {
@@ -387,6 +434,7 @@ impl Profile {
         p.try_records::<FactRec>(S_FACTS)?;
         p.try_records::<TextFactRec>(S_TEXT_FACTS)?;
         p.try_records::<u32>(S_BY_NAME)?;
+        p.try_records::<CallSiteRec>(S_CALL_SITES)?;
         Ok(p)
     }
 
@@ -500,6 +548,18 @@ impl Profile {
             .map(|f| (self.string(f.key), f.value))
     }
 
+    /// What the call returning to `return_pc` passed as parameter `param` of `callee` (an
+    /// entry address), when the callee does not receive it ([`Location::CallSite`]): where
+    /// its value is at the callee's entry, or [`Location::None`] if that call site does not
+    /// say (an indirect call, a tail call, a value the entry cannot read).
+    pub fn call_site_value(&self, return_pc: u64, callee: u64, param: u16) -> Location {
+        let sites = self.records::<CallSiteRec>(S_CALL_SITES);
+        let key = (return_pc, callee, u32::from(param));
+        sites
+            .binary_search_by(|c| (c.return_pc, c.callee, c.param).cmp(&key))
+            .map_or(Location::None, |i| location(&sites[i].loc))
+    }
+
     /// Whether this profile was made by this version of the reader ([`crate::READER_VERSION`]):
     /// one made by another may hold what that reader got wrong, and should be built again.
     pub fn is_current(&self) -> bool {
@@ -581,11 +641,22 @@ impl Profile {
                 )
             })
             .collect();
+        let call_sites = self
+            .records::<CallSiteRec>(S_CALL_SITES)
+            .iter()
+            .map(|c| CallSiteValue {
+                return_pc: c.return_pc,
+                callee: c.callee,
+                param: c.param as u16,
+                loc: location(&c.loc),
+            })
+            .collect();
         ProfileData {
             functions,
             enums,
             facts: self.facts().map(|(k, v)| (k.to_owned(), v)).collect(),
             text_facts,
+            call_sites,
         }
     }
 
@@ -728,12 +799,6 @@ impl<'a> ParamRef<'a> {
     }
     /// Where it is at entry.
     pub fn location(&self) -> Location {
-        match self.rec.loc.kind {
-            loc::REG => Location::Reg(self.rec.loc.reg),
-            loc::REG_PAIR => Location::RegPair(self.rec.loc.reg, self.rec.loc.aux as u16),
-            loc::STACK => Location::Stack(self.rec.loc.aux),
-            loc::CONST => Location::Const(self.rec.loc.aux),
-            _ => Location::None,
-        }
+        location(&self.rec.loc)
     }
 }

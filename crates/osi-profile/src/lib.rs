@@ -4,6 +4,7 @@
 //! name threads. Stored in a compact format a tracer memory-maps and uses in place.
 
 pub mod arch;
+mod cfi;
 mod denylist;
 mod dwarf;
 mod elf;
@@ -20,7 +21,9 @@ pub use denylist::{DenyList, DEFAULT_DENY, REPORTING_FUNCTIONS};
 pub use error::ProfileError;
 pub use format::{ClassRef, FunctionRef, ParamRef, Profile, FORMAT_VERSION};
 pub use kernelinfo::kernelinfo;
-pub use model::{flags, Class, EnumType, Function, Location, Param, ProfileData, TypeDesc};
+pub use model::{
+    flags, CallSiteValue, Class, EnumType, Function, Location, Param, ProfileData, TypeDesc,
+};
 pub use reader::{read, Options, READER_VERSION};
 pub use tsv::{line as tsv_line, location as tsv_location, write_tsv};
 

@@ -31,7 +31,7 @@ pub enum Class {
 }
 
 /// Where a parameter lives at the function's first instruction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Location {
     /// A register, in DWARF x86-64 numbering (0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi, ...).
     Reg(u16),
@@ -40,8 +40,21 @@ pub enum Location {
     /// In memory at this offset from the stack pointer at entry (the return address is at +0).
     Stack(i32),
     /// Not in the machine at all: a known constant, from the debug info (`DW_AT_const_value`,
-    /// or a constant `DW_OP_stack_value` expression), as in gcc's `.constprop` clones.
+    /// or a constant `DW_OP_stack_value` expression), as in gcc's `.constprop` clones. An
+    /// address (`DW_OP_addr`) is one too: kernel addresses sign-extend from 32 bits.
     Const(i32),
+    /// A register's value plus an offset: a value the caller computed (`DW_OP_bregN off` in
+    /// a call site's `DW_AT_call_value`). Register 7 is the stack pointer at the callee's
+    /// entry (the caller's offsets are made relative to it).
+    RegOffset(u16, i32),
+    /// The word in memory at a register plus an offset (a value the caller keeps in its
+    /// frame, given by a call site); [`Location::Stack`] when the register is the stack
+    /// pointer.
+    Memory(u16, i32),
+    /// Not passed at all: gcc's `.isra` clone dropped the parameter, and each call site says
+    /// what it was (`DW_OP_GNU_parameter_ref`). Found by the call's return address in
+    /// [`ProfileData::call_sites`], as gdb finds it.
+    CallSite,
     /// Optimized out, or not described at the entry address.
     None,
 }
@@ -73,6 +86,21 @@ pub struct Param {
     /// Its type.
     pub ty: TypeDesc,
     /// Where it is at entry.
+    pub loc: Location,
+}
+
+/// What one call site says of a parameter its callee (a `.isra` clone) does not receive: the
+/// value the caller had for it, where the callee's entry can read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CallSiteValue {
+    /// The call's return address (the word at the stack pointer at the callee's entry).
+    pub return_pc: u64,
+    /// The callee's entry address.
+    pub callee: u64,
+    /// The parameter's position in the callee's parameters.
+    pub param: u16,
+    /// Where its value is at the callee's entry: a register, a register plus an offset, a
+    /// constant, or a stack slot.
     pub loc: Location,
 }
 
@@ -143,6 +171,8 @@ pub struct ProfileData {
     pub facts: BTreeMap<String, i64>,
     /// Textual facts, e.g. `kernel.version`.
     pub text_facts: BTreeMap<String, String>,
+    /// The call sites' values of the parameters [`Location::CallSite`] names, sorted.
+    pub call_sites: Vec<CallSiteValue>,
 }
 
 impl ProfileData {
@@ -150,6 +180,7 @@ impl ProfileData {
     /// profile's facts where both have one, and sorts the result.
     pub fn merge(&mut self, other: ProfileData) {
         self.append(other.functions, other.enums);
+        self.call_sites.extend(other.call_sites);
         for (k, v) in other.facts {
             self.facts.entry(k).or_insert(v);
         }
@@ -180,5 +211,7 @@ impl ProfileData {
         });
         self.functions
             .dedup_by(|later, first| later.entry == first.entry);
+        self.call_sites.sort();
+        self.call_sites.dedup();
     }
 }

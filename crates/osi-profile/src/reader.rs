@@ -38,6 +38,12 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
     while let Some(h) = units.next().map_err(dwarf_err)? {
         headers.push(h);
     }
+    let absolute = object::Object::kind(&file) == object::ObjectKind::Executable;
+    let debug_frame = elf::section_data(&file, ".debug_frame");
+    let eh_frame = elf::section_data(&file, ".eh_frame");
+    let eh_frame_address = object::Object::section_by_name(&file, ".eh_frame")
+        .map_or(0, |s| object::ObjectSection::address(&s));
+    let cfi = crate::cfi::Cfi::new(&debug_frame, &eh_frame, eh_frame_address);
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -47,8 +53,9 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
     let parts: Vec<Result<Extract, gimli::Error>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (dwarf, headers) = (&dwarf, &headers);
-                s.spawn(move || dwarf::extract(dwarf, headers, (t..headers.len()).step_by(threads)))
+                let (dwarf, headers, cfi) = (&dwarf, &headers, &cfi);
+                let indices = (t..headers.len()).step_by(threads);
+                s.spawn(move || dwarf::extract(dwarf, headers, indices, absolute, cfi))
             })
             .collect();
         handles
@@ -65,6 +72,7 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
         units_seen += part.units;
         skeletons += part.skeleton_units;
         data.append(part.functions, part.enums);
+        data.call_sites.extend(part.call_sites);
         for (k, v) in part.layouts {
             layouts.entry(k).or_insert(v);
         }
@@ -122,8 +130,10 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
 /// 2: an empty struct parameter takes no register or stack slot; 3: constant locations; 4:
 /// clones whose code returns nothing return void; 5: a struct returned in memory takes rdi;
 /// 6: the reporting functions (`kasan_report`, ...) are never denied; 7: source files keep
-/// their directory.
-pub const READER_VERSION: u32 = 7;
+/// their directory; 8: the parameters of `.isra` clones that their call sites pass
+/// (`DW_OP_GNU_parameter_ref`), addresses, entry values and register-plus-offset values; 9:
+/// the `thread_struct` and `irq_stack` facts.
+pub const READER_VERSION: u32 = 9;
 
 /// The text fact that records which reader made a profile.
 pub(crate) const READER_FACT: &str = "osi.reader";

@@ -6,7 +6,8 @@ use std::fmt::Write;
 use crate::format::{FunctionRef, Profile};
 use crate::model::Location;
 
-/// A location as the TSV writes it: `rdi`, `rsi:rdx`, `stack+8`, `none`.
+/// A location as the TSV writes it: `rdi`, `rsi:rdx`, `stack+8`, `const3`, `rdi+8`,
+/// `[rbp-8]`, `callsite`, `none`.
 pub fn location(loc: Location) -> String {
     match loc {
         Location::Reg(r) => crate::arch::name(r).to_owned(),
@@ -14,6 +15,9 @@ pub fn location(loc: Location) -> String {
         Location::Stack(off) if off >= 0 => format!("stack+{off}"),
         Location::Stack(off) => format!("stack{off}"),
         Location::Const(v) => format!("const{v}"),
+        Location::RegOffset(r, off) => format!("{}{off:+}", crate::arch::name(r)),
+        Location::Memory(r, off) => format!("[{}{off:+}]", crate::arch::name(r)),
+        Location::CallSite => "callsite".to_owned(),
         Location::None => "none".to_owned(),
     }
 }

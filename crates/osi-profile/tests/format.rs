@@ -1,8 +1,8 @@
 //! The on-disk profile: round trip, lookups, and clear errors for bad files.
 
 use osi_profile::{
-    flags, Class, ClassRef, EnumType, Function, Location, Param, Profile, ProfileData,
-    ProfileError, TypeDesc,
+    flags, CallSiteValue, Class, ClassRef, EnumType, Function, Location, Param, Profile,
+    ProfileData, ProfileError, TypeDesc,
 };
 
 fn data() -> ProfileData {
@@ -61,10 +61,29 @@ fn data() -> ProfileData {
                     },
                     loc: Location::Const(-32),
                 },
+                Param {
+                    name: "pud".into(),
+                    ty: TypeDesc {
+                        c_type: "pud_t *".into(),
+                        class: Class::Pointer,
+                    },
+                    loc: Location::CallSite,
+                },
             ],
             0,
         ),
         f("beta", 0x2000, vec![], flags::SYMBOL_ONLY),
+    ];
+    // What two calls of alpha pass as `pud` (out of order: finish sorts them).
+    let site = |return_pc, loc| CallSiteValue {
+        return_pc,
+        callee: 0x1000,
+        param: 4,
+        loc,
+    };
+    d.call_sites = vec![
+        site(0x2010, Location::Memory(6, -104)),
+        site(0x2008, Location::RegOffset(7, 24)),
     ];
     d.facts.insert("task_struct.pid".into(), 0x4e8);
     d.text_facts.insert("kernel.version".into(), "6.1.0".into());
@@ -81,6 +100,28 @@ fn a_profile_gives_back_the_data_it_was_written_from() {
     let mut d = data();
     d.functions[0].file = None;
     assert_eq!(Profile::from_bytes(&d.to_bytes()).unwrap().to_data(), d);
+}
+
+#[test]
+fn a_parameter_only_call_sites_pass_is_found_by_the_return_address() {
+    let p = Profile::from_bytes(&data().to_bytes()).unwrap();
+    let alpha = p.function(p.function_by_name("alpha").unwrap()).unwrap();
+    assert_eq!(
+        alpha.params().nth(4).unwrap().location(),
+        Location::CallSite
+    );
+    assert_eq!(
+        p.call_site_value(0x2008, 0x1000, 4),
+        Location::RegOffset(7, 24)
+    );
+    assert_eq!(
+        p.call_site_value(0x2010, 0x1000, 4),
+        Location::Memory(6, -104)
+    );
+    // Another call, another callee or another parameter: not said.
+    assert_eq!(p.call_site_value(0x2018, 0x1000, 4), Location::None);
+    assert_eq!(p.call_site_value(0x2008, 0x3000, 4), Location::None);
+    assert_eq!(p.call_site_value(0x2008, 0x1000, 3), Location::None);
 }
 
 #[test]
@@ -118,6 +159,7 @@ fn round_trip_through_a_file() {
                 Location::RegPair(4, 1)
             ),
             ("len", "int", ClassRef::Signed(4), Location::Const(-32)),
+            ("pud", "pud_t *", ClassRef::Pointer, Location::CallSite),
         ]
     );
     assert_eq!(p.function_at_entry(0x2000), p.function_by_name("beta"));

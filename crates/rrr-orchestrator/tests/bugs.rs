@@ -6,6 +6,9 @@
 //! (the bug: its KASAN report). Each patched kernel differs from the shared one by one patch, a
 //! short rebuild through the compiler cache.
 
+#[path = "../../rrr-trace/tests/support/tp.rs"]
+mod tp;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,20 +27,28 @@ fn bug(name: &str) -> (PathBuf, PathBuf) {
     (dir.join("repro.c"), dir.join("fix-reverted.patch"))
 }
 
-/// `rrr run --compare` of the bug `name` (two attempts each): no crash on the fixed kernel, and
-/// `title` at the first attempt with the fix reverted.
-fn crashes_only_with_the_fix_reverted(name: &str, title: &str) {
+/// `rrr run` of the bug `name` with its fix reverted (two attempts), with `args`.
+fn run_bug(name: &str, args: &[&str]) -> std::process::Output {
     let (repro, revert) = bug(name);
-    let out = rrr()
+    rrr()
         .args(["run", "--stimulus"])
         .arg(&repro)
         .args(["--fragment", "crash-test", "--fragment"])
         .arg(bugs().join("bugs.config"))
         .arg("--patch")
         .arg(&revert)
-        .args(["--compare", "--timeout", "60", "--attempts", "2"])
+        .args(["--timeout", "60", "--attempts", "2"])
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `rrr run --compare` of the bug `name` (two attempts each): no crash on the fixed kernel, and
+/// `title` at the first attempt with the fix reverted. Then the trace of the crash (the same
+/// recording, cached): every thread that ran in it is named, none is a bare stack
+/// (`stack-…`: an IRQ stack is only page-aligned, and deep interrupt work on it once made one).
+fn crashes_only_with_the_fix_reverted(name: &str, title: &str) {
+    let out = run_bug(name, &["--compare"]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "rrr run --compare failed:\n{said}");
     let verdict: Vec<&str> = said
@@ -54,6 +65,29 @@ fn crashes_only_with_the_fix_reverted(name: &str, title: &str) {
             format!("with fix-reverted.patch: {title}, at attempt 1"),
         ],
         "{said}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.pftrace");
+    let out = run_bug(name, &["-o", t.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && said.contains(title),
+        "rrr run failed:\n{said}"
+    );
+    let r = tp::query(
+        &t,
+        &[
+            "select count(distinct t.utid), sum(t.name like 'stack-%' or t.name is null) \
+             from thread t join thread_track tt using (utid) \
+             where exists (select 1 from slice s where s.track_id = tt.id)",
+        ],
+    );
+    let line = tp::lines(&r[0]).join("");
+    let (threads, unnamed) = line.split_once('|').unwrap();
+    assert!(
+        threads.parse::<u32>().unwrap() > 5 && unnamed == "0",
+        "{threads} threads with calls in the trace, {unnamed} of them unnamed"
     );
 }
 

@@ -395,7 +395,8 @@ fn a_sleepy_stimulus_is_recorded_and_replayed_without_waiting_out_its_sleep() {
     assert_eq!(tp::lines(&r[0]), vec!["5"], "its five opens");
 }
 
-/// Records the example stimulus on `kernel` into `dir/rec` and traces it into `dir/t.pftrace`.
+/// Records the example stimulus on `kernel` into `dir/rec` and traces it into `dir/t.pftrace`;
+/// every thread that ran in it is named (none is a bare stack, `stack-…`).
 fn record_and_trace(kernel: &str, dir: &Path) -> (PathBuf, PathBuf) {
     let stimulus = ok(rrr().arg("stimulus").arg(example("open-write-read.c")));
     let rec = dir.join("rec");
@@ -404,6 +405,15 @@ fn record_and_trace(kernel: &str, dir: &Path) -> (PathBuf, PathBuf) {
         .arg(&rec));
     let t = dir.join("t.pftrace");
     ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
+    let r = tp::query(
+        &t,
+        &[
+            "select t.name from thread t join thread_track tt using (utid) \
+           where (t.name like 'stack-%' or t.name is null) \
+           and exists (select 1 from slice s where s.track_id = tt.id)",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), Vec::<String>::new(), "unnamed threads");
     (rec, t)
 }
 
@@ -470,7 +480,7 @@ fn the_trace_says_what_gdb_says() {
     };
     // Each call: the trace's values of these arguments (and return value), and gdb's of the
     // same, at the call's entry (`p`) and after it (`finish`).
-    let cases: [(&str, &str, &[&str], &[&str]); 7] = [
+    let cases: [(&str, &str, &[&str], &[&str]); 8] = [
         // Signed and unsigned integers of several widths, and a return value.
         (
             "ksys_write",
@@ -510,6 +520,14 @@ fn the_trace_says_what_gdb_says() {
         ),
         // A gcc clone's parameter that is a constant of the debug info.
         ("extract_entropy.constprop.0", "", &["len"], &["p len"]),
+        // A `.isra` clone's parameter that its caller does not pass (`pud`): the call site's
+        // value, as gdb reads it. Two inlined frames begin at the clone's entry.
+        (
+            "pmd_offset.isra.0",
+            "and extract_arg(s.arg_set_id, 'debug.pud') is not null",
+            &["address", "pud"],
+            &["frame 2", "p address", "p/d pud"],
+        ),
     ];
     for (function, cond, args, commands) in cases {
         let ts = first(function, cond);
@@ -517,6 +535,40 @@ fn the_trace_says_what_gdb_says() {
             trace_values(&t, ts, args).join(","),
             gdb_values(ts, commands).join(","),
             "{function}: the trace's values, then gdb's"
+        );
+    }
+    // Around a context switch, each call is on the track of the thread the kernel's
+    // `current` names there: `__switch_to`'s entry and what it calls before it writes
+    // `current_task` (`wrmsrl`) are the previous thread's; the rest of it (a slice without
+    // arguments) is the next thread's.
+    let in_switch = |cond: &str| {
+        format!(
+            "select s.ts, th.tid from slice s join thread_track tt on s.track_id = tt.id \
+             join thread th using (utid) left join slice p on s.parent_id = p.id \
+             where {cond} order by s.ts limit 1 offset 3"
+        )
+    };
+    // (An argument's key names a struct pointer's type: `debug.prev_p (struct task_struct *)`.)
+    let has_prev = "exists (select 1 from args a where a.arg_set_id = s.arg_set_id \
+                    and a.key like 'debug.prev_p%')";
+    let queries = [
+        in_switch("s.name = 'wrmsrl' and p.name = '__switch_to'"),
+        in_switch(&format!("s.name = '__switch_to' and {has_prev}")),
+        in_switch(&format!("s.name = '__switch_to' and not {has_prev}")),
+    ];
+    let r = tp::query(&t, &queries.iter().map(String::as_str).collect::<Vec<_>>());
+    for rows in &r {
+        let line = tp::lines(rows)
+            .into_iter()
+            .next()
+            .expect("a call in a switch");
+        let (ts, tid) = line.split_once('|').unwrap();
+        let current = "p ((struct task_struct *)*(unsigned long *)($gs_base + \
+                       (unsigned long)&current_task))->pid";
+        assert_eq!(
+            gdb_values(ts.parse().unwrap(), &[current]),
+            [tid],
+            "the thread at trace time {ts}: the trace's, then gdb's current task"
         );
     }
     // A clone whose code returns nothing has no return value in the trace.

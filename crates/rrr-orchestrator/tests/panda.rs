@@ -183,6 +183,9 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
                 "select s.ts {on_stimulus} and s.name = 'ksys_write' \
                  and extract_arg(s.arg_set_id, 'debug.fd') > 2"
             ),
+            "select t.name from thread t join thread_track tt using (utid) \
+             where (t.name like 'stack-%' or t.name is null) \
+             and exists (select 1 from slice s where s.track_id = tt.id)",
         ],
     );
     assert_eq!(
@@ -193,6 +196,7 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
     assert_eq!(tp::lines(&r[1]), vec!["15"], "one write of 15 bytes");
     assert_eq!(tp::lines(&r[2]), vec!["0"]);
     assert_eq!(tp::lines(&r[3]), Vec::<String>::new(), "no import errors");
+    assert_eq!(tp::lines(&r[5]), Vec::<String>::new(), "unnamed threads");
 
     // `rrr replay --gdb --at TS`: PANDA stops at instruction TS, the write the trace shows
     // there; gdb can step back from it into its caller.

@@ -27,6 +27,10 @@ pub struct OsLayout {
     pub current_task: Option<u64>,
     /// Per-CPU offset of `hardirq_stack_ptr` (top of the CPU's IRQ stack).
     pub hardirq_stack_ptr: Option<u64>,
+    /// IRQ stack size (`sizeof(struct irq_stack)`; THREAD_SIZE if unknown). The stack is
+    /// only page-aligned (it lives in the per-CPU area, or is vmap'd there), so it may span
+    /// two THREAD_SIZE-aligned blocks: it is known by its range, not by masking.
+    pub irq_stack_size: u64,
     /// `task_struct` member offsets.
     pub task_pid: Option<u64>,
     /// See `task_pid`.
@@ -37,6 +41,9 @@ pub struct OsLayout {
     pub task_stack: Option<u64>,
     /// See `task_pid`.
     pub task_mm: Option<u64>,
+    /// Offset in `task_struct` of the stack pointer a switched-out task was left at
+    /// (`thread.sp`, saved by `__switch_to_asm`).
+    pub task_saved_sp: Option<u64>,
 }
 
 impl OsLayout {
@@ -49,11 +56,18 @@ impl OsLayout {
                 .unwrap_or(16384),
             current_task: f("percpu.current_task"),
             hardirq_stack_ptr: f("percpu.hardirq_stack_ptr"),
+            irq_stack_size: f("sizeof.irq_stack")
+                .filter(|s| s.is_power_of_two())
+                .or(f("thread_size").filter(|s| s.is_power_of_two()))
+                .unwrap_or(16384),
             task_pid: f("task_struct.pid"),
             task_tgid: f("task_struct.tgid"),
             task_comm: f("task_struct.comm"),
             task_stack: f("task_struct.stack"),
             task_mm: f("task_struct.mm"),
+            task_saved_sp: f("task_struct.thread")
+                .zip(f("thread_struct.sp"))
+                .map(|(t, s)| t + s),
         }
     }
 }
@@ -87,15 +101,52 @@ struct IrqMarker {
     sp: u64,
 }
 
+/// A context switch in progress on a CPU: `__switch_to` runs on the next task's stack, but
+/// `current` (the per-CPU `current_task`) is the previous task until `__switch_to` writes it,
+/// after saving the previous task's segments and MSRs (`wrmsrl`, `native_load_gs_index`). Its
+/// calls until then are the previous thread's, as the kernel's own `current`, ftrace and gdb
+/// say. Their stack slots, on the next task's stack, are moved to just below where the
+/// previous task's stack was left, where they nest on its track. From the write on, the rest
+/// of `__switch_to` is the next thread's: a call of it begins there on the next thread's
+/// track, at its real slot, and its `ret` ends it.
+#[derive(Clone, Copy, Debug)]
+struct SwitchWindow {
+    /// Kernel stack key of the previous thread.
+    prev: u64,
+    /// The next task (`__switch_to`'s `next_p`) and its kernel stack key.
+    next_task: u64,
+    next: u64,
+    /// Function id of `__switch_to`.
+    func: u32,
+    /// Stack pointer at `__switch_to`'s entry, on the next task's stack.
+    entry_sp: u64,
+    /// Where that slot is moved to on the previous thread's track.
+    moved_sp: u64,
+}
+
+impl SwitchWindow {
+    /// Room between where the previous task's stack was left and the moved slots.
+    const GAP: u64 = 256;
+
+    /// Where slot `sp` of the window is on the previous thread's track, if `sp` is on the
+    /// window's stack at or below its entry.
+    fn moved(&self, sp: u64, thread_size: u64) -> Option<u64> {
+        let depth = self.entry_sp.wrapping_sub(sp);
+        (depth < thread_size).then(|| self.moved_sp.wrapping_sub(depth))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct CpuState {
     /// Kernel stack key of the thread this CPU runs.
     current: Option<u64>,
     /// The identity of `current` is not known yet (read it at the next event).
     ident_pending: bool,
-    /// Base of this CPU's IRQ stack, once read.
+    /// Lowest address of this CPU's IRQ stack, once read.
     irq_stack: Option<u64>,
     irqs: Vec<IrqMarker>,
+    /// A `__switch_to` that has not yet made the next task current.
+    switching: Option<SwitchWindow>,
 }
 
 /// Engine-side state: one per emulator, called from every hook.
@@ -194,20 +245,14 @@ impl Observer {
             return;
         }
         if kind == KIND_IRQ && !CPU_ENTRY_AREA.contains(&sp) {
-            let key = sp & !(self.layout.thread_size - 1);
+            let key = self.stack_key(cpu, sp);
             self.cpu(cpu).irqs.push(IrqMarker { key, sp });
         }
         if kind == KIND_SWITCH {
-            // Already on the next task's stack, before `current_task` names it: identify the
-            // thread from the switch's own argument, so that its first events (a new thread's
-            // first resume) are on its track, not on a track of a stack nobody owns.
-            let next = g.reg(Reg(osi_profile::arch::INTEGER_ARGS[1]));
-            if let Ok((key, ident)) = self.read_task(g, next) {
-                self.identify(key, ident, ts);
-            }
+            self.begin_switch(cpu, g, func, sp, ts);
         }
-        let track = self.track_for(cpu, g, sp, false, ts);
-        let args = self.read_args(g, plan, sp);
+        let (track, slot) = self.place(cpu, g, sp, false, ts);
+        let args = self.read_args(g, func, plan, sp);
         // Taken before the push, which may send the batch and its words.
         let renamed = (kind == KIND_RENAME && args.len >= 2)
             .then(|| {
@@ -221,7 +266,7 @@ impl Observer {
         self.push(Record::Enter {
             ts,
             track,
-            sp,
+            sp: slot,
             func,
             args,
         });
@@ -245,7 +290,7 @@ impl Observer {
             return;
         }
         let sp = g.reg(Reg::RSP);
-        let track = self.track_for(cpu, g, sp, true, ts);
+        let (track, sp) = self.place(cpu, g, sp, true, ts);
         let rax = g.reg(Reg::RAX);
         let value = match returns {
             Returns::Rax => [rax, 0],
@@ -276,8 +321,114 @@ impl Observer {
             return;
         }
         let sp = g.reg(Reg::RSP);
-        let track = self.track_for(access.cpu, g, sp, false, ts);
+        let (track, _) = self.place(access.cpu, g, sp, false, ts);
         self.push(Record::Access { ts, track, access });
+    }
+
+    /// `__switch_to` is entered on `cpu`, already on the next task's stack (at `sp`), while
+    /// `current_task` still names the previous one.
+    #[cold]
+    fn begin_switch<G: Guest + ?Sized>(
+        &mut self,
+        cpu: u32,
+        g: &mut G,
+        func: u32,
+        sp: u64,
+        ts: u64,
+    ) {
+        // Identify the next thread from the switch's own argument, so that its first events
+        // (a new thread's first resume) are on its track, not on a track of a stack nobody
+        // owns.
+        let [prev_task, next] = [0, 1].map(|i| g.reg(Reg(osi_profile::arch::INTEGER_ARGS[i])));
+        let Ok((next_key, next_ident)) = self.read_task(g, next) else {
+            self.cpu(cpu).switching = None;
+            return;
+        };
+        self.identify(next_key, next_ident, ts);
+        let mask = !(self.layout.thread_size - 1);
+        let window = match self.read_task(g, prev_task) {
+            Ok((prev, ident)) if sp & mask != prev && sp & mask == next_key => {
+                self.identify(prev, ident, ts);
+                let saved = self
+                    .layout
+                    .task_saved_sp
+                    .and_then(|off| g.read_u64(prev_task.wrapping_add(off)));
+                saved
+                    .filter(|&s| s & mask == prev)
+                    .map(|saved| SwitchWindow {
+                        prev,
+                        next_task: next,
+                        next: next_key,
+                        func,
+                        entry_sp: sp,
+                        moved_sp: saved.wrapping_sub(SwitchWindow::GAP),
+                    })
+            }
+            _ => None,
+        };
+        self.cpu(cpu).switching = window;
+    }
+
+    /// The track of an event at `sp` (a `ret` if `ret`) and the stack slot it has there.
+    #[inline(always)]
+    fn place<G: Guest + ?Sized>(
+        &mut self,
+        cpu: u32,
+        g: &mut G,
+        sp: u64,
+        ret: bool,
+        ts: u64,
+    ) -> (TrackKey, u64) {
+        if let Some(w) = self.cpu(cpu).switching {
+            return self.place_in_switch(cpu, g, sp, ret, ts, w);
+        }
+        (self.track_for(cpu, g, sp, ret, ts), sp)
+    }
+
+    /// During a context switch: the previous thread's track and the moved slot while
+    /// `current_task` is still the previous task. Once it names the next one, the previous
+    /// thread's part of the switch ends (its calls there unwound), the event is placed as
+    /// usual, and the rest of `__switch_to` begins on the next thread's track.
+    #[cold]
+    fn place_in_switch<G: Guest + ?Sized>(
+        &mut self,
+        cpu: u32,
+        g: &mut G,
+        sp: u64,
+        ret: bool,
+        ts: u64,
+        w: SwitchWindow,
+    ) -> (TrackKey, u64) {
+        let gs = g.reg(Reg::GS_BASE);
+        let current = self
+            .layout
+            .current_task
+            .and_then(|off| g.read_u64(gs.wrapping_add(off)));
+        let moved = w.moved(sp, self.layout.thread_size);
+        if let (Some(slot), false) = (moved, current == Some(w.next_task)) {
+            return (TrackKey::Thread(w.prev), slot);
+        }
+        self.cpu(cpu).switching = None;
+        // A return just above the moved slots: every call of the window open on the previous
+        // thread's track ends here, unwound (no frame has this slot, nor a function at pc 0).
+        self.push(Record::Return {
+            ts,
+            track: TrackKey::Thread(w.prev),
+            sp: w.moved_sp.wrapping_add(8),
+            pc: 0,
+            value: [0, 0],
+        });
+        let track = self.track_for(cpu, g, sp, ret, ts);
+        if track == TrackKey::Thread(w.next) {
+            self.push(Record::Enter {
+                ts,
+                track,
+                sp: w.entry_sp,
+                func: w.func,
+                args: ArgsRef::default(),
+            });
+        }
+        (track, sp)
     }
 
     /// Decides the track of an event at `sp` (a `ret` if `ret`), noting context switches and
@@ -310,7 +461,7 @@ impl Observer {
         if CPU_ENTRY_AREA.contains(&sp) {
             return TrackKey::Irq(cpu);
         }
-        let key = sp & !(self.layout.thread_size - 1);
+        let key = self.stack_key(cpu, sp);
         let state = self.cpu(cpu);
         while let Some(m) = state.irqs.last() {
             if m.key != key {
@@ -336,7 +487,7 @@ impl Observer {
             }
             return TrackKey::Thread(key);
         }
-        if self.is_irq_stack(cpu, g, key) {
+        if self.is_irq_stack(cpu, g, sp) {
             return TrackKey::Irq(cpu);
         }
         self.switch_to(cpu, g, key, ts);
@@ -358,18 +509,31 @@ impl Observer {
         self.refresh_ident(cpu, g, key, ts, Reg::GS_BASE);
     }
 
-    fn is_irq_stack<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, key: u64) -> bool {
-        let mask = !(self.layout.thread_size - 1);
+    /// The key of the stack `sp` is on: its THREAD_SIZE-aligned base, or for any address of
+    /// this CPU's IRQ stack (once read), that stack's lowest address.
+    #[inline(always)]
+    fn stack_key(&self, cpu: u32, sp: u64) -> u64 {
+        match self.cpus.get(cpu as usize).and_then(|c| c.irq_stack) {
+            Some(low) if sp.wrapping_sub(low) < self.layout.irq_stack_size => low,
+            _ => sp & !(self.layout.thread_size - 1),
+        }
+    }
+
+    /// Whether `sp` is on this CPU's IRQ stack (read the first time it is asked).
+    fn is_irq_stack<G: Guest + ?Sized>(&mut self, cpu: u32, g: &mut G, sp: u64) -> bool {
         if self.cpu(cpu).irq_stack.is_none() {
             if let Some(off) = self.layout.hardirq_stack_ptr {
                 let base = g.reg(Reg::GS_BASE);
                 if let Some(top) = g.read_u64(base.wrapping_add(off)).filter(|&t| t != 0) {
                     // hardirq_stack_ptr points at the top word of the stack.
-                    self.cpu(cpu).irq_stack = Some(top.wrapping_sub(8) & mask);
+                    let low = top.wrapping_add(8).wrapping_sub(self.layout.irq_stack_size);
+                    self.cpu(cpu).irq_stack = Some(low);
                 }
             }
         }
-        self.cpu(cpu).irq_stack == Some(key)
+        self.cpu(cpu)
+            .irq_stack
+            .is_some_and(|low| sp.wrapping_sub(low) < self.layout.irq_stack_size)
     }
 
     /// Reads the current task; if it owns the stack `key`, records its identity when new or
@@ -504,8 +668,15 @@ impl Observer {
         }
     }
 
-    /// Reads the parameters `plan` says, their words into the batch.
-    fn read_args<G: Guest + ?Sized>(&mut self, g: &mut G, plan: FuncPlan, sp: u64) -> ArgsRef {
+    /// Reads the parameters `plan` (function `func`'s) says, their words into the batch.
+    fn read_args<G: Guest + ?Sized>(
+        &mut self,
+        g: &mut G,
+        func: u32,
+        plan: FuncPlan,
+        sp: u64,
+    ) -> ArgsRef {
+        let profile = &self.profile;
         let words = &mut self.batch.words;
         let mut args = ArgsRef {
             at: words.len() as u32,
@@ -515,17 +686,14 @@ impl Observer {
         let first = plan.first as usize;
         let params = self.params.get(first..first + plan.len as usize);
         let mut w = 0usize;
-        for p in params.unwrap_or_default() {
+        for (i, p) in params.unwrap_or_default().iter().enumerate() {
             let n = crate::decode::words_for(p.loc);
             if w + n > MAX_ARG_WORDS {
                 break;
             }
             let word = match p.loc {
-                Location::Reg(r) => Some(g.reg(Reg(r))),
-                Location::RegPair(a, _) => Some(g.reg(Reg(a))),
-                Location::Stack(off) => g.read_u64(sp.wrapping_add(off as i64 as u64)),
-                Location::Const(v) => Some(v as i64 as u64),
-                Location::None => None,
+                Location::CallSite => call_site_word(g, profile, func, i as u16, sp),
+                loc => read_word(g, loc, sp),
             };
             words.push(word.unwrap_or(0));
             if let Location::RegPair(_, b) = p.loc {
@@ -543,6 +711,38 @@ impl Observer {
         args.len = w as u8;
         args
     }
+}
+
+/// The first word of a value at `loc`, at a function's entry with stack pointer `sp`.
+#[inline(always)]
+fn read_word<G: Guest + ?Sized>(g: &mut G, loc: Location, sp: u64) -> Option<u64> {
+    match loc {
+        Location::Reg(r) => Some(g.reg(Reg(r))),
+        Location::RegPair(a, _) => Some(g.reg(Reg(a))),
+        Location::Stack(off) => g.read_u64(sp.wrapping_add(off as i64 as u64)),
+        Location::Const(v) => Some(v as i64 as u64),
+        Location::RegOffset(r, off) => Some(g.reg(Reg(r)).wrapping_add(off as i64 as u64)),
+        Location::Memory(r, off) => {
+            let at = g.reg(Reg(r)).wrapping_add(off as i64 as u64);
+            g.read_u64(at)
+        }
+        Location::CallSite | Location::None => None,
+    }
+}
+
+/// Parameter `param` of function `func`, which its caller did not pass (a `.isra` clone's):
+/// the value its call site's debug info gives, found by the return address at `sp`.
+#[cold]
+fn call_site_word<G: Guest + ?Sized>(
+    g: &mut G,
+    profile: &Profile,
+    func: u32,
+    param: u16,
+    sp: u64,
+) -> Option<u64> {
+    let callee = profile.function(func)?.entry();
+    let return_pc = g.read_u64(sp)?;
+    read_word(g, profile.call_site_value(return_pc, callee, param), sp)
 }
 
 /// How to read one parameter at a function's entry: where it is, and whether it is a string

@@ -432,7 +432,7 @@ fn a_thread_that_renames_itself_is_named_anew_from_that_moment() {
 }
 
 #[test]
-fn a_threads_first_resume_is_on_its_own_track() {
+fn a_switchs_calls_are_the_previous_threads_until_current_names_the_next() {
     let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
         let p = support::profile();
         let mut c = on_task_a();
@@ -440,26 +440,64 @@ fn a_threads_first_resume_is_on_its_own_track() {
         c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 3);
         obs.on_enter(0, &mut c, id(&p, "tail_target"), 10);
         // __switch_to_asm has moved to B's stack; current_task is still A until
-        // __switch_to writes it.
+        // __switch_to writes it: its entry and its first calls (saving A's segments) are A's.
         c.set(Reg::RSP, support::KB + 0x3f00)
             .set(Reg(5), TASK_A)
             .set(Reg(4), support::TASK_B);
         obs.on_enter(0, &mut c, id(&p, "__switch_to"), 20);
         c.set(Reg::RSP, support::KB + 0x3e00).set(Reg(5), 4);
         obs.on_enter(0, &mut c, id(&p, "tail_target"), 30);
+        c.set(Reg::RAX, 0);
+        obs.on_return(0, &mut c, K + 0x510, rrr_trace::Returns::Rax, 35);
+        // current_task is B: the rest of __switch_to is B's, B's first resume on its own
+        // track; its return ends it there.
+        c.poke_u64(GS0 + 0x100, support::TASK_B);
+        c.set(Reg::RSP, support::KB + 0x3d00).set(Reg(5), 5);
+        obs.on_enter(0, &mut c, id(&p, "tail_target"), 40);
+        obs.on_return(0, &mut c, K + 0x510, rrr_trace::Returns::Rax, 45);
+        c.set(Reg::RSP, support::KB + 0x3f00).set(Reg::RAX, TASK_A);
+        obs.on_return(0, &mut c, K + 0xe10, rrr_trace::Returns::Rax, 50);
+    });
+    let got: Vec<(String, u64, u64, usize, String)> = slices(&bytes)
+        .into_iter()
+        .map(|s| (s.track, s.ts, s.dur, s.depth, s.name))
+        .collect();
+    let (a, b) = ("stimulus 100", "stimulus 101");
+    let want = [
+        (a, 10, 40, 0, "tail_target"),
+        (a, 20, 20, 1, "__switch_to"),
+        (a, 30, 5, 2, "tail_target"),
+        (a, 40, 0, 1, "sched_out"),
+        (b, 40, 10, 0, "__switch_to"),
+        (b, 40, 5, 1, "tail_target"),
+    ]
+    .map(|(t, ts, dur, d, n)| (t.to_owned(), ts, dur, d, n.to_owned()));
+    assert_eq!(got, want);
+
+    // The same when the trace begins inside the switch (no thread seen on this CPU yet).
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = on_task_a();
+        support::task(&mut c, support::TASK_B, 101, 100, "stimulus", support::KB);
+        c.set(Reg::RSP, support::KB + 0x3f00)
+            .set(Reg(5), TASK_A)
+            .set(Reg(4), support::TASK_B);
+        obs.on_enter(0, &mut c, id(&p, "__switch_to"), 20);
         c.poke_u64(GS0 + 0x100, support::TASK_B);
         c.set(Reg::RSP, support::KB + 0x3d00).set(Reg(5), 5);
         obs.on_enter(0, &mut c, id(&p, "tail_target"), 40);
     });
-    let tracks: Vec<(String, String)> = slices(&bytes)
+    let got: Vec<(String, u64, String)> = slices(&bytes)
         .into_iter()
-        .map(|s| (s.name, s.track))
+        .map(|s| (s.track, s.ts, s.name))
         .collect();
-    assert!(
-        tracks.contains(&("__switch_to".into(), "stimulus 101".into()))
-            && !tracks.iter().any(|(_, t)| t.starts_with("stack-")),
-        "no track of a stack nobody owns: {tracks:?}"
-    );
+    let want = [
+        (a, 20, "__switch_to"),
+        (b, 40, "__switch_to"),
+        (b, 40, "tail_target"),
+    ]
+    .map(|(t, ts, n)| (t.to_owned(), ts, n.to_owned()));
+    assert_eq!(got, want);
 }
 
 /// A CPU running task A (pid 100, `stimulus`, stack KA), in the kernel or in user mode (the
@@ -471,4 +509,86 @@ fn on_task_a() -> FakeCpu {
     c.poke_u64(GS0 + 0x100, TASK_A);
     support::task(&mut c, TASK_A, 100, 100, "stimulus", KA);
     c
+}
+
+#[test]
+fn a_parameter_a_clone_is_not_passed_is_read_where_its_call_site_says() {
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = on_task_a();
+        let clone = id(&p, "pmd_offset.isra.0");
+        c.set(Reg(4), 0x7f00).set(Reg(3), 0xffff_8880_0059_9000);
+        c.set(Reg(6), KA + 0x3f80);
+        c.poke_u64(KA + 0x3f80 - 104, 0xffff_8880_0066_6000);
+        // Three calls, each returning to another call site.
+        for (ts, ret) in [(10, 0x1110), (20, 0x1120), (30, 0x1130)] {
+            c.set(Reg::RSP, KA + 0x3f00);
+            c.poke_u64(KA + 0x3f00, K + ret);
+            obs.on_enter(0, &mut c, clone, ts);
+            obs.on_return(0, &mut c, K + 0x1010, rrr_trace::Returns::Rax, ts + 5);
+        }
+    });
+    let got: Vec<(u64, Vec<(String, String)>)> = slices(&bytes)
+        .into_iter()
+        .map(|s| {
+            (
+                s.ts,
+                s.args.into_iter().filter(|(k, _)| k != "return").collect(),
+            )
+        })
+        .collect();
+    let args = |pud: Option<&str>| {
+        let mut a = vec![("address".to_owned(), "32512".to_owned())];
+        a.extend(pud.map(|v| ("pud".to_owned(), v.to_owned())));
+        a
+    };
+    assert_eq!(
+        got,
+        [
+            (10, args(Some("0xffff888000599000"))),
+            (20, args(Some("0xffff888000666000"))),
+            (30, args(None)),
+        ]
+    );
+}
+
+#[test]
+fn an_irq_stack_across_two_thread_size_blocks_is_one_irq_track() {
+    // The IRQ stack is only page-aligned (the per-CPU area's `irq_stack_backing_store`, or
+    // its vmap): here it spans [IRQ0 + 0x2000, IRQ0 + 0x6000), half in each 16 KiB block.
+    let low = support::IRQ0 + 0x2000;
+    let (bytes, _) = run_with(PipelineConfig::default(), |obs| {
+        let p = support::profile();
+        let mut c = on_task_a();
+        c.poke_u64(GS0 + 0x108, low + 0x4000 - 8);
+        let mut at = |obs: &mut Observer, sp: u64, func: Option<&str>, ts: u64| {
+            c.set(Reg::RSP, sp).set(Reg(5), 1);
+            match func {
+                Some(name) => obs.on_enter(0, &mut c, id(&p, name), ts),
+                None => obs.on_return(0, &mut c, K + 0x10, rrr_trace::Returns::Rax, ts),
+            }
+        };
+        at(obs, KA + 0x3f00, Some("tail_target"), 10);
+        at(obs, KA + 0x3e00, Some("common_interrupt"), 20);
+        // The handler's work on the IRQ stack: near its top, then deep (a softirq), in the
+        // lower block.
+        at(obs, low + 0x3f00, Some("schedule"), 30);
+        at(obs, low + 0x0100, Some("tail_target"), 40);
+        at(obs, low + 0x0100, None, 50);
+        at(obs, low + 0x3f00, None, 60);
+        at(obs, KA + 0x3e00, None, 70);
+        at(obs, KA + 0x3f00, None, 80);
+    });
+    let got: Vec<(String, u64, usize, String)> = slices(&bytes)
+        .into_iter()
+        .map(|s| (s.track, s.ts, s.depth, s.name))
+        .collect();
+    let want = [
+        ("IRQ cpu0", 20, 0, "common_interrupt"),
+        ("IRQ cpu0", 30, 1, "schedule"),
+        ("IRQ cpu0", 40, 2, "tail_target"),
+        ("stimulus 100", 10, 0, "tail_target"),
+    ]
+    .map(|(t, ts, d, n)| (t.to_owned(), ts, d, n.to_owned()));
+    assert_eq!(got, want, "no track of a stack nobody owns");
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use osi_profile::{
-    flags, Class, EnumType, Function, Location, Param, Profile, ProfileData, TypeDesc,
+    flags, CallSiteValue, Class, EnumType, Function, Location, Param, Profile, ProfileData,
+    TypeDesc,
 };
 use prost::Message;
 use rrr_trace::proto;
@@ -248,6 +249,30 @@ pub fn profile() -> Arc<Profile> {
             flags::DENIED,
         ),
         func("kasan_report", K + 0xf00, TypeDesc::void(), vec![], 0),
+        // A `.isra` clone that is not passed `pud`: its call sites say where it is.
+        func(
+            "pmd_offset.isra.0",
+            K + 0x1000,
+            ty("pmd_t *", Class::Pointer),
+            vec![
+                param("address", "unsigned long", Class::Unsigned(8), RSI),
+                param("pud", "pud_t *", Class::Pointer, Location::CallSite),
+            ],
+            flags::CLONE,
+        ),
+    ];
+    // Its calls returning to K + 0x1110 have `pud` in rbx; to K + 0x1120, in the caller's
+    // frame (rbp - 104); K + 0x1130's call site does not say.
+    let site = |at: u64, loc| CallSiteValue {
+        return_pc: K + at,
+        callee: K + 0x1000,
+        param: 1,
+        loc,
+    };
+    d.call_sites = vec![
+        site(0x1110, Location::Reg(3)),
+        site(0x1120, Location::Memory(6, -104)),
+        site(0x1130, Location::None),
     ];
     for (k, v) in [
         ("thread_size", 0x4000),
@@ -258,6 +283,8 @@ pub fn profile() -> Arc<Profile> {
         ("task_struct.comm", 0x20),
         ("task_struct.stack", 0x30),
         ("task_struct.mm", 0x38),
+        ("task_struct.thread", 0x40),
+        ("thread_struct.sp", 0x8),
     ] {
         d.facts.insert(k.into(), v);
     }
@@ -281,6 +308,8 @@ pub fn task(cpu: &mut FakeCpu, at: u64, pid: i32, tgid: i32, comm: &str, stack: 
     cpu.poke(at + 0x20, &c);
     cpu.poke_u64(at + 0x30, stack);
     cpu.poke_u64(at + 0x38, 0xffff_8880_0020_0000);
+    // Where a switched-out task's stack was left (`thread.sp`): below the tests' frames.
+    cpu.poke_u64(at + 0x48, stack + 0x3000);
 }
 
 /// The id of a function of the test profile.
