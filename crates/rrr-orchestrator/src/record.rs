@@ -26,10 +26,43 @@ const CRASH_MARKERS: &[&str] = &[
     "UBSAN: ",
     "KFENCE: ",
 ];
-/// The console line that ends a panic's report (the kernel then stays in `panic()`).
-const PANIC_END: &str = "---[ end Kernel panic";
-/// How long the rest of a crash report gets to reach the console before recording stops.
+/// How long the rest of a crash report gets to reach the console before recording stops, if
+/// its last line never comes (a report cut short).
 const REPORT_GRACE: Duration = Duration::from_secs(3);
+/// How many guest instructions run after a crash report's last line before recording stops:
+/// what the kernel does right after its report, and no more (a looping reproducer would run
+/// on for billions, most of its trace after the crash).
+const GRACE_INSTRUCTIONS: u64 = 2_000_000;
+
+/// True for the console line that ends a crash report: a panic's `---[ end Kernel panic`, an
+/// oops's or a WARNING's `---[ end trace`, and the rule of `=` that closes KASAN's, UBSAN's
+/// and KFENCE's reports (the one before their first line comes before the crash marker).
+fn ends_report(line: &str) -> bool {
+    let line = line.trim();
+    // Past printk's `[    3.000000] ` time stamp, if any.
+    let text = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+        Some((_, text)) => text.trim(),
+        None => line,
+    };
+    text.contains("---[ end Kernel panic")
+        || text.contains("---[ end trace")
+        || (text.len() >= 20 && text.bytes().all(|b| b == b'='))
+}
+
+/// After a crash report's last line: lets the guest run [`GRACE_INSTRUCTIONS`] more (as the
+/// emulator counts them, polled on its monitor), up to `deadline`; at once where the emulator
+/// cannot say its count while recording (PANDA).
+fn run_grace(vm: &mut Vm, deadline: Instant) {
+    let Some(end) = vm.instructions().map(|n| n + GRACE_INSTRUCTIONS) else {
+        return;
+    };
+    while Instant::now() < deadline {
+        match vm.instructions() {
+            Some(n) if n < end => std::thread::sleep(Duration::from_millis(1)),
+            _ => return,
+        }
+    }
+}
 
 /// The qcow2 with the machine booted to the ready marker (snapshot [`machine::READY_SNAPSHOT`]),
 /// cached per kernel, disk and emulator build (`emulator` identifies it).
@@ -277,7 +310,8 @@ fn record_attempt(
                         break false;
                     }
                     vm.send(rootfs::POWER_OFF)?;
-                } else if crashed.is_some() && line.contains(PANIC_END) {
+                } else if crashed.is_some() && ends_report(&line) {
+                    run_grace(&mut vm, deadline);
                     break false;
                 } else if crashed.is_none() && CRASH_MARKERS.iter().any(|m| line.contains(m)) {
                     crashed = Some(line.trim().to_owned());
@@ -317,4 +351,28 @@ fn record_attempt(
     engine.emulator().finish_recording(&rec.disk())?;
     rec.write_manifest()?;
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_report;
+
+    #[test]
+    fn a_crash_reports_last_line_is_recognised() {
+        for last in [
+            "[   75.123456] ==================================================================",
+            "[    3.000000] ---[ end trace 0000000000000000 ]---",
+            "---[ end Kernel panic - not syncing: Fatal exception ]---",
+        ] {
+            assert!(ends_report(last), "{last}");
+        }
+        for not_last in [
+            "[   75.123456] BUG: KASAN: slab-out-of-bounds in legacy_parse_param+0x224/0x270",
+            "[   75.123456] The buggy address belongs to the object at ffff888004c5a000",
+            "[   75.123456] ====",
+            "x = 1 == 2",
+        ] {
+            assert!(!ends_report(not_last), "{not_last}");
+        }
+    }
 }

@@ -968,6 +968,45 @@ fn a_watch_lists_the_writes_of_a_files_refcount_and_its_free() {
     );
 }
 
+/// A reproducer that loops on after its crash, as syzkaller's do: the recording ends a short
+/// grace (2 million guest instructions) after the report's last line, not seconds later with
+/// billions more instructions traced after the crash.
+#[test]
+fn a_looping_reproducers_recording_ends_right_after_its_report() {
+    let _one_at_a_time = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.pftrace");
+    let looping =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crash/looping-use-after-free.c");
+    let said = ok_said(
+        rrr()
+            .args(["run", "--fragment", "crash-test", "--timeout", "60"])
+            .arg("--stimulus")
+            .arg(&looping)
+            .arg("-o")
+            .arg(&trace),
+    );
+    assert!(
+        said.contains("crashed BUG: KASAN: use-after-free"),
+        "{said}"
+    );
+    let r = tp::query(
+        &trace,
+        &[
+            "select ts + dur from slice where name = 'kasan_report' order by ts limit 1",
+            "select max(ts + dur) from slice",
+        ],
+    );
+    let [report_end, end] =
+        [&r[0], &r[1]].map(|rows| -> u64 { tp::lines(rows)[0].parse().unwrap() });
+    // The grace, and the monitor's polling of the count (under a millisecond of guest time).
+    assert!(
+        end - report_end < 5_000_000,
+        "{} instructions traced after the report ended at {report_end}",
+        end - report_end
+    );
+}
+
 #[test]
 fn a_flaky_reproducer_is_recorded_until_it_crashes() {
     let _one_at_a_time = one_at_a_time();
