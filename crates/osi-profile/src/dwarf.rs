@@ -33,7 +33,6 @@ pub(crate) const FACT_STRUCTS: &[&str] = &[
     "thread_union",
     "thread_struct",
     "irq_stack",
-    "pt_regs",
 ];
 
 /// A struct's size and member offsets (anonymous members flattened).

@@ -132,8 +132,8 @@ pub fn read(path: &Path, opts: &Options) -> Result<ProfileData, ProfileError> {
 /// 6: the reporting functions (`kasan_report`, ...) are never denied; 7: source files keep
 /// their directory; 8: the parameters of `.isra` clones that their call sites pass
 /// (`DW_OP_GNU_parameter_ref`), addresses, entry values and register-plus-offset values; 9:
-/// the `thread_struct` and `irq_stack` facts; 10: the `pt_regs` facts.
-pub const READER_VERSION: u32 = 10;
+/// the `thread_struct` and `irq_stack` facts.
+pub const READER_VERSION: u32 = 9;
 
 /// The text fact that records which reader made a profile.
 pub(crate) const READER_FACT: &str = "osi.reader";

@@ -6,10 +6,7 @@
 //! whole blocks, also blocks a fault or an I/O access cut short, so its clock runs a little
 //! ahead of QEMU's (about 200 instructions in 3.5 M). What both agree on is the order of
 //! executions: the call the trace shows at `ts` is the n-th execution of its instruction, and
-//! a gdb breakpoint there with an ignore count of n-1 stops exactly at it. One thing gdb counts
-//! that the trace does not: an interrupt taken just before a breakpoint's instruction (its
-//! saved `ip` is the instruction) stops gdb there first, and again when the instruction runs
-//! after the interrupt; the locator counts that hit too ([`Locator::interrupted_at`]).
+//! a gdb breakpoint there with an ignore count of n-1 stops exactly at it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -98,20 +95,6 @@ impl Locator {
         self.found
     }
 
-    /// An interrupt was taken just before the instruction at `pc` ran, which has hooks of
-    /// these kinds (`enter`, `ret`): gdb stops at a breakpoint there before the interrupt and
-    /// again after it, so each counts one more hit.
-    pub fn interrupted_at(&mut self, pc: u64, enter: bool, ret: bool) {
-        if self.found.is_some() {
-            return;
-        }
-        for (kind, hooked) in [(true, enter), (false, ret)] {
-            if hooked {
-                *self.hits.entry((pc, kind)).or_default() += 1;
-            }
-        }
-    }
-
     /// Where `at` is, once it has been reached.
     pub fn found(&self) -> Option<Located> {
         self.found
@@ -153,25 +136,6 @@ mod tests {
         l.observe(Hook::Return(Returns::Rax), pc, 20);
         let found = l.observe(Hook::Return(Returns::Rax), pc, 30).unwrap();
         assert_eq!(found.hit, 3);
-    }
-
-    #[test]
-    fn an_interrupt_taken_before_a_hooked_instruction_counts_as_gdb_counts_it() {
-        let mut l = Locator::new(40);
-        let (f, g) = (0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100);
-        l.observe(Hook::Enter(1), f, 10);
-        // An interrupt arrives just before f's instruction runs (gdb stops there once), and
-        // one just before g's, whose return hook only is counted.
-        l.interrupted_at(f, true, false);
-        l.interrupted_at(g, false, true);
-        l.observe(Hook::Enter(1), f, 20);
-        let found = l.observe(Hook::Enter(1), f, 40).unwrap();
-        assert_eq!(
-            found.hit, 4,
-            "three executions and the stop before the interrupt"
-        );
-        l.interrupted_at(f, true, false);
-        assert_eq!(l.found().unwrap().hit, 4, "nothing counts once found");
     }
 
     #[test]

@@ -79,7 +79,7 @@ const CPU_ENTRY_AREA: std::ops::Range<u64> = 0xfffffe00_00000000..0xfffffe80_000
 
 /// True for the C handlers the kernel's interrupt entry stubs call (`DEFINE_IDTENTRY_IRQ`,
 /// `DEFINE_IDTENTRY_SYSVEC`): everything below their frame is interrupt work.
-pub(crate) fn is_irq_handler(name: &str) -> bool {
+fn is_irq_handler(name: &str) -> bool {
     matches!(name, "common_interrupt" | "spurious_interrupt") || name.starts_with("sysvec_")
 }
 

@@ -7,7 +7,7 @@
 //! `insn_exec` callback only gives the pc, so the decision taken at translation is kept here,
 //! by pc ([`Tracer::plan`]), and looked up at execution ([`Tracer::on_exec`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use osi_profile::{Profile, ProfileError};
 
 use crate::crash::CrashReport;
 use crate::focus::Threads;
-use crate::guest::{is_kernel_address, Guest, Reg};
+use crate::guest::{is_kernel_address, Guest};
 use crate::hooks::{Hook, Hooks, MAX_RET_LEN};
 use crate::locate::Locator;
 use crate::observer::OsLayout;
@@ -81,9 +81,6 @@ pub struct Tracer {
     planned: HashMap<u64, Planned>,
     /// When locating instead of tracing: the locator, and the file it writes its answer to.
     locator: Option<(Locator, PathBuf)>,
-    /// When locating: the interrupt handlers (by function id) and where `pt_regs` keeps the
-    /// interrupted instruction's address, to tell the locator where interrupts came.
-    interrupts: Option<(HashSet<u32>, u64)>,
     /// Where to write, at the end, where the events are (see [`TraceOptions::sizes`]).
     sizes: Option<PathBuf>,
     /// The memory watched.
@@ -256,17 +253,7 @@ impl Tracer {
         pipeline: Option<Pipeline>,
         locator: Option<(Locator, PathBuf)>,
     ) -> Tracer {
-        let interrupts = locator.as_ref().and_then(|_| {
-            let ip = profile.fact("pt_regs.ip")? as u64;
-            let handlers = profile
-                .functions()
-                .filter(|f| crate::observer::is_irq_handler(f.name()))
-                .map(|f| f.id())
-                .collect();
-            Some((handlers, ip))
-        });
         Tracer {
-            interrupts,
             hooks: Hooks::new(&profile),
             pipeline,
             profile,
@@ -316,14 +303,7 @@ impl Tracer {
         now: u64,
     ) {
         self.last_ts = self.last_ts.max(now);
-        if self.locator.is_some() {
-            let interrupted = self.interrupted(g, hook);
-            let Some((locator, out)) = self.locator.as_mut() else {
-                return;
-            };
-            if let Some((at, p)) = interrupted {
-                locator.interrupted_at(at, p.enter.is_some(), p.ret.is_some());
-            }
+        if let Some((locator, out)) = self.locator.as_mut() {
             if let Some(found) = locator.observe(hook, pc, self.last_ts) {
                 let staged = out.with_extension("part");
                 let written = std::fs::write(&staged, format!("{found}\n"))
@@ -342,26 +322,6 @@ impl Tracer {
             Hook::Enter(func) => obs.on_enter(cpu, g, func, self.last_ts),
             Hook::Return(returns) => obs.on_return(cpu, g, pc, returns, self.last_ts),
         }
-    }
-
-    /// When `hook` enters an interrupt handler: the instruction the interrupt came before (its
-    /// `pt_regs`'s `ip`), if it has hooks, and those hooks.
-    fn interrupted<G: Guest + ?Sized>(&self, g: &mut G, hook: Hook) -> Option<(u64, Planned)> {
-        let (handlers, ip) = self.interrupts.as_ref()?;
-        let Hook::Enter(func) = hook else {
-            return None;
-        };
-        if !handlers.contains(&func) {
-            return None;
-        }
-        // The handler's `struct pt_regs *regs`.
-        let regs = g.reg(Reg(osi_profile::arch::INTEGER_ARGS[0]));
-        let at = g.read_u64(regs.wrapping_add(*ip))?;
-        if !self.covers(at) {
-            return None;
-        }
-        let p = self.decide(g, at);
-        (p != Planned::default()).then_some((at, p))
     }
 
     /// Decides, while the engine translates the instruction at `pc`, whether it needs an

@@ -289,38 +289,3 @@ fn locating_a_slices_start_gives_the_nth_execution_of_its_entry() {
     }
     assert!(checked > 5, "{checked} slice starts located");
 }
-
-/// gdb stops at a breakpoint before an interrupt taken just before its instruction, and again
-/// when the instruction runs: the locator counts that stop too, so `--at`'s ignore count lands
-/// on the execution the trace shows.
-#[test]
-fn an_interrupt_just_before_a_hooked_entry_counts_as_gdb_counts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("at");
-    let mut q = QemuShaped(Run::new());
-    q.0.tracer = Tracer::locating(q.0.profile.clone(), 30, &out);
-    let p = q.0.profile.clone();
-    let mut c = FakeCpu::default();
-    c.set(Reg::GS_BASE, support::GS0);
-    let target = id(&p, "tail_target");
-    // What decides the interrupted instruction's hooks reads its code.
-    c.poke(q.0.entry(target), &[PUSH_RBP, 0x48, 0x89]);
-    c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 1);
-    q.enter(&mut c, target, 10);
-    q.ret(&mut c, K + 0x510, 15);
-    // A timer interrupt whose saved ip is tail_target's first instruction.
-    let regs = KA + 0x3e00;
-    c.poke_u64(regs + 0x80, q.0.entry(target));
-    c.set(Reg::RSP, KA + 0x3d00).set(Reg(5), regs);
-    q.enter(&mut c, id(&p, "common_interrupt"), 20);
-    q.ret(&mut c, K + 0x610, 25);
-    // The interrupted call runs: gdb's third stop there.
-    c.set(Reg::RSP, KA + 0x3f00).set(Reg(5), 2);
-    q.enter(&mut c, target, 30);
-    let found: rrr_trace::locate::Located = std::fs::read_to_string(&out)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!((found.ts, found.pc, found.hit), (30, q.0.entry(target), 3));
-}

@@ -285,7 +285,6 @@ pub fn profile() -> Arc<Profile> {
         ("task_struct.mm", 0x38),
         ("task_struct.thread", 0x40),
         ("thread_struct.sp", 0x8),
-        ("pt_regs.ip", 0x80),
     ] {
         d.facts.insert(k.into(), v);
     }
