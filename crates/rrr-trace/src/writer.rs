@@ -90,7 +90,10 @@ pub struct TraceWriter<W: Write> {
     /// decode its arguments is resolved, so the hot path does not consult the profile.
     plans: Vec<Plan>,
     plan_params: Vec<PlanParam>,
-    first_ts: u64,
+    /// Where the part of the trace being written starts: the first event, the window's start,
+    /// or the budget's current segment's. A call made before tracing began is drawn from
+    /// there when it returns: a window's or a kept segment's never start at the trace's time 0.
+    part_start: u64,
     next_flow: u64,
     /// Frames a return ends, kept to reuse its allocation (a fresh vector per return was
     /// 2% of the writer benchmark in malloc and free).
@@ -150,7 +153,7 @@ impl<W: Write> TraceWriter<W> {
             next_uuid: 1,
             plans: vec![Plan::NONE; n],
             plan_params: Vec::new(),
-            first_ts: 0,
+            part_start: 0,
             next_flow: 1,
             ended: Vec::new(),
             crash: None,
@@ -277,6 +280,7 @@ impl<W: Write> TraceWriter<W> {
         }
         self.flush()?;
         let head = self.head(ts);
+        self.part_start = ts;
         for t in &mut self.tracks {
             t.described = false;
             // A flow whose start may be dropped is not drawn.
@@ -417,6 +421,7 @@ impl<W: Write> TraceWriter<W> {
     #[inline(never)]
     fn open_window(&mut self, ts: u64) {
         self.phase = Phase::In;
+        self.part_start = ts;
         let mut keys: Vec<(TrackKey, usize)> = self.index.iter().map(|(k, i)| (*k, *i)).collect();
         keys.sort();
         for (key, i) in keys {
@@ -544,7 +549,7 @@ impl<W: Write> TraceWriter<W> {
 
     fn record(&mut self, r: &Record, batch: &Batch) {
         if !self.seq.started() {
-            self.first_ts = r.ts();
+            self.part_start = r.ts();
             self.seq.start(r.ts());
         }
         // Instruction counts from several vCPUs may interleave slightly out of order; the
@@ -925,7 +930,7 @@ impl<W: Write> TraceWriter<W> {
             return;
         }
         // A return from a call made before tracing began: reconstruct its slice from the
-        // trace start (each older one one unit earlier, so they nest).
+        // start of the part being written (each older one one unit earlier, so they nest).
         let Some(func) = self.profile.function_containing(pc) else {
             return;
         };
@@ -940,12 +945,12 @@ impl<W: Write> TraceWriter<W> {
         if self.max_depth.is_some() || self.hidden(i, key, user) {
             return;
         }
-        let first_ts = self.first_ts;
+        let part_start = self.part_start;
         let track = self.track(key);
         if !track.stack.is_from_before_start(sp, user) {
             return;
         }
-        let begin_ts = first_ts.saturating_sub(track.stack.unmatched - 1);
+        let begin_ts = part_start.saturating_sub(track.stack.unmatched - 1);
         if !self.plans[func as usize].ready {
             self.intern_function(func);
         }

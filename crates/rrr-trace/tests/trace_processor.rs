@@ -767,3 +767,41 @@ fn a_budget_keeps_the_end_with_the_calls_open_where_it_starts() {
     );
     assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
 }
+
+/// A call made before tracing began, which returns inside a window, is drawn from the
+/// window's start, not from the trace's first event: a window (or a kept part of a budget)
+/// never opens on an empty timeline.
+#[test]
+fn a_call_from_before_the_trace_is_drawn_from_the_windows_start() {
+    let t = OnThread::new();
+    // A return above every frame seen, in `started_before` (at K + 0x800).
+    let before = Record::Return {
+        ts: 1080,
+        track: t.track,
+        sp: support::KA + 0x3f80,
+        pc: support::K + 0x810,
+        value: [0, 0],
+    };
+    let records = [
+        t.named(1000, "stimulus"),
+        t.enter(1010, 0x3e00, "ksys_write"),
+        t.ret(1020, 0x3e00),
+        // The window: 1050..1100.
+        t.enter(1060, 0x3e00, "ksys_write"),
+        t.ret(1070, 0x3e00),
+        before,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("window.pftrace");
+    t.write(&path, &records, |w| {
+        w.set_window("1050..1100".parse().unwrap())
+    });
+    let r = tp::query(
+        &path,
+        &["select s.name, s.ts, s.dur, s.depth from slice s order by s.ts, s.depth"],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        vec!["started_before|1050|30|0", "ksys_write|1060|10|1"]
+    );
+}
