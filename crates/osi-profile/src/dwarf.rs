@@ -339,24 +339,32 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
 
     /// Offset from the stack pointer at entry of what DW_OP_fbreg is relative to.
     fn frame_base(&self, of: UnitOffset) -> Result<Option<i64>, gimli::Error> {
-        let die = self.unit.entry(of)?;
+        let Some(op) = self.frame_base_op(&self.unit.entry(of)?)? else {
+            return Ok(None);
+        };
+        Ok(match op {
+            // gcc: the CFA, which at entry is rsp + 8 (past the return address).
+            gimli::Operation::CallFrameCFA => Some(8),
+            gimli::Operation::Register { register } if register.0 == 7 => Some(0),
+            gimli::Operation::RegisterOffset {
+                register, offset, ..
+            } if register.0 == 7 => Some(offset),
+            // rbp after `push rbp; mov rbp, rsp`.
+            gimli::Operation::Register { register } if register.0 == 6 => Some(-8),
+            _ => None,
+        })
+    }
+
+    /// The first operation of a subprogram's `DW_AT_frame_base`, if it has one.
+    fn frame_base_op(
+        &self,
+        die: &Die<'a, '_>,
+    ) -> Result<Option<gimli::Operation<R<'a>>>, gimli::Error> {
         let Some(AttributeValue::Exprloc(expr)) = die.attr_value(gimli::DW_AT_frame_base)? else {
             return Ok(None);
         };
         let mut r = expr.0;
-        Ok(
-            match gimli::Operation::parse(&mut r, self.unit.encoding())? {
-                // gcc: the CFA, which at entry is rsp + 8 (past the return address).
-                gimli::Operation::CallFrameCFA => Some(8),
-                gimli::Operation::Register { register } if register.0 == 7 => Some(0),
-                gimli::Operation::RegisterOffset {
-                    register, offset, ..
-                } if register.0 == 7 => Some(offset),
-                // rbp after `push rbp; mov rbp, rsp`.
-                gimli::Operation::Register { register } if register.0 == 6 => Some(-8),
-                _ => None,
-            },
-        )
+        gimli::Operation::parse(&mut r, self.unit.encoding()).map(Some)
     }
 
     /// Where a parameter is at `entry`: its location expression, or the one of its location
@@ -420,9 +428,8 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
             }
             match die.tag() {
                 gimli::DW_TAG_subprogram => {
-                    let base = die.attr_value(gimli::DW_AT_frame_base)?;
-                    let cfa =
-                        matches!(base, Some(AttributeValue::Exprloc(e)) if e.0.slice() == [0x9c]);
+                    let base = self.frame_base_op(die)?;
+                    let cfa = matches!(base, Some(gimli::Operation::CallFrameCFA));
                     callers.push((depth, cfa));
                 }
                 gimli::DW_TAG_call_site | gimli::DW_TAG_GNU_call_site => {

@@ -405,14 +405,7 @@ fn record_and_trace(kernel: &str, dir: &Path) -> (PathBuf, PathBuf) {
         .arg(&rec));
     let t = dir.join("t.pftrace");
     ok(rrr().arg("trace").arg(&rec).arg("-o").arg(&t));
-    let r = tp::query(
-        &t,
-        &[
-            "select t.name from thread t join thread_track tt using (utid) \
-           where (t.name like 'stack-%' or t.name is null) \
-           and exists (select 1 from slice s where s.track_id = tt.id)",
-        ],
-    );
+    let r = tp::query(&t, &[tp::UNNAMED_THREADS]);
     assert_eq!(tp::lines(&r[0]), Vec::<String>::new(), "unnamed threads");
     (rec, t)
 }

@@ -183,9 +183,7 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
                 "select s.ts {on_stimulus} and s.name = 'ksys_write' \
                  and extract_arg(s.arg_set_id, 'debug.fd') > 2"
             ),
-            "select t.name from thread t join thread_track tt using (utid) \
-             where (t.name like 'stack-%' or t.name is null) \
-             and exists (select 1 from slice s where s.track_id = tt.id)",
+            tp::UNNAMED_THREADS,
         ],
     );
     assert_eq!(

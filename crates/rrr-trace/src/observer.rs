@@ -399,11 +399,7 @@ impl Observer {
         ts: u64,
         w: SwitchWindow,
     ) -> (TrackKey, u64) {
-        let gs = g.reg(Reg::GS_BASE);
-        let current = self
-            .layout
-            .current_task
-            .and_then(|off| g.read_u64(gs.wrapping_add(off)));
+        let current = self.current_task(g, Reg::GS_BASE);
         let moved = w.moved(sp, self.layout.thread_size);
         if let (Some(slot), false) = (moved, current == Some(w.next_task)) {
             return (TrackKey::Thread(w.prev), slot);
@@ -514,9 +510,15 @@ impl Observer {
     #[inline(always)]
     fn stack_key(&self, cpu: u32, sp: u64) -> u64 {
         match self.cpus.get(cpu as usize).and_then(|c| c.irq_stack) {
-            Some(low) if sp.wrapping_sub(low) < self.layout.irq_stack_size => low,
+            Some(low) if self.on_irq_stack(low, sp) => low,
             _ => sp & !(self.layout.thread_size - 1),
         }
+    }
+
+    /// Whether `sp` is on the IRQ stack whose lowest address is `low`.
+    #[inline(always)]
+    fn on_irq_stack(&self, low: u64, sp: u64) -> bool {
+        sp.wrapping_sub(low) < self.layout.irq_stack_size
     }
 
     /// Whether `sp` is on this CPU's IRQ stack (read the first time it is asked).
@@ -531,9 +533,8 @@ impl Observer {
                 }
             }
         }
-        self.cpu(cpu)
-            .irq_stack
-            .is_some_and(|low| sp.wrapping_sub(low) < self.layout.irq_stack_size)
+        let low = self.cpu(cpu).irq_stack;
+        low.is_some_and(|low| self.on_irq_stack(low, sp))
     }
 
     /// Reads the current task; if it owns the stack `key`, records its identity when new or
@@ -572,10 +573,15 @@ impl Observer {
 
     /// The kernel stack base of the current task, read through the per-CPU base in `percpu`.
     fn current_stack<G: Guest + ?Sized>(&self, g: &mut G, percpu: Reg) -> Option<u64> {
-        let (cur, stack) = (self.layout.current_task?, self.layout.task_stack?);
-        let base = g.reg(percpu);
-        let task = g.read_u64(base.wrapping_add(cur))?;
+        let stack = self.layout.task_stack?;
+        let task = self.current_task(g, percpu)?;
         g.read_u64(task.wrapping_add(stack)).filter(|&s| s != 0)
+    }
+
+    /// The current task (the per-CPU `current_task`), through the per-CPU base in `percpu`.
+    fn current_task<G: Guest + ?Sized>(&self, g: &mut G, percpu: Reg) -> Option<u64> {
+        let base = g.reg(percpu);
+        g.read_u64(base.wrapping_add(self.layout.current_task?))
     }
 
     fn read_current<G: Guest + ?Sized>(
@@ -586,11 +592,10 @@ impl Observer {
     ) -> Result<ThreadIdent, Retry> {
         let l = &self.layout;
         let task_layout = [l.task_pid, l.task_tgid, l.task_comm, l.task_stack];
-        let (Some(cur), true) = (l.current_task, task_layout.iter().all(Option::is_some)) else {
+        if l.current_task.is_none() || !task_layout.iter().all(Option::is_some) {
             return Err(Retry::Never);
-        };
-        let gs = g.reg(percpu);
-        let task = g.read_u64(gs.wrapping_add(cur)).ok_or(Retry::Later)?;
+        }
+        let task = self.current_task(g, percpu).ok_or(Retry::Later)?;
         match self.read_task(g, task)? {
             (stack, ident) if stack == key => Ok(ident),
             _ => Err(Retry::Later),

@@ -4,6 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The threads that ran calls in a trace but are not named (a track of a bare stack,
+/// `stack-…`, or without a name): a query whose rows should be none.
+#[allow(dead_code)] // Not every test binary that includes this file asks it.
+pub const UNNAMED_THREADS: &str = "select t.name from thread t join thread_track tt using (utid) \
+     where (t.name like 'stack-%' or t.name is null) \
+     and exists (select 1 from slice s where s.track_id = tt.id)";
+
 /// The result of one SQL query: rows of JSON values.
 pub type Rows = Vec<Vec<serde_json::Value>>;
 
