@@ -107,6 +107,7 @@ pub fn ready_disk(
             }
         }
         bar.set_message("saving the snapshot");
+        engine.emulator().settle_for_snapshot(&mut vm)?;
         save_snapshot(&mut vm, machine::READY_SNAPSHOT)?;
         let exit = vm.quit()?;
         machine::check_exit(engine, exit.status, &exit.stderr, "saving the snapshot")?;
@@ -176,8 +177,7 @@ pub fn record(
     attempts: Attempts,
 ) -> anyhow::Result<Recording> {
     let emulator = engine.emulator().require()?;
-    let mut ready = ready_disk(engine, kernel, rootfs, &emulator)?;
-    let mut fresh_snapshots = 0;
+    let ready = ready_disk(engine, kernel, rootfs, &emulator)?;
     let stimulus = stimulus
         .canonicalize()
         .with_context(|| format!("{} not found", stimulus.display()))?;
@@ -195,35 +195,8 @@ pub fn record(
             of: count,
             go_delay_ms: go_delay(number).as_millis() as u64,
         };
-        let (stage, mut rec) = loop {
-            let stage = Staging::new(out)?;
-            let rec = record_attempt(engine, kernel, &stimulus, &ready, &stage, timeout, attempt)?;
-            if !(engine == Engine::Panda && crashed_at_start(&rec)) {
-                break (stage, rec);
-            }
-            // PANDA's `-record-from` loads the snapshot while the vCPU already runs the BIOS;
-            // from some snapshots the recording then starts with a bogus pending interrupt
-            // (vector -1), a general protection fault in /init, every time. A snapshot taken
-            // by another boot does not (and its recordings keep gdb's reverse steps, which
-            // a recording begun from the monitor or after `-S` loses on stock PANDA).
-            if fresh_snapshots == FRESH_SNAPSHOTS {
-                bail!(
-                    "the recording crashed at its start, in /init before the stimulus ran, from \
-                     {} ready snapshots in a row (PANDA's -record-from); see {}",
-                    FRESH_SNAPSHOTS + 1,
-                    rec.serial_log().display()
-                );
-            }
-            fresh_snapshots += 1;
-            eprintln!(
-                "rrr: the recording crashed at its start, in /init before the stimulus ran (a \
-                 ready snapshot PANDA's -record-from cannot start from, not the stimulus's \
-                 crash): taking a fresh snapshot and recording again"
-            );
-            std::fs::remove_file(&ready)
-                .with_context(|| format!("removing {}", ready.display()))?;
-            ready = ready_disk(engine, kernel, rootfs, &emulator)?;
-        };
+        let stage = Staging::new(out)?;
+        let mut rec = record_attempt(engine, kernel, &stimulus, &ready, &stage, timeout, attempt)?;
         let crashed = matches!(rec.outcome, Outcome::Crashed { .. });
         if crashed || number == last {
             rec.dir = stage.commit()?;
@@ -247,20 +220,6 @@ pub fn record(
         );
     }
     unreachable!("the last attempt returns")
-}
-
-/// How many fresh ready snapshots a PANDA recording that crashes at its start gets.
-const FRESH_SNAPSHOTS: u32 = 3;
-
-/// Whether `rec` crashed in /init (pid 1) before its stimulus ran: the kernel's report names
-/// the task it ran (`CPU: 0 PID: 1 Comm: init ...`).
-fn crashed_at_start(rec: &Recording) -> bool {
-    let Outcome::Crashed { line } = &rec.outcome else {
-        return false;
-    };
-    let console = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-    let report = crate::crash::report(&console, line);
-    report.text.contains(" PID: 1 Comm: init ") && !console.contains("RRR-END")
 }
 
 /// Records one attempt into `stage`.
@@ -295,6 +254,7 @@ fn record_attempt(
     let bar = crate::progress::spinner("recording the stimulus".to_owned());
     let at_end = engine.at_end(&mode);
     let mut vm = Vm::spawn(cmd, &rec.serial_log(), &monitor, at_end)?;
+    engine.emulator().begin_recording(&mut vm)?;
     std::thread::sleep(Duration::from_millis(attempt.go_delay_ms));
     vm.send(&format!("go {}\n", attempt.number))?;
     let mut deadline = Instant::now() + timeout;

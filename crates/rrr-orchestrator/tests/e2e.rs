@@ -738,10 +738,25 @@ fn bad_input_gets_errors_that_say_what_to_do() {
             .arg("watch")
             .arg(dir.path())
             .arg("0xffff888000001000:8")
-            .env("PATH", dir.path()),
+            .env("PATH", dir.path())
+            .env_remove("RRR_PANDA"),
     );
     assert!(
-        err.contains("panda-system-x86_64") && err.contains("not found"),
+        err.contains("panda-system-x86_64")
+            && err.contains("not found")
+            && err.contains("RRR_PANDA"),
+        "{err}"
+    );
+    let nowhere = dir.path().join("no-panda");
+    let err = fails(
+        rrr()
+            .arg("watch")
+            .arg(dir.path())
+            .arg("0xffff888000001000:8")
+            .env("RRR_PANDA", &nowhere),
+    );
+    assert!(
+        err.contains(&format!("RRR_PANDA={} is not a file", nowhere.display())),
         "{err}"
     );
 }

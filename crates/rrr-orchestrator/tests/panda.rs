@@ -1,4 +1,4 @@
-//! The PANDA engine. With `panda-system-x86_64` on PATH: the small real kernel and a real
+//! The PANDA engine. With `panda-system-x86_64` in `RRR_PANDA` or on PATH: the small real kernel and a real
 //! stimulus recorded by PANDA and replayed under the `rrr_trace` plugin, the trace checked
 //! with Perfetto's trace processor, gdb and `rrr watch` on its replays. Without it (CI: PANDA is in no package registry), what
 //! must hold anyway: the missing emulator is reported with what to do, the plugin installs
@@ -20,9 +20,12 @@ use cli::{example, fails, gdb_session, manifest, ok, rrr, write_manifest};
 /// How many fresh ready snapshots the PANDA test records from.
 const SNAPSHOTS: usize = 5;
 
-fn panda_on_path() -> bool {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|d| d.join("panda-system-x86_64").is_file())
+/// Whether rrr is to find PANDA: `RRR_PANDA` names it (the test then fails if it is not
+/// there, never skips: `scripts/test` sets it to the PANDA for tests), or it is on PATH.
+fn panda_given() -> bool {
+    std::env::var_os("RRR_PANDA").is_some_and(|p| !p.is_empty())
+        || std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join("panda-system-x86_64").is_file())
 }
 
 #[test]
@@ -78,7 +81,7 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
             .arg(&rec);
         c
     };
-    if !panda_on_path() {
+    if !panda_given() {
         let err = fails(&mut record());
         assert!(
             err.contains("panda-system-x86_64") && err.contains("--engine qemu"),
@@ -87,15 +90,15 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
         // Straight to stderr, past the test harness's capture: a skip must show in CI's log.
         std::io::Write::write_all(
             &mut std::io::stderr(),
-            b"SKIPPED the PANDA recording and replay: panda-system-x86_64 is not on PATH \
-              (only its error message was checked)\n",
+            b"SKIPPED the PANDA recording and replay: panda-system-x86_64 is neither in \
+              RRR_PANDA nor on PATH (only its error message was checked)\n",
         )
         .unwrap();
         return;
     }
     // Each fresh ready snapshot (its own cache directory, sharing only the kernel and the
-    // stimulus): PANDA records from it, and gdb steps back in its recording. A snapshot
-    // PANDA's -record-from cannot start from is taken again by rrr, as the output says.
+    // stimulus): PANDA records from it, to the stimulus's end, and gdb steps back in its
+    // recording.
     let main_cache = ok(rrr().args(["cache", "path"]));
     let vmlinux = Path::new(&kernel).join("vmlinux");
     for i in 0..SNAPSHOTS {
@@ -123,19 +126,17 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
             m["engine"] == "panda" && m["outcome"]["ended"]["status"] == 0,
             "snapshot {i}: {m}\n{said}"
         );
-        if said.contains("taking a fresh snapshot") {
-            eprintln!("snapshot {i} was taken again: {said}");
-        }
         // `rrr replay --gdb`: the replay waits for gdb (the guest halted, waiting for the
-        // console's input); gdb runs to the first interrupt, steps forward and back again.
+        // console's input); gdb runs to the first timer interrupt, steps forward and back
+        // again, continues to the next timer interrupt and back to the first.
         let g = gdb_session(
             &rec,
             None,
             &vmlinux,
             &[
-                "break common_interrupt",
                 "break sysvec_apic_timer_interrupt",
                 "continue",
+                "p jiffies",
                 "stepi",
                 "stepi",
                 "stepi",
@@ -146,17 +147,23 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
                 "stepi",
                 "stepi",
                 "p/x $pc",
+                "continue",
+                "p jiffies",
+                "reverse-continue",
+                "p jiffies",
             ],
         );
-        let (said, pcs) = (&g.said, g.values());
-        assert_eq!(pcs.len(), 3, "snapshot {i}: {said}{}", g.stderr);
-        assert_ne!(
-            pcs[1], pcs[0],
-            "snapshot {i}: reverse-stepi went back: {said}"
-        );
+        let (said, v) = (&g.said, g.values());
+        assert_eq!(v.len(), 6, "snapshot {i}: {said}{}", g.stderr);
+        assert_ne!(v[2], v[1], "snapshot {i}: reverse-stepi went back: {said}");
         assert_eq!(
-            pcs[2], pcs[0],
+            v[3], v[1],
             "snapshot {i}: and forward again to the same place: {said}"
+        );
+        assert_ne!(v[4], v[0], "snapshot {i}: the next tick: {said}");
+        assert_eq!(
+            v[5], v[0],
+            "snapshot {i}: reverse-continue went back to the first tick: {said}"
         );
     }
     let rec = dir.path().join("rec-0");

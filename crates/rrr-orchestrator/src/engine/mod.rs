@@ -91,8 +91,12 @@ pub struct GdbTo {
 /// What differs between the emulators. Each engine's module implements it; the rest of rrr
 /// reaches it through [`Engine::emulator`].
 pub trait Emulator: Sync {
-    /// The executable.
+    /// The executable's name, as messages say it.
     fn binary(&self) -> &'static str;
+    /// The executable to run: its name, found in PATH, unless the engine has another way.
+    fn program(&self) -> std::path::PathBuf {
+        self.binary().into()
+    }
     /// Checks that the emulator is usable and returns what identifies its build (part of the
     /// cache keys of snapshots and recordings: they load only in the emulator that made them).
     fn require(&self) -> anyhow::Result<String>;
@@ -118,6 +122,16 @@ pub trait Emulator: Sync {
     fn at_end(&self, mode: &Mode) -> AtEnd;
     /// The kernel's `panic=` (seconds until it reboots after a panic, 0: never, -1: at once).
     fn panic_timeout(&self) -> i32;
+    /// Brings a machine booted to the ready marker to the moment its ready snapshot is taken
+    /// (PANDA: its vCPU idle, see [`panda`]).
+    fn settle_for_snapshot(&self, _vm: &mut Vm) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Starts a recording's machine once it has begun recording (PANDA's waits paused; see
+    /// [`panda`]); says what went wrong if it never began.
+    fn begin_recording(&self, _vm: &mut Vm) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// The record/replay log's name in a recording directory.
     fn replay_log(&self) -> &'static str;
     /// Readies a finished recording's `disk` for its replays.
@@ -176,6 +190,10 @@ impl Engine {
         if self != Engine::Qemu {
             key.add("engine", self.name().as_bytes());
         }
+        if self == Engine::Panda {
+            // Its ready snapshot is taken with the vCPU halted (`Emulator::settle_for_snapshot`).
+            key.add("ready", b"halted");
+        }
         key.add("qemu", id.as_bytes())
     }
 
@@ -195,7 +213,7 @@ impl Engine {
     /// engines get the same CPU, memory, console and disk; the rest is the emulator's.
     pub fn command(self, kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
         let emu = self.emulator();
-        let mut c = Command::new(emu.binary());
+        let mut c = Command::new(emu.program());
         c.args([
             "-machine",
             emu.chipset(),

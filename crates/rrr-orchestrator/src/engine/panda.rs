@@ -1,18 +1,51 @@
 //! PANDA (`panda-system-x86_64`, QEMU 2.9 with its own record/replay) on the i440FX `pc`
 //! machine with an IDE disk, the tracer as the PANDA plugin `rrr_trace`, reverse debugging
 //! through PANDA's checkpoint plugin and its instruction-count breakpoints.
+//!
+//! How a recording starts. `-record-from SNAPSHOT:NAME` sets a flag that PANDA's main loop
+//! acts on (`vl.c` `main_loop` -> `rr_do_begin_record` in `panda/src/rr/rr_log.c`): it loads
+//! the snapshot (`load_vmstate`), writes the recording's own snapshot (`qemu_savevm_state`)
+//! and opens the log. By then a machine started without `-S` is running: its vCPU executes
+//! the BIOS, and `load_vmstate`, unlike the monitor's `loadvm`, does not stop it first. And
+//! `qemu_savevm_state` drops the global lock while it writes its header
+//! (`migration/savevm.c`), which lets the vCPU run the freshly loaded kernel, unrecorded,
+//! with the state the BIOS left where the snapshot has none (its interrupt request,
+//! translated code) and the snapshot's clock offsets loaded into running clocks. The
+//! recording starts from wherever that run got to, not from the snapshot (from a snapshot
+//! taken in `vfs_write`, a recording that starts idle in `native_safe_halt`, same jiffies), and
+//! from some snapshots (more of them on a busy host) with an interrupt requested that no
+//! interrupt controller holds, which the vCPU takes as vector -1: a general protection fault
+//! in /init at the recording's first instructions. rrr starts the recording's machine paused (`-S`): the snapshot is
+//! loaded and saved into a machine that never ran, so the recording starts exactly at the
+//! snapshot, and rrr lets it run once PANDA has opened the log
+//! ([`Emulator::begin_recording`]).
+//!
+//! Where the snapshot is taken. gdb's reverse steps restore the checkpoint PANDA's checkpoint
+//! plugin takes at the replay's first block and run forward from there; from a recording whose
+//! first instruction is in the middle of kernel code (a snapshot taken while /init still
+//! writes its ready marker) the restored replay spins at instruction 0 and PANDA aborts
+//! (`detect_infinite_loops`). rrr takes the ready snapshot with the vCPU halted, idle, as it is
+//! once /init waits for its go line ([`Emulator::settle_for_snapshot`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rrr_trace::locate::Located;
 
 use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
 use crate::kernel::Kernel;
-use crate::machine::{AtEnd, Vm, READY_SNAPSHOT};
+use crate::machine::{self, AtEnd, Vm, READY_SNAPSHOT};
 use crate::tools;
 
+/// What PANDA prints once `-record-from` has loaded the snapshot and written the recording's
+/// start: the last step before it records.
+const RECORDING_BEGUN: &str = "opening nondet log for write";
+/// How long PANDA may take to load the ready snapshot and write the recording's start.
+const RECORD_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the booted machine may take to go idle after /init's ready marker.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The PANDA system emulator.
 const PANDA: &str = "panda-system-x86_64";
 /// What PANDA prints when a replay reached the end of its log.
@@ -26,6 +59,14 @@ pub struct Panda;
 impl Emulator for Panda {
     fn binary(&self) -> &'static str {
         PANDA
+    }
+
+    /// `$RRR_PANDA` if set, else `panda-system-x86_64` from PATH.
+    fn program(&self) -> PathBuf {
+        locate()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| PathBuf::from(PANDA))
     }
 
     fn require(&self) -> anyhow::Result<String> {
@@ -71,7 +112,9 @@ impl Emulator for Panda {
         match mode {
             Mode::Boot { .. } => {}
             Mode::Record { rrfile } => {
-                c.arg("-record-from")
+                // Paused (`-S`) until [`Emulator::begin_recording`]: see the module's doc.
+                c.arg("-S")
+                    .arg("-record-from")
                     .arg(format!("{READY_SNAPSHOT}:{}", rrfile.display()));
             }
             Mode::Replay {
@@ -91,6 +134,59 @@ impl Emulator for Panda {
                 }
             }
         }
+    }
+
+    /// Stops the machine where its vCPU is halted (idle, waiting for an interrupt), which the
+    /// guest is once /init waits for its go line. Saved in the middle of kernel code (as when
+    /// `savevm` comes while /init still writes the ready marker), a snapshot makes recordings
+    /// that gdb cannot step back into: PANDA's checkpoint restore then spins at instruction 0
+    /// (`detect_infinite_loops`).
+    fn settle_for_snapshot(&self, vm: &mut Vm) -> anyhow::Result<()> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            vm.monitor("stop")?;
+            let cpus = vm.monitor("info cpus")?;
+            if cpus.contains("(halted)") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the machine did not go idle within {} s of /init's ready marker, so PANDA \
+                     has no quiet moment to take the ready snapshot at; its vCPU: {cpus}",
+                    SETTLE_TIMEOUT.as_secs()
+                );
+            }
+            vm.monitor("cont")?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `-record-from` under `-S`: PANDA loads the ready snapshot and writes the recording's
+    /// start into a stopped machine, then rrr runs it (see the module's doc).
+    fn begin_recording(&self, vm: &mut Vm) -> anyhow::Result<()> {
+        let deadline = Instant::now() + RECORD_START_TIMEOUT;
+        loop {
+            match vm.next_line(deadline) {
+                Ok(Some(line)) if line.contains(RECORDING_BEGUN) => break,
+                Ok(Some(_)) => {}
+                Ok(None) => bail!(
+                    "PANDA did not begin recording within {} s of its start (it never said \
+                     `{RECORDING_BEGUN}`): the recording hung at its start, before the stimulus \
+                     ran; record again, and if it repeats, report it with the console log",
+                    RECORD_START_TIMEOUT.as_secs()
+                ),
+                Err(machine::Ended) => {
+                    let exit = vm.wait(Duration::from_secs(10))?;
+                    bail!(
+                        "PANDA exited before it began recording ({}); it said:\n{}",
+                        exit.status,
+                        exit.stderr.trim_end()
+                    );
+                }
+            }
+        }
+        vm.monitor("cont")?;
+        Ok(())
     }
 
     /// PANDA exits at the end of a run; its replay checks itself against its log.
@@ -172,6 +268,29 @@ impl Emulator for Panda {
     }
 }
 
+/// The variable naming the PANDA binary to use when it is not (or not the one) on PATH.
+const PANDA_VAR: &str = "RRR_PANDA";
+
+/// The PANDA binary: `$RRR_PANDA` if set (an error if that is no file), else
+/// `panda-system-x86_64` from PATH, else none.
+fn locate() -> anyhow::Result<Option<PathBuf>> {
+    match std::env::var_os(PANDA_VAR) {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!(
+                    "{PANDA_VAR}={} is not a file: set it to PANDA's panda-system-x86_64 (in a \
+                     PANDA build, x86_64-softmmu/panda-system-x86_64), or unset it to use the \
+                     one in PATH",
+                    p.display()
+                );
+            }
+            Ok(Some(p))
+        }
+        _ => Ok(tools::find(PANDA)),
+    }
+}
+
 /// The PANDA plugin as cargo builds it.
 const PANDA_PLUGIN_LIB: &str = "libpanda_rrr_trace.so";
 /// The PANDA plugin's name (`-panda rrr_trace`); PANDA loads it from `panda_rrr_trace.so`.
@@ -186,11 +305,12 @@ fn require_panda() -> anyhow::Result<String> {
     if let Some(id) = CHECKED.get() {
         return Ok(id.clone());
     }
-    let Some(panda) = tools::find(PANDA) else {
+    let Some(panda) = locate()? else {
         bail!(
             "`{PANDA}` not found in PATH: the PANDA engine needs PANDA (https://github.com/panda-re/panda), \
              which no package registry has; use rrr's Docker image (README: Docker), or build PANDA \
-             and put its x86_64-softmmu directory in PATH; or use the default engine, `--engine qemu`"
+             and put its x86_64-softmmu directory in PATH or its binary in {PANDA_VAR}; or use the \
+             default engine, `--engine qemu`"
         );
     };
     let text = tools::version_output(&panda, "--version")?;
@@ -242,8 +362,11 @@ pub fn install_plugin(to: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let dir = match to {
         Some(d) => d,
         None => {
-            let panda = tools::find(PANDA).with_context(|| {
-                format!("`{PANDA}` not found in PATH: pass the plugin directory with --to")
+            let panda = locate()?.with_context(|| {
+                format!(
+                    "`{PANDA}` not found in PATH nor in {PANDA_VAR}: pass the plugin directory \
+                     with --to"
+                )
             })?;
             plugin_dir_of(&panda)
         }
