@@ -105,24 +105,11 @@ impl Limits {
 }
 
 /// Where a first pass saw the events: (trace time, bytes, events) about every megabyte of
-/// trace, the last line at the trace's end (the plugin's `sizes=` file; `--last` needs the
-/// end).
+/// trace, the last one at the trace's end (the tracer's results; `--last` needs the end).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sizes(pub Vec<(u64, u64, u64)>);
 
 impl Sizes {
-    /// Parses the `sizes=` file's `TS BYTES EVENTS` lines.
-    pub fn parse(text: &str) -> Sizes {
-        Sizes(
-            text.lines()
-                .filter_map(|l| {
-                    let mut w = l.split_whitespace().map(|w| w.parse::<u64>().ok());
-                    Some((w.next()??, w.next()??, w.next()??))
-                })
-                .collect(),
-        )
-    }
-
     /// The whole pass: (last trace time, bytes, events).
     pub fn total(&self) -> (u64, u64, u64) {
         self.0.last().copied().unwrap_or_default()
@@ -206,9 +193,6 @@ mod tests {
             to: 1000,
         };
         assert_eq!(s.last(within, 250), None);
-        assert_eq!(
-            Sizes::parse("100 1048576 1000\n1000 10485760 10000\n").total(),
-            (1000, 10 << 20, 10000)
-        );
+        assert_eq!(s.total(), (1000, 10 << 20, 10000));
     }
 }

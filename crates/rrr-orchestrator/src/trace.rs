@@ -98,7 +98,7 @@ fn replay_command(
 
 /// Replays `rec` without the tracer: checks that it replays, and how long it takes.
 pub fn replay(rec: &Recording, timeout: Duration) -> anyhow::Result<Traced> {
-    replay_once(rec, None, timeout)
+    Ok(replay_once(rec, None, timeout)?.0)
 }
 
 /// Replays `rec` under the tracer into the trace `out`, within `limits`, in one pass: over the
@@ -146,21 +146,18 @@ pub fn trace_with(
     let mut first = None;
     if let Some(n) = limits.last {
         // The end is where a whole pass ends.
-        let sizes_file = dir.path().join("sizes");
         let measure = TraceOptions {
-            sizes: Some(sizes_file.clone()),
             budget: None,
             ..options.clone()
         };
-        let pass = replay_once(rec, Some((out, &measure, &profile)), timeout)?;
-        let sizes = Sizes::parse(&std::fs::read_to_string(&sizes_file).unwrap_or_default());
-        match sizes.last(limits.window, n) {
+        let (pass, summary) = replay_once(rec, Some((out, &measure, &profile)), timeout)?;
+        match Sizes(summary.sizes).last(limits.window, n) {
             Some(window) => options.window = window,
             None => return Ok(pass),
         }
         first = Some(pass);
     }
-    let mut traced = replay_once(rec, Some((out, &options, &profile)), timeout)?;
+    let (mut traced, _) = replay_once(rec, Some((out, &options, &profile)), timeout)?;
     let whole_bytes;
     let whole_events;
     let mut why = Vec::new();
@@ -248,17 +245,33 @@ impl std::fmt::Display for Kept {
     }
 }
 
-/// Replays `rec`, with the tracer writing `out` as `options` say with `profile`, or bare.
+/// Replays `rec`, with the tracer writing `out` as `options` say with `profile` (then with
+/// the tracer's results), or bare.
 fn replay_once(
     rec: &Recording,
     traced: Option<(&Path, &TraceOptions, &Path)>,
     timeout: Duration,
-) -> anyhow::Result<Traced> {
+) -> anyhow::Result<(Traced, TraceSummary)> {
     let emu = rec.engine.emulator();
     emu.require()?;
     let output = traced.map(|(out, _, _)| out);
     let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-    let tracer = traced.map(|(out, options, profile)| engine::tracer_args(profile, out, options));
+    // The tracer's options go to it in a file, its results come back in another.
+    let scratch = rec.scratch_dir("tracer")?;
+    let results = scratch.path().join("results.json");
+    let tracer = match traced {
+        Some((out, options, profile)) => {
+            let file = scratch.path().join("options.json");
+            TraceOptions {
+                results: Some(results.clone()),
+                ..options.clone()
+            }
+            .save(&file)
+            .with_context(|| format!("writing {}", file.display()))?;
+            Some(engine::tracer_args(profile, out, &file))
+        }
+        None => None,
+    };
     let setup = replay_command(rec, tracer, None)?;
     let serial = setup.serial.clone();
     let what = if output.is_some() {
@@ -346,18 +359,22 @@ fn replay_once(
             said(&replayed)
         );
     }
-    let summary = stderr
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(rrr_trace::SUMMARY_PREFIX)?
-                .parse::<TraceSummary>()
-                .ok()
-        })
-        .unwrap_or_default();
+    let summary = match output {
+        Some(out) => TraceSummary::load(&results).with_context(|| {
+            format!(
+                "the tracer left no results ({}), so it did not finish {}; {} said:\n{}",
+                results.display(),
+                out.display(),
+                emu.binary(),
+                said(&replayed)
+            )
+        })?,
+        None => TraceSummary::default(),
+    };
     let bytes = output
         .and_then(|o| std::fs::metadata(o).ok())
         .map_or(0, |m| m.len());
-    Ok(Traced {
+    let traced = Traced {
         events: summary.events,
         bytes,
         elapsed,
@@ -372,7 +389,8 @@ fn replay_once(
         recording: rec.dir.clone(),
         kept: None,
         cut: summary.cut,
-    })
+    };
+    Ok((traced, summary))
 }
 
 /// The last `n` lines of `text` without PANDA's progress lines, ending in a newline.

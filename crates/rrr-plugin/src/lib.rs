@@ -31,51 +31,10 @@ struct Args {
     out: String,
     #[arg(
         default = "",
-        about = "the crash report to mark (rrr trace writes it from the recording's console)"
+        about = "how to trace, beyond the profile and the output: a JSON file rrr writes \
+                 (TraceOptions); without it, everything is traced"
     )]
-    crash: String,
-    #[arg(
-        default = "",
-        about = "the part of the replay to write: FROM..TO trace times"
-    )]
-    window: String,
-    #[arg(
-        default = "",
-        about = "where to write where the events are (TS BYTES EVENTS lines)"
-    )]
-    sizes: String,
-    #[arg(
-        default = "",
-        about = "the threads to write: all, comm:NAME or pids:P:P"
-    )]
-    threads: String,
-    #[arg(
-        default = "",
-        about = "the deepest kernel call to write, below the kernel's entry"
-    )]
-    max_depth: String,
-    #[arg(
-        default = "",
-        about = "memory to watch, ADDR:LEN (every load and store that touches it goes to accesses)"
-    )]
-    watch: String,
-    #[arg(
-        default = "",
-        about = "the object holding the watched memory, ADDR:LEN, if known"
-    )]
-    object: String,
-    #[arg(default = "", about = "where the watch's events go")]
-    accesses: String,
-    #[arg(
-        default = "",
-        about = "the most bytes the trace may have; the end is kept (with parts)"
-    )]
-    budget: String,
-    #[arg(
-        default = "",
-        about = "a directory for the trace's segments while a budget keeps its end"
-    )]
-    parts: String,
+    options: String,
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
@@ -88,19 +47,8 @@ fn tracer() -> MutexGuard<'static, Option<Tracer>> {
 #[panda::init]
 fn init(_: &mut PluginHandle) -> bool {
     let args = Args::from_panda_args();
-    let options = TraceOptions::from_args(|name| match name {
-        "crash" => Some(args.crash.clone()),
-        "window" => Some(args.window.clone()),
-        "sizes" => Some(args.sizes.clone()),
-        "threads" => Some(args.threads.clone()),
-        "max_depth" => Some(args.max_depth.clone()),
-        "watch" => Some(args.watch.clone()),
-        "object" => Some(args.object.clone()),
-        "accesses" => Some(args.accesses.clone()),
-        "budget" => Some(args.budget.clone()),
-        "parts" => Some(args.parts.clone()),
-        _ => None,
-    });
+    let options = TraceOptions::from_args(|name| (name == "options").then(|| args.options.clone()))
+        .map_err(|e| e.to_string());
     let opened = options.and_then(|o| {
         Tracer::open(Path::new(&args.profile), Path::new(&args.out), &o).map_err(|e| e.to_string())
     });

@@ -123,7 +123,7 @@ impl Register for RrrTrace {
                     Value::Integer(i) => Some(i.to_string()),
                     _ => None,
                 })
-                .unwrap_or_else(|e| fail(&e));
+                .unwrap_or_else(|e| fail(&e.to_string()));
                 Tracer::open(&profile, &path_arg(args, "out"), &options)
             }
         }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Which threads' calls a trace writes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Threads {
     /// Every thread and interrupt.
     #[default]

@@ -33,6 +33,6 @@ pub use observer::{Observer, OsLayout};
 pub use perfetto::proto;
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
 pub use record::{Args, ArgsRef, Record, ThreadIdent, TrackKey};
-pub use tracer::{contained, BadSummary, TraceOptions, Tracer, TracerError, SUMMARY_PREFIX};
+pub use tracer::{contained, BadOptions, TraceOptions, Tracer, TracerError, SUMMARY_PREFIX};
 pub use window::Window;
 pub use writer::{TraceWriter, WriterError};

@@ -23,7 +23,7 @@ use crate::locate::Locator;
 use crate::observer::OsLayout;
 use crate::pipeline::{Pipeline, PipelineConfig, TraceSummary, WatchTo};
 use crate::record::Access;
-use crate::ring::{Budget, Cut};
+use crate::ring::Budget;
 use crate::watch::Range;
 use crate::window::Window;
 use crate::writer::WriterError;
@@ -50,10 +50,10 @@ pub enum TracerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Where the events are could not be written.
-    #[error("cannot write {path}: {source}")]
-    Sizes {
-        /// The sizes file.
+    /// The trace's results could not be written.
+    #[error("cannot write the trace's results {path}: {source}")]
+    Results {
+        /// The results file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -81,93 +81,86 @@ pub struct Tracer {
     planned: HashMap<u64, Planned>,
     /// When locating instead of tracing: the locator, and the file it writes its answer to.
     locator: Option<(Locator, PathBuf)>,
-    /// Where to write, at the end, where the events are (see [`TraceOptions::sizes`]).
-    sizes: Option<PathBuf>,
+    /// Where to write, at the end, the trace's results (see [`TraceOptions::results`]).
+    results: Option<PathBuf>,
     /// The memory watched.
     watched: Option<Range>,
 }
 
-/// How to trace, beyond the profile and the output: the tracer plugin's other arguments, the
-/// same on both engines.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// How to trace, beyond the profile and the output, the same on both engines: rrr writes it as
+/// a JSON file ([`TraceOptions::save`]) that both plugins take as their `options=FILE`
+/// argument and read once ([`TraceOptions::from_args`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TraceOptions {
-    /// `crash=FILE`: mark the crash report in this file (see [`CrashReport`]).
+    /// Mark the crash report in this file (see [`CrashReport`]).
     pub crash: Option<PathBuf>,
-    /// `window=FROM..TO`: write only this part of the replay.
+    /// Write only this part of the replay.
     pub window: Window,
-    /// `sizes=FILE`: at the end, write where the events are: a line `TS BYTES EVENTS` about
-    /// every megabyte of trace, and at the end.
-    pub sizes: Option<PathBuf>,
-    /// `threads=all|comm:NAME|pids:P:P`: the threads to write.
+    /// At the end, write the trace's [`TraceSummary`] here, as JSON.
+    pub results: Option<PathBuf>,
+    /// The threads to write.
     pub threads: Threads,
-    /// `max_depth=N`: the deepest kernel call to write, below the kernel's entry.
+    /// The deepest kernel call to write, below the kernel's entry.
     pub max_depth: Option<u32>,
-    /// `watch=ADDR:LEN`: list every access to this memory (see [`crate::watch`]).
+    /// List every access to this memory (see [`crate::watch`]), into `accesses`.
     pub watch: Option<Range>,
-    /// `object=ADDR:LEN`: the object that holds the watched memory, if known.
+    /// The object that holds the watched memory, if known.
     pub object: Option<Range>,
-    /// `accesses=FILE`: where the watch's events go.
+    /// Where the watch's events go.
     pub accesses: Option<PathBuf>,
-    /// `budget=BYTES,parts=DIR`: write at most this many bytes, keeping the end (see
-    /// [`crate::ring`]), the segments in DIR until the trace is finished.
+    /// Write at most this many bytes, keeping the end (see [`crate::ring`]).
     pub budget: Option<Budget>,
 }
 
+/// Why a plugin's `options=FILE` could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum BadOptions {
+    /// The file could not be read.
+    #[error("cannot read the trace options {path}: {source}")]
+    Read {
+        /// The options file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not [`TraceOptions`] as JSON.
+    #[error("the trace options {path} are not rrr's (written by another rrr?): {source}")]
+    Parse {
+        /// The options file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: serde_json::Error,
+    },
+    /// The options contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+}
+
 impl TraceOptions {
-    /// The options among a plugin's arguments (`arg(name)`: the value given, if any).
-    pub fn from_args(arg: impl Fn(&str) -> Option<String>) -> Result<TraceOptions, String> {
-        let path = |name: &str| arg(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let window = match arg("window").filter(|v| !v.is_empty()) {
-            Some(w) => w
-                .parse()
-                .map_err(|e: crate::window::BadWindow| e.to_string())?,
-            None => Window::ALL,
+    /// The options a plugin was given (`arg(name)`: its argument `name`, if any): those in the
+    /// JSON file `options=FILE`, else the defaults (trace everything).
+    pub fn from_args(arg: impl Fn(&str) -> Option<String>) -> Result<TraceOptions, BadOptions> {
+        let Some(path) = arg("options").filter(|v| !v.is_empty()).map(PathBuf::from) else {
+            return Ok(TraceOptions::default());
         };
-        let threads = match arg("threads").filter(|v| !v.is_empty()) {
-            Some(t) => t
-                .parse()
-                .map_err(|e: crate::focus::BadThreads| e.to_string())?,
-            None => Threads::All,
-        };
-        let max_depth = match arg("max_depth").filter(|v| !v.is_empty()) {
-            Some(d) => Some(
-                d.parse()
-                    .map_err(|_| format!("max_depth={d}: a depth (0, 1, 2...)"))?,
-            ),
-            None => None,
-        };
-        let range = |name: &str| {
-            arg(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.parse::<Range>().map_err(|e| format!("{name}={v}: {e}")))
-                .transpose()
-        };
-        let watch = range("watch")?;
-        let accesses = path("accesses");
-        if watch.is_some() != accesses.is_some() {
-            return Err("`watch=ADDR:LEN` and `accesses=FILE` go together".to_owned());
+        let text = std::fs::read_to_string(&path).map_err(|source| BadOptions::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let options: TraceOptions =
+            serde_json::from_str(&text).map_err(|source| BadOptions::Parse { path, source })?;
+        if options.watch.is_some() != options.accesses.is_some() {
+            return Err(BadOptions::Inconsistent(
+                "a watch and the file for its accesses go together",
+            ));
         }
-        let budget = match (arg("budget").filter(|v| !v.is_empty()), path("parts")) {
-            (Some(b), Some(parts)) => Some(Budget {
-                bytes: b
-                    .parse()
-                    .map_err(|_| format!("budget={b}: a number of bytes"))?,
-                parts,
-            }),
-            (None, None) => None,
-            _ => return Err("`budget=BYTES` and `parts=DIR` go together".to_owned()),
-        };
-        Ok(TraceOptions {
-            crash: path("crash"),
-            window,
-            sizes: path("sizes"),
-            threads,
-            max_depth,
-            watch,
-            object: range("object")?,
-            accesses,
-            budget,
-        })
+        Ok(options)
+    }
+
+    /// Writes the options to `path` as JSON, for a plugin's `options=FILE`.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, serde_json::to_vec_pretty(self)?)
     }
 }
 
@@ -218,7 +211,7 @@ impl Tracer {
             ..PipelineConfig::default()
         };
         let mut tracer = Tracer::start(profile, file, config);
-        tracer.sizes = options.sizes.clone();
+        tracer.results = options.results.clone();
         tracer.watched = options.watch;
         Ok(tracer)
     }
@@ -260,7 +253,7 @@ impl Tracer {
             last_ts: 0,
             planned: HashMap::new(),
             locator,
-            sizes: None,
+            results: None,
             watched: None,
         }
     }
@@ -365,19 +358,15 @@ impl Tracer {
         Planned { enter, ret }
     }
 
-    /// Ends the trace: every open call is closed at the last timestamp and the file flushed.
-    /// Later calls (and hooks) do nothing.
+    /// Ends the trace: every open call is closed at the last timestamp and the file flushed;
+    /// the summary goes to the results file if one was asked for. Later calls (and hooks) do
+    /// nothing.
     pub fn finish(&mut self) -> Option<Result<TraceSummary, TracerError>> {
         let pipeline = self.pipeline.take()?;
         let summary = pipeline.finish().map_err(TracerError::from);
-        if let (Ok(s), Some(path)) = (&summary, &self.sizes) {
-            let text: String = s
-                .sizes
-                .iter()
-                .map(|(ts, bytes, events)| format!("{ts} {bytes} {events}\n"))
-                .collect();
-            if let Err(source) = std::fs::write(path, text) {
-                return Some(Err(TracerError::Sizes {
+        if let (Ok(s), Some(path)) = (&summary, &self.results) {
+            if let Err(source) = s.save(path) {
+                return Some(Err(TracerError::Results {
                     path: path.clone(),
                     source,
                 }));
@@ -436,82 +425,28 @@ impl std::fmt::Display for TraceSummary {
     }
 }
 
-/// A summary line that is not `N events, N bytes, N dropped[, crash at TS][, kept from TS of
-/// N bytes and N events]`.
-#[derive(Debug, thiserror::Error)]
-#[error("not a trace summary: {0:?}")]
-pub struct BadSummary(String);
-
-impl std::str::FromStr for TraceSummary {
-    type Err = BadSummary;
-
-    /// Parses what [`TraceSummary`]'s `Display` writes (the tracks are not part of it).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadSummary(s.to_owned());
-        let mut parts = s.split(", ");
-        let mut count = |unit: &str| -> Result<u64, BadSummary> {
-            let part = parts.next().ok_or_else(bad)?;
-            let n = part.strip_suffix(unit).ok_or_else(bad)?;
-            n.strip_suffix(' ')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(bad)
-        };
-        let mut summary = TraceSummary {
-            events: count("events")?,
-            bytes: count("bytes")?,
-            dropped: count("dropped")?,
-            tracks: 0,
-            crash_at: None,
-            sizes: Vec::new(),
-            cut: None,
-        };
-        let mut part = parts.next();
-        if let Some(ts) = part.and_then(|p| p.strip_prefix("crash at ")) {
-            summary.crash_at = Some(ts.parse().map_err(|_| bad())?);
-            part = parts.next();
-        }
-        if let Some(kept) = part.and_then(|p| p.strip_prefix("kept from ")) {
-            let words: Vec<&str> = kept.split(' ').collect();
-            let [from, "of", bytes, "bytes", "and", events, "events"] = words[..] else {
-                return Err(bad());
-            };
-            let n = |t: &str| t.parse::<u64>().map_err(|_| bad());
-            summary.cut = Some(Cut {
-                from: n(from)?,
-                whole_bytes: n(bytes)?,
-                whole_events: n(events)?,
-            });
-            part = parts.next();
-        }
-        match part {
-            None => Ok(summary),
-            Some(_) => Err(bad()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::Cut;
 
     #[test]
-    fn summaries_round_trip_through_their_text() {
+    fn summaries_print_for_people_and_round_trip_through_their_results_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("results.json");
         let mut s = TraceSummary {
             events: 12,
             bytes: 345,
             dropped: 6,
-            tracks: 0,
+            tracks: 2,
             crash_at: None,
-            sizes: Vec::new(),
+            sizes: vec![(10, 100, 3), (20, 345, 12)],
             cut: None,
         };
-        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
+        assert_eq!(s.to_string(), "12 events, 345 bytes, 6 dropped");
+        s.save(&file).unwrap();
+        assert_eq!(TraceSummary::load(&file).unwrap(), s);
         s.crash_at = Some(1_219_424_902);
-        assert_eq!(
-            s.to_string(),
-            "12 events, 345 bytes, 6 dropped, crash at 1219424902"
-        );
-        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
         s.cut = Some(Cut {
             from: 5,
             whole_bytes: 6,
@@ -521,16 +456,55 @@ mod tests {
             s.to_string(),
             "12 events, 345 bytes, 6 dropped, crash at 1219424902, kept from 5 of 6 bytes and 7 events"
         );
-        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
-        s.crash_at = None;
-        assert_eq!(s.to_string().parse::<TraceSummary>().unwrap(), s);
-        for bad in [
-            "",
-            "12 events",
-            "x events, 1 bytes, 0 dropped",
-            "1 events, 2 bytes, 3 dropped, 4",
-        ] {
-            assert!(bad.parse::<TraceSummary>().is_err(), "{bad}");
+        s.save(&file).unwrap();
+        assert_eq!(TraceSummary::load(&file).unwrap(), s);
+        std::fs::write(&file, "12 events").unwrap();
+        assert!(TraceSummary::load(&file).is_err());
+    }
+
+    #[test]
+    fn options_reach_the_plugin_through_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("options.json");
+        let arg = |name: &str| (name == "options").then(|| file.display().to_string());
+        let options = TraceOptions {
+            crash: Some("/r/crash".into()),
+            window: "5..".parse().unwrap(),
+            results: Some("/r/results.json".into()),
+            threads: Threads::Pids(vec![1, 2]),
+            max_depth: Some(3),
+            watch: Some("0xffff888000001000:8".parse().unwrap()),
+            object: Some("0xffff888000001000:64".parse().unwrap()),
+            accesses: Some("/r/accesses".into()),
+            budget: Some(Budget {
+                bytes: 1 << 20,
+                parts: "/r/parts".into(),
+            }),
+        };
+        options.save(&file).unwrap();
+        assert_eq!(TraceOptions::from_args(arg).unwrap(), options);
+        // Without the argument: everything, as the README's by-hand replay does.
+        assert_eq!(
+            TraceOptions::from_args(|_| None).unwrap(),
+            TraceOptions::default()
+        );
+        // What is wrong is said, naming the file.
+        std::fs::write(&file, r#"{"window": {"from": 1, "to": 2}, "sizes": "/x"}"#).unwrap();
+        let err = TraceOptions::from_args(arg).unwrap_err().to_string();
+        assert!(
+            err.contains("options.json") && err.contains("sizes"),
+            "{err}"
+        );
+        TraceOptions {
+            accesses: None,
+            ..options
         }
+        .save(&file)
+        .unwrap();
+        let err = TraceOptions::from_args(arg).unwrap_err().to_string();
+        assert!(err.contains("go together"), "{err}");
+        std::fs::remove_file(&file).unwrap();
+        let err = TraceOptions::from_args(arg).unwrap_err().to_string();
+        assert!(err.contains("cannot read the trace options"), "{err}");
     }
 }

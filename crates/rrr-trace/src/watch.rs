@@ -15,7 +15,7 @@ use crate::decode::words_for;
 use crate::record::{Args, ThreadIdent};
 
 /// Bytes of guest memory: `ADDR:LEN`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Range {
     /// The first byte.
     pub addr: u64,

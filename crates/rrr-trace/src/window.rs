@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A span of trace times, both ends included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     /// The first trace time written.
     pub from: u64,

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use osi_profile::{ClassRef, Profile};
@@ -29,8 +30,9 @@ pub enum WriterError {
     Io(#[from] std::io::Error),
 }
 
-/// What a finished trace holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a finished trace holds: the plugin's results, which rrr reads from the file
+/// [`TraceSummary::save`] writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceSummary {
     /// Slice begins, ends and instants written.
     pub events: u64,
@@ -48,6 +50,20 @@ pub struct TraceSummary {
     pub sizes: Vec<(u64, u64, u64)>,
     /// What a size budget cut, if it cut anything (see [`TraceWriter::set_budget`]).
     pub cut: Option<Cut>,
+}
+
+impl TraceSummary {
+    /// Writes the summary to `path` as JSON (atomically: a reader never sees half of it).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads what [`TraceSummary::save`] wrote.
+    pub fn load(path: &Path) -> std::io::Result<TraceSummary> {
+        Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+    }
 }
 
 /// The crash to mark, and where it starts.

