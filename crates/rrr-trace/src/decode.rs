@@ -5,12 +5,12 @@
 
 use osi_profile::{Location, Profile};
 
-use crate::perfetto::encode::Enc;
-use crate::perfetto::fields::{
+use crate::record::Args;
+use rrr_perfetto::encode::Enc;
+use rrr_perfetto::fields::{
     A_ARRAY, A_BOOL, A_INT, A_NAME_IID, A_POINTER, A_STRING, A_UINT, E_ANNOTATION,
 };
-use crate::perfetto::IID_RETURN;
-use crate::record::Args;
+use rrr_perfetto::IID_RETURN;
 
 /// Splits an entry's string arena slice into its strings, in `char *` parameter order.
 pub(crate) struct Strings<'a> {

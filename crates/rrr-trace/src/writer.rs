@@ -12,15 +12,15 @@ use osi_profile::{ClassRef, Profile};
 use crate::crash::CrashReport;
 use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
 use crate::focus::Threads;
-use crate::perfetto::encode::Enc;
-use crate::perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
-use crate::perfetto::{Sequence, IID_USER};
 use crate::prefetch::prefetch;
 use crate::record::{Access, Args, ArgsRef, Batch, Record, ThreadIdent, TrackKey};
 use crate::ring::{Budget, Cut, Head, Ring};
 use crate::stacks::{Ending, Frame, ShadowStack};
 use crate::watch::{At, Call, Watcher, Who};
 pub use crate::window::Window;
+use rrr_perfetto::encode::Enc;
+use rrr_perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
+use rrr_perfetto::{Sequence, IID_USER};
 
 /// Why the trace could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -563,6 +563,10 @@ impl<W: Write> TraceWriter<W> {
         &self.summary
     }
 
+    /// Writes the events of record `r`. Inlined into [`TraceWriter::write_batch`]'s loop: as
+    /// a call (which the compiler chose once the Perfetto encoder became its own crate) the
+    /// writer benchmark took 5% more instructions per event.
+    #[inline(always)]
     fn record(&mut self, r: &Record, batch: &Batch) {
         if !self.seq.started() {
             self.part_start = r.ts();

@@ -226,12 +226,12 @@ fn drop_mode_counts_losses_in_the_trace_stats() {
     let summary = pipe.finish().unwrap();
     let bytes = std::fs::read(&path).unwrap();
     use prost::Message;
-    let trace = rrr_trace::proto::Trace::decode(&bytes[..]).unwrap();
+    let trace = rrr_perfetto::proto::Trace::decode(&bytes[..]).unwrap();
     let reported: u64 = trace
         .packet
         .iter()
         .filter_map(|p| match &p.data {
-            Some(rrr_trace::proto::trace_packet::Data::TraceStats(s)) => {
+            Some(rrr_perfetto::proto::trace_packet::Data::TraceStats(s)) => {
                 Some(s.buffer_stats[0].trace_writer_packet_loss())
             }
             _ => None,

@@ -10,9 +10,10 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use prost::Message;
+use rrr_perfetto::proto;
 use rrr_trace::record::Batch;
 use rrr_trace::{
-    proto, ArgsRef, OsLayout, Pipeline, PipelineConfig, Record, ThreadIdent, TraceWriter, TrackKey,
+    ArgsRef, OsLayout, Pipeline, PipelineConfig, Record, ThreadIdent, TraceWriter, TrackKey,
 };
 
 fn write_scenario(path: &std::path::Path) {

@@ -10,7 +10,7 @@ use osi_profile::{
     TypeDesc,
 };
 use prost::Message;
-use rrr_trace::proto;
+use rrr_perfetto::proto;
 use rrr_trace::{Guest, Observer, Reg};
 
 /// Registers and paged memory: a page is mapped (zero-filled) once anything is written to it.

@@ -1,6 +1,7 @@
-//! The Perfetto encoding, apart from what the trace says (tracks, threads, stacks: see
-//! [`crate::writer`]): field numbers, packets, the clock, interning and packet defaults of
-//! the one trusted packet sequence rrr writes.
+//! Perfetto's trace format as rrr writes it, apart from what a trace says (its tracks, threads
+//! and call stacks are the trace writer's, in `rrr-trace`): field numbers, packets, the clock,
+//! interning and packet defaults of the one trusted packet sequence rrr writes. It knows
+//! nothing of kernels.
 //!
 //! Timestamps are guest instruction counts on a sequence-scoped incremental clock (so most
 //! take one or two bytes), declared equal to BOOTTIME nanoseconds at the first event. Names
@@ -8,7 +9,9 @@
 //! first use. Hot packets are written with [`encode::Enc`]; the rest with prost's
 //! [`proto`] types.
 
-pub(crate) mod encode;
+#![deny(missing_docs)]
+
+pub mod encode;
 pub mod proto;
 
 use std::collections::HashMap;
@@ -19,39 +22,66 @@ use prost::Message;
 use encode::{tag, Enc, LEN, VARINT};
 
 /// Protobuf field numbers of the messages rrr writes by hand.
-pub(crate) mod fields {
+pub mod fields {
     // TracePacket.
+    /// `TracePacket.timestamp`.
     pub const P_TIMESTAMP: u32 = 8;
+    /// `TracePacket.trusted_packet_sequence_id`.
     pub const P_SEQ_ID: u32 = 10;
+    /// `TracePacket.track_event`.
     pub const P_TRACK_EVENT: u32 = 11;
+    /// `TracePacket.interned_data`.
     pub const P_INTERNED: u32 = 12;
+    /// `TracePacket.timestamp_clock_id`.
     pub const P_CLOCK_ID: u32 = 58;
+    /// `TracePacket.trace_packet_defaults`.
     pub const P_DEFAULTS: u32 = 59;
     // TracePacketDefaults.
+    /// `TracePacketDefaults.timestamp_clock_id`.
     pub const D_CLOCK_ID: u32 = 58;
+    /// `TracePacketDefaults.track_event_defaults`.
     pub const D_TRACK_EVENT: u32 = 11;
     // TrackEvent.
+    /// `TrackEvent.category_iids`.
     pub const E_CATEGORY_IIDS: u32 = 3;
+    /// `TrackEvent.debug_annotations`.
     pub const E_ANNOTATION: u32 = 4;
+    /// `TrackEvent.type`.
     pub const E_TYPE: u32 = 9;
+    /// `TrackEvent.name_iid`.
     pub const E_NAME_IID: u32 = 10;
+    /// `TrackEvent.track_uuid`.
     pub const E_TRACK: u32 = 11;
+    /// `TrackEvent.flow_ids`.
     pub const E_FLOW: u32 = 47;
+    /// `TrackEvent.terminating_flow_ids`.
     pub const E_FLOW_END: u32 = 48;
     // TrackEvent.Type.
+    /// `TYPE_SLICE_BEGIN`.
     pub const BEGIN: u64 = 1;
+    /// `TYPE_SLICE_END`.
     pub const END: u64 = 2;
+    /// `TYPE_INSTANT`.
     pub const INSTANT: u64 = 3;
     // InternedData.
+    /// `InternedData.event_names`.
     pub const I_EVENT_NAMES: u32 = 2;
+    /// `InternedData.debug_annotation_names`.
     pub const I_ANNOTATION_NAMES: u32 = 3;
     // DebugAnnotation.
+    /// `DebugAnnotation.name_iid`.
     pub const A_NAME_IID: u32 = 1;
+    /// `DebugAnnotation.bool_value`.
     pub const A_BOOL: u32 = 2;
+    /// `DebugAnnotation.uint_value`.
     pub const A_UINT: u32 = 3;
+    /// `DebugAnnotation.int_value`.
     pub const A_INT: u32 = 4;
+    /// `DebugAnnotation.string_value`.
     pub const A_STRING: u32 = 6;
+    /// `DebugAnnotation.pointer_value`.
     pub const A_POINTER: u32 = 7;
+    /// `DebugAnnotation.array_values`.
     pub const A_ARRAY: u32 = 12;
 }
 
@@ -69,18 +99,18 @@ const FLUSH_AT: usize = 1 << 20;
 const RETARGET_AFTER: u32 = 8;
 
 /// Annotation name iid of return values (`return`).
-pub(crate) const IID_RETURN: u64 = 1;
+pub const IID_RETURN: u64 = 1;
 /// Interned category of user-space (stimulus) calls.
-pub(crate) const IID_USER: u64 = 1;
+pub const IID_USER: u64 = 1;
 
 /// An InternedData packet being written (see [`Sequence::open_interned`]).
-pub(crate) struct OpenInterned {
+pub struct OpenInterned {
     packet: usize,
     data: usize,
 }
 
 /// The trace's one packet sequence, encoded into a buffer that the owner flushes.
-pub(crate) struct Sequence {
+pub struct Sequence {
     /// Encoded packets not yet written out.
     pub buf: Vec<u8>,
     started: bool,
@@ -98,6 +128,12 @@ pub(crate) struct Sequence {
     /// Every InternedData packet written after the start, when kept (see
     /// [`Sequence::keep_interned`]).
     interned: Option<Vec<u8>>,
+}
+
+impl Default for Sequence {
+    fn default() -> Self {
+        Sequence::new()
+    }
 }
 
 impl Sequence {
@@ -464,5 +500,100 @@ impl Sequence {
             data: Some(proto::trace_packet::Data::TraceStats(stats)),
             ..Default::default()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::trace_packet::Data;
+
+    /// A thread's track, a function name and an annotation name interned, a slice with an
+    /// argument: prost's reading of Perfetto's schema finds each where Perfetto looks.
+    #[test]
+    fn a_sequence_reads_back_as_perfettos_schema() {
+        let mut s = Sequence::new();
+        s.start(100);
+        s.describe_track(7, "init".into(), Some((1, 2)));
+        let (f, open) = s.open_interned("f");
+        let x = s.annotation_name("x");
+        s.close_interned(open);
+        let (p, te) = s.open_event(105, 7, BEGIN, Some(f));
+        let mut e = s.enc();
+        let a = e.open(E_ANNOTATION);
+        e.uint(A_NAME_IID, x);
+        e.uint(A_UINT, 42);
+        e.close(a);
+        e.close_pair(te, p);
+        drop(e);
+        let (p, te) = s.open_event(112, 7, END, None);
+        s.enc().close_pair(te, p);
+        assert_eq!(s.last_ts(), 112);
+        let mut out = Vec::new();
+        let n = s.flush(&mut out).unwrap();
+        assert_eq!(n as usize, out.len());
+
+        let trace = proto::Trace::decode(&out[..]).unwrap();
+        let first = &trace.packet[0];
+        assert_eq!(first.first_packet_on_sequence, Some(true));
+        let Some(Data::ClockSnapshot(clocks)) = &first.data else {
+            panic!("the sequence starts with its clocks: {first:?}")
+        };
+        assert!(clocks.clocks.iter().all(|c| c.timestamp == Some(100)));
+        let thread = trace
+            .packet
+            .iter()
+            .find_map(|p| match &p.data {
+                Some(Data::TrackDescriptor(d)) => d.thread.clone(),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (thread.pid, thread.tid, thread.thread_name.as_deref()),
+            (Some(1), Some(2), Some("init"))
+        );
+        let interned = trace
+            .packet
+            .iter()
+            .filter_map(|p| p.interned_data.as_ref())
+            .find(|i| !i.event_names.is_empty())
+            .unwrap();
+        assert_eq!(interned.event_names[0].iid, Some(f));
+        assert_eq!(interned.event_names[0].name.as_deref(), Some("f"));
+        assert_eq!(interned.debug_annotation_names[0].iid, Some(x));
+        assert_eq!(
+            interned.debug_annotation_names[0].name.as_deref(),
+            Some("x")
+        );
+        let events: Vec<(Option<u64>, &proto::TrackEvent)> = trace
+            .packet
+            .iter()
+            .filter_map(|p| match &p.data {
+                Some(Data::TrackEvent(e)) => Some((p.timestamp, e)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(events.len(), 2);
+        // Timestamps on the incremental clock: deltas from the start.
+        let (ts, begin) = events[0];
+        assert_eq!(ts, Some(5));
+        assert_eq!(begin.r#type, Some(BEGIN as i32));
+        assert_eq!(begin.track_uuid, Some(7));
+        assert_eq!(
+            begin.name_field,
+            Some(proto::track_event::NameField::NameIid(f))
+        );
+        let arg = &begin.debug_annotations[0];
+        assert_eq!(
+            arg.name_field,
+            Some(proto::debug_annotation::NameField::NameIid(x))
+        );
+        assert_eq!(
+            arg.value,
+            Some(proto::debug_annotation::Value::UintValue(42))
+        );
+        let (ts, end) = events[1];
+        assert_eq!(ts, Some(7));
+        assert_eq!(end.r#type, Some(END as i32));
     }
 }

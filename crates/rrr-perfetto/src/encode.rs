@@ -5,9 +5,11 @@
 //! lets the writer keep up with an emulator (see `examples/writer_bench.rs`). Every other
 //! packet is built with the prost types in [`super::proto`].
 
-/// Wire types.
+/// The wire type of varints.
 pub const VARINT: u32 = 0;
+/// The wire type of 64-bit fixed-size fields.
 pub const FIXED64: u32 = 1;
+/// The wire type of length-delimited fields.
 pub const LEN: u32 = 2;
 
 /// Appends protobuf fields to a byte buffer.
