@@ -92,6 +92,13 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// What a machine needs to boot it.
+    pub fn boot(&self) -> crate::engine::Boot {
+        crate::engine::Boot {
+            bzimage: self.bzimage(),
+            memory: self.memory(),
+        }
+    }
     /// The vmlinux with DWARF.
     pub fn vmlinux(&self) -> PathBuf {
         self.dir.join("vmlinux")

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::engine::Engine;
 use crate::idle::{self, IdleSkipped};
 
 /// Name of the snapshot taken at the ready marker.
@@ -369,7 +368,7 @@ pub fn failure_meaning(stderr: &str) -> String {
 
 /// Fails with the emulator's own words if it exited badly, and what they mean when rrr knows.
 pub fn check_exit(
-    engine: Engine,
+    emulator: &str,
     status: ExitStatus,
     stderr: &str,
     what: &str,
@@ -377,8 +376,7 @@ pub fn check_exit(
     if !status.success() {
         let meaning = failure_meaning(stderr);
         bail!(
-            "{} failed while {what} ({status}){meaning}; it said:\n{}",
-            engine.emulator().binary(),
+            "{emulator} failed while {what} ({status}){meaning}; it said:\n{}",
             stderr.trim_end()
         );
     }

@@ -88,7 +88,7 @@ pub fn ready_disk(
         let mode = Mode::Boot {
             scratch_log: &scratch_log,
         };
-        let cmd = engine.command(kernel, &staged, &mode, &monitor);
+        let cmd = engine.command(&kernel.boot(), &staged, &mode, &monitor);
         let mut vm = Vm::spawn(cmd, &dir.join("boot.log"), &monitor, engine.at_end(&mode))?;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
@@ -110,7 +110,12 @@ pub fn ready_disk(
         engine.emulator().settle_for_snapshot(&mut vm)?;
         save_snapshot(&mut vm, machine::READY_SNAPSHOT)?;
         let exit = vm.quit()?;
-        machine::check_exit(engine, exit.status, &exit.stderr, "saving the snapshot")?;
+        machine::check_exit(
+            engine.emulator().binary(),
+            exit.status,
+            &exit.stderr,
+            "saving the snapshot",
+        )?;
         let _ = std::fs::remove_file(&scratch_log);
         bar.finish_and_clear();
         Ok(())
@@ -250,7 +255,7 @@ fn record_attempt(
     let monitor = machine::monitor_path();
     let rrfile = rec.rrfile();
     let mode = Mode::Record { rrfile: &rrfile };
-    let cmd = engine.command(kernel, &rec.disk(), &mode, &monitor);
+    let cmd = engine.command(&kernel.boot(), &rec.disk(), &mode, &monitor);
     let bar = crate::progress::spinner("recording the stimulus".to_owned());
     let at_end = engine.at_end(&mode);
     let mut vm = Vm::spawn(cmd, &rec.serial_log(), &monitor, at_end)?;
@@ -289,7 +294,12 @@ fn record_attempt(
     };
     bar.finish_and_clear();
     if exited && !exit.status.success() {
-        machine::check_exit(engine, exit.status, &exit.stderr, "recording")?;
+        machine::check_exit(
+            engine.emulator().binary(),
+            exit.status,
+            &exit.stderr,
+            "recording",
+        )?;
     }
     // A run that ended by itself (a guest power-off or reboot rrr did not ask for) paused a
     // few instructions after its end, how many depending on timing: no count to prove.

@@ -77,7 +77,7 @@ fn replay_command(
     let serial = disk.path().with_extension("serial.log");
     let mut cmd = rec
         .engine
-        .command(&rec.kernel, disk.path(), &mode, &monitor);
+        .command(&rec.kernel.boot(), disk.path(), &mode, &monitor);
     let plugin_dir = match &plugin {
         Some(plugin) => {
             let dir = rec.scratch_dir("plugin")?;

@@ -13,7 +13,6 @@ use std::process::Command;
 use rrr_trace::locate::Located;
 
 use crate::cache::Key;
-use crate::kernel::Kernel;
 use crate::machine::{AtEnd, Vm};
 
 pub use panda::{install_plugin as install_panda_plugin, manual_replay_hint as panda_replay_hint};
@@ -38,6 +37,14 @@ pub enum Engine {
     Qemu,
     /// PANDA (panda-system-x86_64): its own record/replay, the PANDA plugin rrr_trace.
     Panda,
+}
+
+/// The kernel a machine boots (see `Kernel::boot`).
+pub struct Boot {
+    /// Its image (`-kernel`).
+    pub bzimage: std::path::PathBuf,
+    /// The guest memory it needs (`-m`).
+    pub memory: &'static str,
 }
 
 /// How the emulator runs.
@@ -106,14 +113,7 @@ pub trait Emulator: Sync {
     /// The machine type (`-machine`).
     fn chipset(&self) -> &'static str;
     /// Adds this emulator's machine (disk, monitor, record/replay) in `mode` to `c`.
-    fn machine_args(
-        &self,
-        c: &mut Command,
-        kernel: &Kernel,
-        disk: &Path,
-        mode: &Mode,
-        monitor: &Path,
-    );
+    fn machine_args(&self, c: &mut Command, boot: &Boot, disk: &Path, mode: &Mode, monitor: &Path);
     /// What the emulator does at the end of a run in `mode` (its command line makes it so).
     /// Where it pauses, rrr ends recordings itself (the guest never powers off or reboots:
     /// QEMU's count at a guest's power-off runs on by a few instructions that depend on
@@ -210,7 +210,7 @@ impl Engine {
 
     /// The command line running `kernel` from `disk` in `mode`, monitor on `monitor`. Both
     /// engines get the same CPU, memory, console and disk; the rest is the emulator's.
-    pub fn command(self, kernel: &Kernel, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
+    pub fn command(self, boot: &Boot, disk: &Path, mode: &Mode, monitor: &Path) -> Command {
         let emu = self.emulator();
         let mut c = Command::new(emu.program());
         c.args([
@@ -222,13 +222,13 @@ impl Engine {
             "1",
             "-m",
         ])
-        .arg(kernel.memory())
+        .arg(boot.memory)
         .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
         .arg("-kernel")
-        .arg(kernel.bzimage())
+        .arg(&boot.bzimage)
         .arg("-append")
         .arg(self.cmdline());
-        emu.machine_args(&mut c, kernel, disk, mode, monitor);
+        emu.machine_args(&mut c, boot, disk, mode, monitor);
         c
     }
 }

@@ -34,8 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rrr_trace::locate::Located;
 
-use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
-use crate::kernel::Kernel;
+use super::{Boot, Emulator, GdbTo, Mode, RunEnd, Verdict};
 use crate::machine::{self, AtEnd, Vm, READY_SNAPSHOT};
 use crate::tools;
 
@@ -96,14 +95,7 @@ impl Emulator for Panda {
     /// The disk is IDE: PANDA records what its IDE controller writes into guest memory, but not
     /// what virtio-blk writes (its used ring is written behind the log's back, so a replay reads
     /// another ring index in `vring_interrupt` and diverges a few million instructions in).
-    fn machine_args(
-        &self,
-        c: &mut Command,
-        kernel: &Kernel,
-        disk: &Path,
-        mode: &Mode,
-        monitor: &Path,
-    ) {
+    fn machine_args(&self, c: &mut Command, boot: &Boot, disk: &Path, mode: &Mode, monitor: &Path) {
         c.args(["-net", "none"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
@@ -130,7 +122,7 @@ impl Emulator for Panda {
                     // The checkpoint plugin keeps the states reverse execution goes back to.
                     c.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")])
                         .arg("-panda")
-                        .arg(format!("checkpoint:space={}", kernel.memory()));
+                        .arg(format!("checkpoint:space={}", boot.memory));
                 }
             }
         }

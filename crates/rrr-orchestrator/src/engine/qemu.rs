@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use rrr_trace::locate::Located;
 
-use super::{Emulator, GdbTo, Mode, RunEnd, Verdict};
+use super::{Boot, Emulator, GdbTo, Mode, RunEnd, Verdict};
 use crate::idle;
-use crate::kernel::Kernel;
 use crate::machine::{AtEnd, Vm, READY_SNAPSHOT, START_SNAPSHOT};
 use crate::tools;
 
@@ -102,7 +101,7 @@ impl Emulator for Qemu {
     fn machine_args(
         &self,
         c: &mut Command,
-        _kernel: &Kernel,
+        _boot: &Boot,
         disk: &Path,
         mode: &Mode,
         monitor: &Path,
