@@ -9,16 +9,16 @@
 //! the BIOS, and `load_vmstate`, unlike the monitor's `loadvm`, does not stop it first. And
 //! `qemu_savevm_state` drops the global lock while it writes its header
 //! (`migration/savevm.c`), which lets the vCPU run the freshly loaded kernel, unrecorded,
-//! with the state the BIOS left where the snapshot has none (its interrupt request,
-//! translated code) and the snapshot's clock offsets loaded into running clocks. The
-//! recording starts from wherever that run got to, not from the snapshot (from a snapshot
-//! taken in `vfs_write`, a recording that starts idle in `native_safe_halt`, same jiffies), and
-//! from some snapshots (more of them on a busy host) with an interrupt requested that no
-//! interrupt controller holds, which the vCPU takes as vector -1: a general protection fault
-//! in /init at the recording's first instructions. rrr starts the recording's machine paused (`-S`): the snapshot is
-//! loaded and saved into a machine that never ran, so the recording starts exactly at the
-//! snapshot, and rrr lets it run once PANDA has opened the log
-//! ([`Emulator::begin_recording`]).
+//! with what the BIOS left where the snapshot has nothing, and the snapshot's clock offsets
+//! loaded into running clocks (the guest's clock jumps by the host's uptime). The recording
+//! starts from wherever that run got to, not from the snapshot (from a snapshot taken in
+//! `vfs_write`, a recording that starts idle in `native_safe_halt`, same jiffies); from some
+//! snapshots (more of them on a busy host) with an interrupt requested that no interrupt
+//! controller holds, which the vCPU takes as vector -1: a general protection fault in /init
+//! at the recording's first instructions; from others it hangs. rrr starts the recording's
+//! machine paused (`-S`): the snapshot is loaded and saved into a machine that never ran, so
+//! the recording starts exactly at the snapshot, and rrr lets it run once PANDA has opened
+//! the log ([`Emulator::begin_recording`]).
 //!
 //! Where the snapshot is taken. gdb's reverse steps restore the checkpoint PANDA's checkpoint
 //! plugin takes at the replay's first block and run forward from there; from a recording whose
