@@ -24,7 +24,7 @@ const RECIPE: &str = "kernel-recipe-2";
 pub const DISTRO_SOURCE: &str = "/usr/src/linux-source-6.1.tar.xz";
 
 /// A compiler to build the kernel with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CcChoice {
     /// GNU gcc.
     Gcc,

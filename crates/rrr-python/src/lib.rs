@@ -130,8 +130,7 @@ fn record(
     until_crash: bool,
     rerecord: bool,
 ) -> PyResult<PathBuf> {
-    let engine = <Engine as clap::ValueEnum>::from_str(engine, true)
-        .map_err(|_| Error::new_err(format!("engine {engine:?}: qemu or panda")))?;
+    let engine: Engine = engine.parse().map_err(|e| Error::new_err(format!("{e}")))?;
     if attempts == 0 {
         return Err(Error::new_err("attempts count from 1"));
     }

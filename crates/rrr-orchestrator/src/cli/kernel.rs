@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use rrr_orchestrator::compiler::{CompilerPlan, LAUNCHER_ENV};
-use rrr_orchestrator::kernel::{build, explain, CcChoice, KernelSpec, DISTRO_SOURCE};
+use rrr_orchestrator::kernel::{build, explain, KernelSpec, DISTRO_SOURCE};
+
+use super::choices::CcArg;
 
 /// Arguments of `rrr kernel`.
 #[derive(clap::Args, Clone, Debug)]
@@ -30,7 +32,7 @@ pub struct KernelArgs {
     pub title: Option<String>,
     /// Build with this compiler instead of the one the config names (gcc or clang).
     #[arg(long)]
-    pub cc: Option<CcChoice>,
+    pub cc: Option<CcArg>,
     /// Print each config change and why, then stop.
     #[arg(long)]
     pub explain: bool,
@@ -99,7 +101,7 @@ impl KernelArgs {
             config: self.config.clone(),
             report: self.report.clone(),
             title: self.title.clone(),
-            cc: self.cc,
+            cc: self.cc.map(Into::into),
             fragments: self.fragments.clone(),
             patches: self.patches.clone(),
             jobs: self.jobs,

@@ -2,6 +2,7 @@
 //! the work starts (like samply's `*Props`), and what each command prints.
 
 mod cache;
+mod choices;
 mod kernel;
 mod panda;
 mod profile;

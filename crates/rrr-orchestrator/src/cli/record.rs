@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::choices::EngineArg;
 use anyhow::bail;
-use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::kernel::Kernel;
 use rrr_orchestrator::record::{record, Attempts};
 use rrr_orchestrator::rootfs;
@@ -27,7 +27,7 @@ pub struct RecordArgs {
     pub timeout: u64,
     /// The emulator that records (and later replays) it.
     #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
-    pub engine: Engine,
+    pub engine: EngineArg,
     #[command(flatten)]
     pub attempts: AttemptArgs,
 }
@@ -75,7 +75,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
     let rootfs = rootfs::build(&args.stimulus)?;
     let rec = record(
-        args.engine,
+        args.engine.into(),
         &kernel,
         &args.stimulus,
         &rootfs,

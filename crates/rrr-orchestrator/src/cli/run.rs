@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rrr_orchestrator::engine::Engine;
+use super::choices::EngineArg;
 use rrr_orchestrator::kernel::{KernelSpec, DISTRO_SOURCE};
 use rrr_orchestrator::run::{compare, run_chain, RecordSpec, RunSpec, StimulusSource};
 use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
@@ -59,7 +59,7 @@ pub struct RunArgs {
     pub rerecord: bool,
     /// The emulator that records and replays.
     #[arg(long, value_enum, default_value_t, env = "RRR_ENGINE")]
-    pub engine: Engine,
+    pub engine: EngineArg,
     #[command(flatten)]
     pub attempts: AttemptArgs,
     #[command(flatten)]
@@ -100,7 +100,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let spec = RunSpec {
         source,
         record: RecordSpec {
-            engine: args.engine,
+            engine: args.engine.into(),
             timeout: Duration::from_secs(args.timeout),
             rerecord: args.rerecord,
             attempts: args.attempts.to_attempts()?,

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::choices::EngineArg;
 use anyhow::bail;
-use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::limits::{parse_size, parse_threads, Limits};
 use rrr_orchestrator::recording::Recording;
 use rrr_orchestrator::trace::{replay, replay_gdb, report, trace};
@@ -24,7 +24,7 @@ pub struct TraceArgs {
     /// The engine to replay with: a recording replays only on the engine that made it, so
     /// this only checks that it is the one expected.
     #[arg(long, value_enum)]
-    pub engine: Option<Engine>,
+    pub engine: Option<EngineArg>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -78,7 +78,11 @@ impl LimitArgs {
 /// Runs `rrr trace`.
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let rec = Recording::open(&args.recording)?;
-    if let Some(engine) = args.engine.filter(|e| *e != rec.engine) {
+    if let Some(engine) = args
+        .engine
+        .map(rrr_orchestrator::engine::Engine::from)
+        .filter(|e| *e != rec.engine)
+    {
         bail!(
             "{} was recorded with the {} engine and replays only on it, not on {engine}: \
              record again with `--engine {engine}`",

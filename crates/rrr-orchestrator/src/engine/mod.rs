@@ -19,16 +19,7 @@ pub use panda::{install_plugin as install_panda_plugin, manual_replay_hint as pa
 
 /// Which emulator records and replays.
 #[derive(
-    clap::ValueEnum,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
@@ -37,6 +28,18 @@ pub enum Engine {
     Qemu,
     /// PANDA (panda-system-x86_64): its own record/replay, the PANDA plugin rrr_trace.
     Panda,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = anyhow::Error;
+
+    /// An engine by its name (`qemu`, `panda`), in any case.
+    fn from_str(s: &str) -> anyhow::Result<Engine> {
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| anyhow::anyhow!("unknown engine {s:?}: qemu or panda"))
+    }
 }
 
 /// The kernel a machine boots (see `Kernel::boot`).
@@ -273,6 +276,16 @@ mod tests {
             assert_eq!(serde_json::from_str::<Engine>(&json).unwrap(), e);
         }
         assert!(serde_json::from_str::<Engine>("\"kvm\"").is_err());
+    }
+
+    #[test]
+    fn engines_are_named_as_on_the_command_line() {
+        for e in Engine::ALL {
+            assert_eq!(e.name().parse::<Engine>().unwrap(), e);
+            assert_eq!(e.name().to_uppercase().parse::<Engine>().unwrap(), e);
+        }
+        let err = "kvm".parse::<Engine>().unwrap_err().to_string();
+        assert_eq!(err, "unknown engine \"kvm\": qemu or panda");
     }
 
     #[test]
