@@ -257,20 +257,20 @@ fn replay_once(
     let output = traced.map(|(out, _, _)| out);
     let recorded = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
     // The tracer's options go to it in a file, its results come back in another.
-    let scratch = rec.scratch_dir("tracer")?;
-    let results = scratch.path().join("results.json");
-    let tracer = match traced {
-        Some((out, options, profile)) => {
+    let scratch = traced.map(|_| rec.scratch_dir("tracer")).transpose()?;
+    let results = scratch.as_ref().map(|s| s.path().join("results.json"));
+    let tracer = match (traced, &scratch) {
+        (Some((out, options, profile)), Some(scratch)) => {
             let file = scratch.path().join("options.json");
             TraceOptions {
-                results: Some(results.clone()),
+                results: results.clone(),
                 ..options.clone()
             }
             .save(&file)
             .with_context(|| format!("writing {}", file.display()))?;
             Some(engine::tracer_args(profile, out, &file))
         }
-        None => None,
+        _ => None,
     };
     let setup = replay_command(rec, tracer, None)?;
     let serial = setup.serial.clone();
@@ -359,8 +359,8 @@ fn replay_once(
             said(&replayed)
         );
     }
-    let summary = match output {
-        Some(out) => TraceSummary::load(&results).with_context(|| {
+    let summary = match (output, &results) {
+        (Some(out), Some(results)) => TraceSummary::load(results).with_context(|| {
             format!(
                 "the tracer left no results ({}), so it did not finish {}; {} said:\n{}",
                 results.display(),
@@ -369,7 +369,7 @@ fn replay_once(
                 said(&replayed)
             )
         })?,
-        None => TraceSummary::default(),
+        _ => TraceSummary::default(),
     };
     let bytes = output
         .and_then(|o| std::fs::metadata(o).ok())

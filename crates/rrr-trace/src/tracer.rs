@@ -473,8 +473,14 @@ mod tests {
             results: Some("/r/results.json".into()),
             threads: Threads::Pids(vec![1, 2]),
             max_depth: Some(3),
-            watch: Some("0xffff888000001000:8".parse().unwrap()),
-            object: Some("0xffff888000001000:64".parse().unwrap()),
+            watch: Some(Range {
+                addr: 0xffff888000001000,
+                len: 8,
+            }),
+            object: Some(Range {
+                addr: 0xffff888000001000,
+                len: 64,
+            }),
             accesses: Some("/r/accesses".into()),
             budget: Some(Budget {
                 bytes: 1 << 20,
