@@ -86,27 +86,33 @@ impl<'a> Enc<'a> {
         self.varints([tag(field, VARINT), v]);
     }
 
-    /// Appends a length-delimited field of `field` whose body `body` writes from the pointer
-    /// it gets, returning the body's end: one capacity check for the whole field, and the
-    /// length in the one byte reserved for it.
+    /// Opens a length-delimited field of at most `max` bytes (under 128: its length is one
+    /// byte): returns where the field starts and where its body goes. The body is written
+    /// by hand, then [`Enc::close_short`] sets the length. Two calls, not one taking the body
+    /// as a closure: the closure was left as a call in the writer's hot loop once that grew.
     ///
     /// # Safety
-    /// `body` must write at most `max` bytes, and `max` must be under 128.
+    /// At most `max` bytes may be written at the body's pointer, and `max` must be under 128.
     #[inline(always)]
-    unsafe fn short_field(
-        &mut self,
-        field: u32,
-        max: usize,
-        body: impl FnOnce(*mut u8) -> *mut u8,
-    ) {
+    unsafe fn open_short(&mut self, field: u32, max: usize) -> (*mut u8, *mut u8) {
         debug_assert!(max < 0x80);
         let start = self.room(MAX_TAG_LEN + 1 + max);
-        // SAFETY: the tag, the length byte and at most `max` bytes of body (the caller's
-        // promise) fit the room just made; the body is under 128 bytes, so its length is
-        // one byte.
+        // SAFETY: the tag and the length byte fit the room just made.
         unsafe {
             let at = put_varint(start, tag(field, LEN));
-            let end = body(at.add(1));
+            (start, at)
+        }
+    }
+
+    /// Closes a field [`Enc::open_short`] opened at `(start, at)`, its body ending at `end`.
+    ///
+    /// # Safety
+    /// `(start, at)` must come from `open_short`, and the body written there must end at
+    /// `end`, within its `max`.
+    #[inline(always)]
+    unsafe fn close_short(&mut self, (start, at): (*mut u8, *mut u8), end: *mut u8) {
+        // SAFETY: the length byte is at `at`; the body is under 128 bytes.
+        unsafe {
             *at = end.offset_from(at) as u8 - 1;
             self.len += end.offset_from(start) as usize;
         }
@@ -120,13 +126,13 @@ impl<'a> Enc<'a> {
         // SAFETY: each field is a tag and a varint, at most MAX_FIELD_LEN bytes; 5 of them
         // are under 128.
         unsafe {
-            self.short_field(field, MAX_FIELD_LEN * N, |mut p| {
-                for (f, v) in fields {
-                    p = put_varint(p, tag(f, VARINT));
-                    p = put_varint(p, v);
-                }
-                p
-            });
+            let open = self.open_short(field, MAX_FIELD_LEN * N);
+            let mut p = open.1.add(1);
+            for (f, v) in fields {
+                p = put_varint(p, tag(f, VARINT));
+                p = put_varint(p, v);
+            }
+            self.close_short(open, p);
         }
     }
 
@@ -141,12 +147,13 @@ impl<'a> Enc<'a> {
         }
         // SAFETY: two fields of at most MAX_FIELD_LEN bytes each.
         unsafe {
-            self.short_field(field, 2 * MAX_FIELD_LEN, |mut p| {
-                p = put_varint(p, tag(name.0, VARINT));
-                p = put_varint(p, name.1);
-                p = put_varint(p, tag(pointer.0, VARINT));
-                put_varint_wide(p, pointer.1)
-            });
+            let open = self.open_short(field, 2 * MAX_FIELD_LEN);
+            let mut p = open.1.add(1);
+            p = put_varint(p, tag(name.0, VARINT));
+            p = put_varint(p, name.1);
+            p = put_varint(p, tag(pointer.0, VARINT));
+            p = put_varint_wide(p, pointer.1);
+            self.close_short(open, p);
         }
     }
 

@@ -247,7 +247,7 @@ fn main() {
     let mut writer = TraceWriter::new(Sink(0), Arc::clone(&profile));
     // Only the writer's work is timed, not its waits for the next batch.
     let mut busy = Duration::ZERO;
-    while writer.summary().events < events {
+    while writer.events() < events {
         let batch = full_rx
             .recv()
             .expect("the generator runs until told to stop");

@@ -5,7 +5,7 @@
 
 use osi_profile::{Location, Profile};
 
-use crate::record::Args;
+use crate::record::ArgsSlice;
 use rrr_perfetto::encode::Enc;
 use rrr_perfetto::fields::{
     A_ARRAY, A_BOOL, A_INT, A_NAME_IID, A_POINTER, A_STRING, A_UINT, E_ANNOTATION,
@@ -19,11 +19,11 @@ pub(crate) struct Strings<'a> {
 }
 
 impl<'a> Strings<'a> {
-    /// Strings of an entry starting at `args.strings` in `arena`.
-    pub fn new(arena: &'a [u8], args: &Args) -> Self {
+    /// Strings of an entry starting at offset `strings` in `arena`.
+    pub fn new(arena: &'a [u8], strings: u32) -> Self {
         Strings {
             arena,
-            pos: args.strings as usize,
+            pos: strings as usize,
         }
     }
 
@@ -173,13 +173,13 @@ pub(crate) fn encode_args(
     buf: &mut Vec<u8>,
     profile: &Profile,
     params: &[PlanParam],
-    args: &Args,
+    args: ArgsSlice<'_>,
     arena: &[u8],
 ) {
     // The encoder is this function's own, so that it stays in registers (see `Enc`).
     let mut e = Enc::new(buf);
-    let mut strings = Strings::new(arena, args);
-    let words = &args.words[..(args.len as usize).min(args.words.len())];
+    let mut strings = Strings::new(arena, args.strings);
+    let words = args.words;
     let mut w = 0usize;
     for p in params {
         let Some(ws) = words.get(w..w + p.words as usize) else {

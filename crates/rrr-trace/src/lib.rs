@@ -30,7 +30,7 @@ pub use guest::{Guest, Reg};
 pub use hooks::{Hook, HookWord, Hooks, Returns};
 pub use observer::{Observer, OsLayout};
 pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
-pub use record::{Args, ArgsRef, Record, ThreadIdent, TrackKey};
+pub use record::{Args, ArgsRef, ArgsSlice, Record, ThreadIdent, TrackKey};
 pub use tracer::{contained, BadOptions, TraceOptions, Tracer, TracerError, SUMMARY_PREFIX};
 pub use window::Window;
 pub use writer::{TraceWriter, WriterError};

@@ -50,7 +50,34 @@ pub struct ArgsRef {
     pub strings: u32,
 }
 
+/// An entry's arguments read in place from the batch's words (see [`ArgsRef::slice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgsSlice<'a> {
+    /// The words present (fewer than [`ArgsRef::len`] if the batch ends first).
+    pub words: &'a [u64],
+    /// See [`Args::missing`]; words beyond the batch's end are missing.
+    pub missing: u16,
+    /// See [`Args::strings`].
+    pub strings: u32,
+}
+
 impl ArgsRef {
+    /// The arguments, their words borrowed from `words` (the batch's [`Batch::words`]): the
+    /// writer's hot path, without the copy [`ArgsRef::load`] makes (about 3% of the writer
+    /// benchmark's instructions).
+    #[inline(always)]
+    pub fn slice<'a>(&self, words: &'a [u64]) -> ArgsSlice<'a> {
+        let len = (self.len as usize).min(MAX_ARG_WORDS);
+        let have = words.get(self.at as usize..).unwrap_or_default();
+        let n = len.min(have.len());
+        let beyond = ((1u32 << len) - (1u32 << n)) as u16;
+        ArgsSlice {
+            words: &have[..n],
+            missing: self.missing | beyond,
+            strings: self.strings,
+        }
+    }
+
     /// The arguments, their words taken from `words` (the batch's [`Batch::words`]); words
     /// beyond its end read as missing.
     pub fn load(&self, words: &[u64]) -> Args {
@@ -253,5 +280,23 @@ mod tests {
         }
         .load(&words);
         assert_eq!((&short.words[..3], short.missing), (&[10, 0, 0][..], 0b110));
+    }
+
+    #[test]
+    fn a_slice_of_the_words_says_what_load_says() {
+        let words = [7, 8, 9, 10];
+        for (at, len, missing) in [(1, 2, 0b10), (3, 3, 0), (0, 4, 0b1), (4, 2, 0), (9, 1, 0)] {
+            let r = ArgsRef {
+                at,
+                len,
+                missing,
+                strings: 5,
+            };
+            let (a, s) = (r.load(&words), r.slice(&words));
+            assert_eq!(s.words, &a.words[..s.words.len()], "{r:?}");
+            assert_eq!((s.missing, s.strings), (a.missing, a.strings), "{r:?}");
+            // Every word not in the slice is missing.
+            assert!((s.words.len()..a.len as usize).all(|w| a.missing & (1 << w) != 0));
+        }
     }
 }

@@ -13,6 +13,7 @@ use osi_profile::Profile;
 
 use crate::decode::words_for;
 use crate::record::{Args, ThreadIdent};
+use crate::writer::subscriber::{At, Call, Happened, Mark, Subscriber};
 
 /// Bytes of guest memory: `ADDR:LEN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -226,29 +227,6 @@ fn roles(profile: &Profile) -> Vec<Role> {
         .collect()
 }
 
-/// Who an event happened to.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Who<'a> {
-    pub ident: Option<&'a ThreadIdent>,
-    pub cpu: Option<u32>,
-}
-
-/// Where an event happened: when, to whom, under which calls (function ids, outermost first).
-pub(crate) struct At<'a> {
-    pub profile: &'a Profile,
-    pub ts: u64,
-    pub who: Who<'a>,
-    pub stack: &'a [u32],
-}
-
-/// A call: its track, its stack slot, its function.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Call {
-    pub track: usize,
-    pub slot: u64,
-    pub func: u32,
-}
-
 /// The watch: the range, the allocations seen, and the watch file.
 pub(crate) struct Watcher {
     range: Range,
@@ -282,11 +260,6 @@ impl Watcher {
             out,
             events: 0,
         }
-    }
-
-    /// The watched range.
-    pub fn range(&self) -> Range {
-        self.range
     }
 
     /// Whether `func` allocates or frees (the writer tells the watcher about its calls).
@@ -410,9 +383,36 @@ impl Watcher {
         self.events += 1;
         Some(event)
     }
+}
 
-    /// Flushes the watch file.
-    pub fn flush(&mut self) -> std::io::Result<()> {
+impl Subscriber for Watcher {
+    fn cares(&self, func: u32) -> bool {
+        Watcher::cares(self, func)
+    }
+
+    /// Each event goes to the watch file; the trace marks it on its thread and on a
+    /// `watch` track.
+    fn on(&mut self, happened: &Happened<'_>, at: &At<'_>) -> Option<Mark> {
+        let e = match *happened {
+            Happened::Call(call, args) => self.on_enter(at, call, args),
+            Happened::Return(call, value) => self.on_return(at, call, value),
+            Happened::Access(access) => self.on_access(at, access),
+        }?;
+        Some(Mark {
+            name: format!("{} {}", e.kind.name(), e.size),
+            args: vec![
+                ("addr", format!("{:#x}", e.addr)),
+                ("value", format!("{:#x}", e.value)),
+                ("pc", format!("{:#x}", e.pc)),
+            ],
+            track: format!("watch {}", self.range),
+            inside_call: false,
+            always_on_thread: false,
+            crash: false,
+        })
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
 }
