@@ -68,13 +68,13 @@ impl Kind {
     }
 
     /// Its directory: `<root>/<dir_name>`.
-    pub fn dir(self) -> anyhow::Result<PathBuf> {
+    pub fn dir(self) -> crate::Result<PathBuf> {
         Ok(root()?.join(self.dir_name()))
     }
 }
 
 /// `$XDG_CACHE_HOME/rrr` (or `~/.cache/rrr`).
-pub fn root() -> anyhow::Result<PathBuf> {
+pub fn root() -> crate::Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(
@@ -88,7 +88,7 @@ pub fn root() -> anyhow::Result<PathBuf> {
 /// Takes the exclusive lock of the cache entry `target` (`<root>/<kind>/<key>`), waiting for
 /// another rrr building the same entry; held until the returned file is dropped. Check for the
 /// entry after taking it. Lock files live apart, in `<root>/locks/`.
-pub fn lock(target: &Path) -> anyhow::Result<std::fs::File> {
+pub fn lock(target: &Path) -> crate::Result<std::fs::File> {
     let name = |p: Option<&Path>| {
         p.and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
@@ -110,7 +110,7 @@ pub fn lock(target: &Path) -> anyhow::Result<std::fs::File> {
 
 /// The file `file` of the cache entry `<root>/<kind>/<key>`: found, or built by `build` into a
 /// staging directory (given to it) that becomes the entry, under the entry's lock.
-pub fn file_entry(
+pub(crate) fn file_entry(
     kind: Kind,
     key: &Key,
     file: &str,
@@ -129,7 +129,7 @@ pub fn file_entry(
 
 /// Hashes the inputs of a cache entry.
 #[derive(Default)]
-pub struct Key(Sha256);
+pub(crate) struct Key(Sha256);
 
 impl Key {
     /// Adds a labelled input.
@@ -142,7 +142,7 @@ impl Key {
     }
 
     /// Adds a file's contents, streamed.
-    pub fn add_file(&mut self, label: &str, path: &Path) -> anyhow::Result<&mut Self> {
+    pub(crate) fn add_file(&mut self, label: &str, path: &Path) -> anyhow::Result<&mut Self> {
         let mut f =
             std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
         self.0.update(label.as_bytes());
@@ -153,7 +153,7 @@ impl Key {
 
     /// Adds the tree `dir` by content: every file's and link's path relative to it, with its
     /// bytes or its target, in a stable order, leaving out `.git`.
-    pub fn add_tree(&mut self, label: &str, dir: &Path) -> anyhow::Result<&mut Self> {
+    pub(crate) fn add_tree(&mut self, label: &str, dir: &Path) -> anyhow::Result<&mut Self> {
         self.0.update(label.as_bytes());
         self.add_dir(dir, Path::new(""))
             .with_context(|| format!("reading the tree {}", dir.display()))?;
@@ -198,7 +198,7 @@ impl Key {
 }
 
 /// A cache entry under construction in `<final>.tmp-<pid>`; `commit` renames it into place.
-pub struct Staging {
+pub(crate) struct Staging {
     pub dir: PathBuf,
     target: PathBuf,
 }

@@ -30,7 +30,8 @@ pub fn checkout(url: &str, commit: &str, dest: &Path) -> anyhow::Result<()> {
 pub fn checkout_from(name: &str, url: &str, commit: &str, dest: &Path) -> anyhow::Result<()> {
     crate::tools::require("git", "git")?;
     if !is_commit_id(commit) {
-        bail!(
+        crate::fail!(
+            BadInput,
             "`{commit}` is not a full 40-digit commit id; git fetches a commit only by its full id"
         );
     }
@@ -53,14 +54,15 @@ pub fn checkout_from(name: &str, url: &str, commit: &str, dest: &Path) -> anyhow
             .context("running git")?
             .success();
         if !have {
-            let bar = crate::progress::spinner(format!("fetching {commit:.12} from {url}"));
+            let bar = crate::report::progress(format!("fetching {commit:.12} from {url}"));
             let out = git(&repo)
                 .args(["fetch", "--quiet", "--depth", "1", url, commit])
                 .output()
                 .context("running git fetch")?;
             bar.finish_and_clear();
             if !out.status.success() {
-                bail!(
+                crate::fail!(
+                    Network,
                     "cannot fetch commit {commit} from {url}: {}\ncheck the network, and that \
                      the repository has this commit",
                     String::from_utf8_lossy(&out.stderr).trim()
@@ -74,7 +76,7 @@ pub fn checkout_from(name: &str, url: &str, commit: &str, dest: &Path) -> anyhow
         }
     }
     std::fs::create_dir_all(dest)?;
-    let bar = crate::progress::spinner(format!("checking out {commit:.12}"));
+    let bar = crate::report::progress(format!("checking out {commit:.12}"));
     let mut archive = git(&repo)
         .args(["archive", "--format=tar", commit])
         .stdout(Stdio::piped())

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::cache::{self, Key, Staging};
 use crate::compiler::CompilerPlan;
+use crate::error::{ErrorKind, Tag};
 use crate::reduce;
 use crate::tools::{last_lines, major_minor, run_quiet, version_line};
 
@@ -114,13 +115,13 @@ impl Kernel {
 
     /// The kernel's tracer profile, opened: built again from vmlinux first if it is missing or
     /// was made by another version of the DWARF reader (a kernel cached by an older rrr).
-    pub fn current_profile(&self) -> anyhow::Result<osi_profile::Profile> {
+    pub(crate) fn current_profile(&self) -> anyhow::Result<osi_profile::Profile> {
         if let Ok(p) = osi_profile::Profile::open(&self.profile()) {
             if p.is_current() {
                 return Ok(p);
             }
         }
-        let bar = crate::progress::spinner("profiling vmlinux".to_owned());
+        let bar = crate::report::progress("profiling vmlinux");
         let built = osi_profile::build(
             &self.vmlinux(),
             &self.profile(),
@@ -210,10 +211,10 @@ fn plan(args: &KernelSpec) -> anyhow::Result<Plan> {
     let host = reduce::Compiler::from_version_text(&cc_version);
     if let (Some(w), Some(h)) = (&wanted, &host) {
         if w != h {
-            eprintln!(
-                "rrr: note: the config was made with {w}, this machine builds with {h}; \
+            crate::report::note(&format!(
+                "the config was made with {w}, this machine builds with {h}; \
                  compiler-dependent options may differ"
-            );
+            ));
         }
     }
     let tools = reduce::Toolchain {
@@ -264,7 +265,7 @@ fn source(args: &KernelSpec) -> anyhow::Result<Source<'_>> {
         (Some(url), Some(commit)) => Source::Git { url, commit },
         _ if args.src.is_file() => Source::Tarball(&args.src),
         _ if args.src.join("Makefile").is_file() => Source::Tree(&args.src),
-        _ => bail!("{}: not a kernel tree (no Makefile) nor a tarball; pass --src DIR|TARBALL (scripts/setup installs {DISTRO_SOURCE})", args.src.display()),
+        _ => crate::fail!(BadInput, "{}: not a kernel tree (no Makefile) nor a tarball; pass --src DIR|TARBALL (scripts/setup installs {DISTRO_SOURCE})", args.src.display()),
     })
 }
 
@@ -301,7 +302,7 @@ fn key(args: &KernelSpec, source: &Source, plan: &Plan) -> anyhow::Result<String
                 }
                 // Another tree: its content (a file changed by hand is another kernel).
                 _ => {
-                    let bar = crate::progress::spinner(format!("hashing {}", tree.display()));
+                    let bar = crate::report::progress(format!("hashing {}", tree.display()));
                     k.add_tree("tree", tree)?;
                     bar.finish_and_clear();
                 }
@@ -321,7 +322,7 @@ fn key(args: &KernelSpec, source: &Source, plan: &Plan) -> anyhow::Result<String
 
 /// The config changes `spec`'s build would make and why, and what the crash keeps: one line
 /// each.
-pub fn explain(spec: &KernelSpec) -> anyhow::Result<String> {
+pub fn explain(spec: &KernelSpec) -> crate::Result<String> {
     let plan = plan(spec)?;
     let mut out = format!("# compiler: {}\n", plan.cc_version);
     if plan.changes.is_empty() {
@@ -337,7 +338,7 @@ pub fn explain(spec: &KernelSpec) -> anyhow::Result<String> {
 }
 
 /// Builds (or finds in the cache) the kernel.
-pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
+pub fn build(args: &KernelSpec) -> crate::Result<Kernel> {
     let plan = plan(args)?;
     let source = source(args)?;
     let key = key(args, &source, &plan)?;
@@ -391,10 +392,10 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
         Some(base) => {
             std::fs::copy(base, out.join(".config"))
                 .with_context(|| format!("copying {}", base.display()))?;
-            run_quiet(&mut make(&["olddefconfig"])?, "make olddefconfig")?;
+            run_quiet(&mut make(&["olddefconfig"])?, "make olddefconfig").tag(ErrorKind::Build)?;
         }
         None => {
-            run_quiet(&mut make(&["tinyconfig"])?, "make tinyconfig")?;
+            run_quiet(&mut make(&["tinyconfig"])?, "make tinyconfig").tag(ErrorKind::Build)?;
         }
     }
     let frag_dir = stage.dir.join("fragments");
@@ -420,8 +421,8 @@ pub fn build(args: &KernelSpec) -> anyhow::Result<Kernel> {
         .arg(&out)
         .arg(out.join(".config"))
         .args(&frags);
-    run_quiet(&mut merge, "merge_config.sh")?;
-    run_quiet(&mut make(&["olddefconfig"])?, "make olddefconfig")?;
+    run_quiet(&mut merge, "merge_config.sh").tag(ErrorKind::Build)?;
+    run_quiet(&mut make(&["olddefconfig"])?, "make olddefconfig").tag(ErrorKind::Build)?;
     check_config(
         &std::fs::read_to_string(out.join(".config"))?,
         &plan.changes,
@@ -466,7 +467,7 @@ fn unpacked(tarball: &Path) -> anyhow::Result<PathBuf> {
         return Ok(target);
     }
     let stage = Staging::new(&target)?;
-    let bar = crate::progress::spinner(format!("unpacking {}", tarball.display()));
+    let bar = crate::report::progress(format!("unpacking {}", tarball.display()));
     let st = Command::new("tar")
         .arg("-xf")
         .arg(tarball)
@@ -477,7 +478,8 @@ fn unpacked(tarball: &Path) -> anyhow::Result<PathBuf> {
         .context("running tar")?;
     bar.finish_and_clear();
     if !st.success() || !stage.dir.join("Makefile").is_file() {
-        bail!(
+        crate::fail!(
+            BadInput,
             "unpacking {} failed; is it a kernel source tarball?",
             tarball.display()
         );
@@ -505,7 +507,8 @@ fn apply_patches(src: &Path, patches: &[PathBuf]) -> anyhow::Result<()> {
             .output()
             .context("running patch")?;
         if !out.status.success() {
-            bail!(
+            crate::fail!(
+                Patch,
                 "the patch {} does not apply to this kernel source (patch -p1 said):\n{}{}\n\
                  rebase it on this source, or build the source it was made for",
                 p.display(),
@@ -525,7 +528,8 @@ fn apply_patches(src: &Path, patches: &[PathBuf]) -> anyhow::Result<()> {
 /// writes nothing into `dest`.
 fn link_tree(tree: &Path, dest: &Path) -> anyhow::Result<()> {
     if dest.starts_with(tree.canonicalize()?) {
-        bail!(
+        crate::fail!(
+            BadInput,
             "rrr's cache ({}) is inside the kernel tree {}: set XDG_CACHE_HOME elsewhere",
             dest.display(),
             tree.display()
@@ -536,7 +540,7 @@ fn link_tree(tree: &Path, dest: &Path) -> anyhow::Result<()> {
         .map(|e| e.map(|e| e.path()))
         .filter(|p| !p.as_ref().is_ok_and(|p| p.ends_with(".git")))
         .collect::<Result<Vec<_>, _>>()?;
-    let bar = crate::progress::spinner(format!("linking {} into the build", tree.display()));
+    let bar = crate::report::progress(format!("linking {} into the build", tree.display()));
     for how in ["-al", "-a"] {
         std::fs::create_dir_all(dest)?;
         let copied = Command::new("cp")
@@ -567,17 +571,20 @@ fn check_config(config: &str, changes: &[reduce::Change]) -> anyhow::Result<()> 
     if !has("CONFIG_DEBUG_INFO=y")
         || !(has("CONFIG_DEBUG_INFO_DWARF5=y") || has("CONFIG_DEBUG_INFO_DWARF4=y"))
     {
-        bail!("the kernel config refuses DWARF debug info (a dependency is missing); check --config/--fragment");
+        crate::fail!(BadInput, "the kernel config refuses DWARF debug info (a dependency is missing); check --config/--fragment");
     }
     if has("CONFIG_RANDOMIZE_BASE=y") {
-        bail!("the kernel config keeps CONFIG_RANDOMIZE_BASE=y; rrr needs KASLR off");
+        crate::fail!(
+            BadInput,
+            "the kernel config keeps CONFIG_RANDOMIZE_BASE=y; rrr needs KASLR off"
+        );
     }
     for c in changes.iter().filter(|c| !c.on) {
         if has(&format!("CONFIG_{}=y", c.option)) {
-            eprintln!(
-                "rrr: note: CONFIG_{} stays on: another option selects it",
+            crate::report::note(&format!(
+                "CONFIG_{} stays on: another option selects it",
                 c.option
-            );
+            ));
         }
     }
     Ok(())
@@ -591,7 +598,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
 /// Runs make with a spinner showing its progress; on failure, the error holds the output's tail.
 fn run_make(cmd: &mut Command) -> anyhow::Result<()> {
     let mut child = cmd.spawn().context("running make (run scripts/setup)")?;
-    let bar = crate::progress::spinner("building the kernel".to_owned());
+    let bar = crate::report::progress("building the kernel");
     let stderr = child.stderr.take().expect("piped");
     let err_thread = std::thread::spawn(move || {
         BufReader::new(stderr)
@@ -611,7 +618,8 @@ fn run_make(cmd: &mut Command) -> anyhow::Result<()> {
     let errors = err_thread.join().unwrap_or_default();
     bar.finish_and_clear();
     if !status.success() {
-        bail!(
+        crate::fail!(
+            Build,
             "the kernel did not build (make exited with {status}); the end of its output:\n{}\n{}",
             last_lines(&out.join("\n"), 30),
             last_lines(&errors.join("\n"), 40)

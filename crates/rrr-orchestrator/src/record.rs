@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::cache::{self, Key, Staging};
 use crate::engine::{Engine, Mode};
@@ -66,7 +66,7 @@ fn run_grace(vm: &mut Vm, deadline: Instant) {
 
 /// The qcow2 with the machine booted to the ready marker (snapshot [`machine::READY_SNAPSHOT`]),
 /// cached per kernel, disk and emulator build (`emulator` identifies it).
-pub fn ready_disk(
+pub(crate) fn ready_disk(
     engine: Engine,
     kernel: &Kernel,
     rootfs: &Path,
@@ -82,7 +82,7 @@ pub fn ready_disk(
     cache::file_entry(cache::Kind::Snapshots, &key, "ready.qcow2", |dir| {
         let staged = dir.join("ready.qcow2");
         std::fs::copy(rootfs, &staged)?;
-        let bar = crate::progress::spinner("booting the machine to the snapshot point".to_owned());
+        let bar = crate::report::progress("booting the machine to the snapshot point");
         let monitor = machine::monitor_path();
         let scratch_log = dir.join("boot-replay.bin");
         let mode = Mode::Boot {
@@ -98,7 +98,7 @@ pub fn ready_disk(
                 Ok(None) | Err(machine::Ended) => {
                     let stderr = vm.quit()?.stderr;
                     let log = std::fs::read_to_string(dir.join("boot.log")).unwrap_or_default();
-                    bail!(
+                    crate::fail!(Recording,
                         "the machine did not reach /init's ready marker; QEMU said:\n{}\nthe console's last lines:\n{}",
                         stderr.trim_end(),
                         crate::tools::last_lines(&log, 30)
@@ -136,7 +136,7 @@ fn save_snapshot(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
             return Ok(());
         }
         if !out.contains(SNAPSHOT_NOT_NOW) || Instant::now() >= deadline {
-            bail!("the emulator could not save the snapshot: {out}");
+            crate::fail!(Recording, "the emulator could not save the snapshot: {out}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -166,7 +166,7 @@ impl Default for Attempts {
 
 /// How much later than the first attempt an attempt types its go line: the recorded run's
 /// timing (QEMU's `shift=auto` follows host time; PANDA's timers do) differs per attempt.
-pub fn go_delay(attempt: u32) -> Duration {
+pub(crate) fn go_delay(attempt: u32) -> Duration {
     Duration::from_millis(u64::from(attempt.saturating_sub(1)) * 37 % 1000)
 }
 
@@ -180,14 +180,15 @@ pub fn record(
     out: &Path,
     timeout: Duration,
     attempts: Attempts,
-) -> anyhow::Result<Recording> {
+) -> crate::Result<Recording> {
     let emulator = engine.emulator().require()?;
     let ready = ready_disk(engine, kernel, rootfs, &emulator)?;
     let stimulus = stimulus
         .canonicalize()
         .with_context(|| format!("{} not found", stimulus.display()))?;
     if out.exists() && !Recording::is_recording(out) {
-        bail!(
+        crate::fail!(
+            BadInput,
             "{} exists and is not a recording: pick another --output",
             out.display()
         );
@@ -206,7 +207,8 @@ pub fn record(
         if crashed || number == last {
             rec.dir = stage.commit()?;
             if !crashed && attempts.until_crash {
-                bail!(
+                crate::fail!(
+                    Recording,
                     "no attempt crashed ({count} attempt{} from the ready snapshot; the last \
                      {}): the last recording is kept in {}; try more --attempts or a longer \
                      --timeout",
@@ -217,12 +219,12 @@ pub fn record(
             }
             return Ok(rec);
         }
-        eprintln!(
-            "rrr: attempt {number} ({} of {count}): {}, no crash; recording again from the \
-             ready snapshot",
+        crate::report::info(&format!(
+            "attempt {number} ({} of {count}): {}, no crash; recording again from the ready \
+             snapshot",
             number - attempts.first + 1,
             rec.outcome
-        );
+        ));
     }
     unreachable!("the last attempt returns")
 }
@@ -256,7 +258,7 @@ fn record_attempt(
     let rrfile = rec.rrfile();
     let mode = Mode::Record { rrfile: &rrfile };
     let cmd = engine.command(&kernel.boot(), &rec.disk(), &mode, &monitor);
-    let bar = crate::progress::spinner("recording the stimulus".to_owned());
+    let bar = crate::report::progress("recording the stimulus");
     let at_end = engine.at_end(&mode);
     let mut vm = Vm::spawn(cmd, &rec.serial_log(), &monitor, at_end)?;
     engine.emulator().begin_recording(&mut vm)?;
@@ -310,7 +312,8 @@ fn record_attempt(
     rec.outcome = match (crashed, ended) {
         (Some(line), _) => Outcome::Crashed { line },
         (None, Some(status)) => Outcome::Ended { status },
-        (None, None) if exited => bail!(
+        (None, None) if exited => crate::fail!(
+            Recording,
             "the machine stopped before the stimulus ended and without a crash report; see {}",
             rec.serial_log().display()
         ),

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
@@ -168,7 +168,7 @@ impl Recording {
             return Ok(path);
         }
         let mut data = self.kernel.current_profile()?.to_data();
-        let bar = crate::progress::spinner("profiling the stimulus".to_owned());
+        let bar = crate::report::progress("profiling the stimulus");
         let user = osi_profile::Options {
             user: true,
             ..Default::default()
@@ -203,16 +203,18 @@ impl Recording {
     }
 
     /// Opens the recording in `dir`, checking its manifest.
-    pub fn open(dir: &Path) -> anyhow::Result<Recording> {
+    pub fn open(dir: &Path) -> crate::Result<Recording> {
         let path = dir.join(MANIFEST);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(_) if dir.join(OLD_MANIFEST).is_file() => bail!(
+            Err(_) if dir.join(OLD_MANIFEST).is_file() => crate::fail!(
+                BadInput,
                 "{} was recorded by an older rrr (its manifest is {OLD_MANIFEST}); record it \
                  again with `rrr record`",
                 dir.display()
             ),
-            Err(_) => bail!(
+            Err(_) => crate::fail!(
+                BadInput,
                 "{} is not a recording (no {MANIFEST}); make one with `rrr record`",
                 dir.display()
             ),
@@ -223,7 +225,8 @@ impl Recording {
         if version.is_some_and(|v| {
             !(OLDEST_MANIFEST_VERSION as u64..=MANIFEST_VERSION as u64).contains(&v)
         }) {
-            bail!(
+            crate::fail!(
+                BadInput,
                 "{}: manifest version {} is not this rrr's ({MANIFEST_VERSION}); record it again \
                  with this rrr",
                 path.display(),
@@ -377,7 +380,7 @@ mod tests {
     fn open(text: &str) -> anyhow::Result<Recording> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(MANIFEST), text).unwrap();
-        Recording::open(dir.path())
+        Ok(Recording::open(dir.path())?)
     }
 
     fn refused(text: &str) -> String {

@@ -4,21 +4,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::cache::{self, Key};
 use crate::tools::{require, run_quiet};
 
 /// The /init script.
-pub const INIT: &str = include_str!("../assets/init.sh");
+pub(crate) const INIT: &str = include_str!("../assets/init.sh");
 /// Printed by /init when it waits for the go line.
-pub const READY: &str = "RRR-READY";
+pub(crate) const READY: &str = "RRR-READY";
 /// Printed by /init when the stimulus has exited.
-pub const END: &str = "RRR-END status=";
+pub(crate) const END: &str = "RRR-END status=";
 /// The console line that makes /init power the machine off once the stimulus has ended.
-pub const POWER_OFF: &str = "off\n";
+pub(crate) const POWER_OFF: &str = "off\n";
 /// The stimulus's name on the disk (`/stimulus`), which the kernel gives its task.
-pub const STIMULUS_NAME: &str = "stimulus";
+pub(crate) const STIMULUS_NAME: &str = "stimulus";
 /// Where `busybox-static` installs busybox.
 const BUSYBOX: &str = "/bin/busybox";
 /// Bumped when the image recipe changes.
@@ -51,13 +51,17 @@ fn is_static_elf(path: &Path) -> anyhow::Result<bool> {
 }
 
 /// Builds (or finds in the cache) the disk image for `stimulus`; returns the qcow2's path.
-pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
+pub fn build(stimulus: &Path) -> crate::Result<PathBuf> {
     let busybox = Path::new(BUSYBOX);
     if !busybox.is_file() || !is_static_elf(busybox)? {
-        bail!("{BUSYBOX} is missing or not static: install busybox-static (scripts/setup does it)");
+        crate::fail!(
+            MissingTool,
+            "{BUSYBOX} is missing or not static: install busybox-static (scripts/setup does it)"
+        );
     }
     if !is_static_elf(stimulus)? {
-        bail!(
+        crate::fail!(
+            BadInput,
             "{} is not a static x86-64 ELF: build it with `rrr stimulus FILE.c`",
             stimulus.display()
         );
@@ -69,7 +73,7 @@ pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
         .add("init", INIT.as_bytes())
         .add_file("busybox", busybox)?
         .add_file("stimulus", stimulus)?;
-    cache::file_entry(cache::Kind::Rootfs, &key, "rootfs.qcow2", |dir| {
+    let disk = cache::file_entry(cache::Kind::Rootfs, &key, "rootfs.qcow2", |dir| {
         let root = dir.join("root");
         for d in ["bin", "dev", "proc", "sys", "tmp"] {
             std::fs::create_dir_all(root.join(d))?;
@@ -102,7 +106,8 @@ pub fn build(stimulus: &Path) -> anyhow::Result<PathBuf> {
         std::fs::remove_file(&raw)?;
         std::fs::remove_dir_all(&root)?;
         Ok(())
-    })
+    })?;
+    Ok(disk)
 }
 
 fn write_executable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

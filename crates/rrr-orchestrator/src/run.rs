@@ -61,7 +61,7 @@ pub struct RunSpec {
 
 /// Builds, records (or finds the cached recording) and traces; returns the recording and
 /// what the trace holds.
-pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
+pub fn run_chain(spec: &RunSpec) -> crate::Result<(Recording, Traced)> {
     let (kernel_spec, source) = inputs(&spec.source)?;
     // The stimulus first: a reproducer that does not compile fails in seconds, not after a
     // kernel build.
@@ -69,7 +69,11 @@ pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
     let kernel = kernel::build(&kernel_spec)?;
     let disk = rootfs::build(&stim)?;
     let rec = cached_recording(&spec.record, &kernel, &stim, &disk)?;
-    eprintln!("rrr: recording {} ({})", rec.dir.display(), rec.outcome);
+    crate::report::info(&format!(
+        "recording {} ({})",
+        rec.dir.display(),
+        rec.outcome
+    ));
     let t = trace::trace(&rec, &spec.output, &spec.limits, Duration::from_secs(3600))?;
     Ok((rec, t))
 }
@@ -78,7 +82,7 @@ pub fn run_chain(spec: &RunSpec) -> anyhow::Result<(Recording, Traced)> {
 fn inputs(source: &StimulusSource) -> anyhow::Result<(KernelSpec, PathBuf)> {
     match source {
         StimulusSource::File { path, kernel } => Ok((kernel.clone(), path.clone())),
-        StimulusSource::Syzbot { bug, kernel } => syzbot_inputs(bug, kernel),
+        StimulusSource::Syzbot { bug, kernel } => Ok(syzbot_inputs(bug, kernel)?),
     }
 }
 
@@ -100,10 +104,13 @@ impl std::fmt::Display for Verdict {
 /// Does the patch fix it? Records the reproducer on the kernel without `spec`'s patches and
 /// with them, with the same attempts (each step cached as `rrr run` caches it); traces
 /// neither.
-pub fn compare(spec: &RunSpec) -> anyhow::Result<[Verdict; 2]> {
+pub fn compare(spec: &RunSpec) -> crate::Result<[Verdict; 2]> {
     let (patched, source) = inputs(&spec.source)?;
     if patched.patches.is_empty() {
-        anyhow::bail!("--compare checks a fix: give it with --patch FILE");
+        crate::fail!(
+            BadInput,
+            "--compare checks a fix: give it with --patch FILE"
+        );
     }
     let names: Vec<String> = patched
         .patches
@@ -128,7 +135,7 @@ pub fn compare(spec: &RunSpec) -> anyhow::Result<[Verdict; 2]> {
             kernel: label,
             recording,
         };
-        eprintln!("rrr: {v}");
+        crate::report::info(&v.to_string());
         Ok(v)
     };
     let without = side("without the patches".to_owned(), &plain)?;
@@ -142,7 +149,7 @@ pub fn cached_recording(
     kernel: &kernel::Kernel,
     stim: &Path,
     disk: &Path,
-) -> anyhow::Result<Recording> {
+) -> crate::Result<Recording> {
     let mut key = Key::default();
     // A recording replays only on the emulator build that made it.
     let emulator = spec.engine.emulator().require()?;
@@ -176,12 +183,16 @@ pub fn cached_recording(
 pub fn syzbot_inputs(
     bug: &syzbot::BugSpec,
     base: &KernelSpec,
-) -> anyhow::Result<(KernelSpec, PathBuf)> {
+) -> crate::Result<(KernelSpec, PathBuf)> {
     let f = syzbot::fetch(bug)?;
     let crash = f.crash();
-    eprintln!("rrr: {} (crash #{}: {})", f.bug.title, f.index, crash.title);
+    crate::report::info(&format!(
+        "{} (crash #{}: {})",
+        f.bug.title, f.index, crash.title
+    ));
     if let Some(arch) = crash.architecture.as_deref().filter(|a| *a != "amd64") {
-        anyhow::bail!(
+        crate::fail!(
+            BadInput,
             "this crash is on {arch}; rrr records x86_64 (amd64) kernels: pick an amd64 crash \
              with --crash"
         );
@@ -189,13 +200,17 @@ pub fn syzbot_inputs(
     let repro = match (f.repro_c(), f.repro_syz()) {
         (Some(c), _) => c,
         (None, Some(syz)) => syz_to_c(&f, &syz)?,
-        (None, None) => anyhow::bail!(
+        (None, None) => crate::fail!(
+            BadInput,
             "crash #{} of this bug has no reproducer: pick a crash that has one (--crash)",
             f.index
         ),
     };
     let (Some(link), Some(commit)) = (&crash.kernel_source_git, &crash.kernel_source_commit) else {
-        anyhow::bail!("syzbot gives no kernel tree and commit for this crash");
+        crate::fail!(
+            BadInput,
+            "syzbot gives no kernel tree and commit for this crash"
+        );
     };
     let kernel = KernelSpec {
         git: Some(syzbot::clone_url(link)?),
@@ -213,7 +228,8 @@ pub fn syzbot_inputs(
 fn syz_to_c(f: &syzbot::Fetched, syz: &std::path::Path) -> anyhow::Result<PathBuf> {
     let crash = f.crash();
     let (Some(link), Some(commit)) = (&crash.syzkaller_git, &crash.syzkaller_commit) else {
-        anyhow::bail!(
+        crate::fail!(
+            BadInput,
             "crash #{} has only a syz reproducer and syzbot names no syzkaller commit to \
              convert it with: pick a crash with a C reproducer (--crash)",
             f.index
@@ -230,12 +246,12 @@ fn syz_to_c(f: &syzbot::Fetched, syz: &std::path::Path) -> anyhow::Result<PathBu
             .to_owned(),
     };
     let opts = syzkaller::ReproOpts::parse(&opts)?;
-    eprintln!(
-        "rrr: crash #{} has only a syz reproducer: converting it to C with syz-prog2c of \
+    crate::report::info(&format!(
+        "crash #{} has only a syz reproducer: converting it to C with syz-prog2c of \
          syzkaller {commit:.12} ({})",
         f.index,
         opts.prog2c_args().join(" ")
-    );
+    ));
     let prog2c = syzkaller::prog2c(&syzbot::clone_url(link)?, commit)?;
     let c = f.dir.join("repro-from-syz.c");
     syzkaller::to_c(&prog2c, syz, &opts, &c)?;

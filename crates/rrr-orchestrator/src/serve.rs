@@ -6,14 +6,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tiny_http::{Header, Method, Response, Server};
 
 /// The only origin allowed to read the trace.
 pub const UI_ORIGIN: &str = "https://ui.perfetto.dev";
 
 /// The URL that makes ui.perfetto.dev fetch `name` from the server on `port`.
-pub fn ui_url(port: u16, name: &str) -> String {
+pub(crate) fn ui_url(port: u16, name: &str) -> String {
     format!("{UI_ORIGIN}/#!/?url=http://127.0.0.1:{port}/{name}")
 }
 
@@ -26,9 +26,10 @@ pub struct TraceServer {
 
 impl TraceServer {
     /// Binds `127.0.0.1:port` (0: any free port) to serve `trace`.
-    pub fn bind(trace: &Path, port: u16) -> anyhow::Result<Self> {
+    pub fn bind(trace: &Path, port: u16) -> crate::Result<Self> {
         if !trace.is_file() {
-            bail!(
+            crate::fail!(
+                BadInput,
                 "{}: no such trace; make one with `rrr trace` or `rrr run`",
                 trace.display()
             );
@@ -161,14 +162,18 @@ fn urlencoding(name: &str) -> String {
 pub fn open_in_browser(url: &str) {
     match Command::new("xdg-open").arg(url).status() {
         Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("rrr: xdg-open exited with {s}; open the URL above by hand"),
-        Err(e) => eprintln!("rrr: cannot run xdg-open ({e}); open the URL above by hand"),
+        Ok(s) => crate::report::warn(&format!(
+            "xdg-open exited with {s}; open the URL above by hand"
+        )),
+        Err(e) => crate::report::warn(&format!(
+            "cannot run xdg-open ({e}); open the URL above by hand"
+        )),
     }
 }
 
 /// Runs `trace_processor_shell` (or `trace_processor`) as the UI's RPC backend for `trace`
 /// on `port`, until it exits; with `open`, opens the UI.
-pub fn serve_rpc(trace: &Path, port: u16, open: bool) -> anyhow::Result<()> {
+pub fn serve_rpc(trace: &Path, port: u16, open: bool) -> crate::Result<()> {
     let shell = ["trace_processor_shell", "trace_processor"]
         .into_iter()
         .find(|tool| crate::tools::on_path(tool))
@@ -178,14 +183,14 @@ pub fn serve_rpc(trace: &Path, port: u16, open: bool) -> anyhow::Result<()> {
              or serve the file without --rpc",
         )?;
     if !trace.is_file() {
-        bail!("{}: no such trace", trace.display());
+        crate::fail!(BadInput, "{}: no such trace", trace.display());
     }
     let url = format!("{UI_ORIGIN}/");
-    eprintln!(
-        "rrr: {shell} serves {} on 127.0.0.1:{}; open {url} and choose \"Use loaded trace\"",
+    crate::report::info(&format!(
+        "{shell} serves {} on 127.0.0.1:{}; open {url} and choose \"Use loaded trace\"",
         trace.display(),
         port
-    );
+    ));
     if open {
         open_in_browser(&url);
     }
@@ -196,7 +201,7 @@ pub fn serve_rpc(trace: &Path, port: u16, open: bool) -> anyhow::Result<()> {
         .status()
         .with_context(|| format!("running {shell}"))?;
     if !status.success() {
-        bail!("{shell} exited with {status}");
+        crate::fail!(Other, "{shell} exited with {status}");
     }
     Ok(())
 }

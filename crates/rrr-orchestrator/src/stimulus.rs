@@ -3,13 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::cache::{self, Key};
 
 /// Where the stimulus's code is linked: away from busybox's (0x400000), so the tracer can tell
 /// the stimulus's user code from every other process's by address.
-pub const TEXT_BASE: &str = "0x10000000";
+pub(crate) const TEXT_BASE: &str = "0x10000000";
 /// Bumped when the compile recipe changes.
 const RECIPE: &str = "stimulus-recipe-1";
 
@@ -29,7 +29,7 @@ fn flags() -> Vec<String> {
 }
 
 /// Compiles (or finds in the cache) the stimulus; returns the binary's path.
-pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
+pub fn build(source: &Path) -> crate::Result<PathBuf> {
     crate::tools::require("gcc", "build-essential")?;
     let gcc = crate::tools::version_line("gcc").context("running gcc --version")?;
     let mut key = Key::default();
@@ -37,9 +37,10 @@ pub fn build(source: &Path) -> anyhow::Result<PathBuf> {
         .add("flags", flags().join(" ").as_bytes())
         .add("gcc", gcc.as_bytes())
         .add_file("source", source)?;
-    cache::file_entry(cache::Kind::Stimuli, &key, "stimulus", |dir| {
+    let binary = cache::file_entry(cache::Kind::Stimuli, &key, "stimulus", |dir| {
         compile(source, dir)
-    })
+    })?;
+    Ok(binary)
 }
 
 /// Compiles `source` into `dir/stimulus`.
@@ -54,7 +55,8 @@ fn compile(source: &Path, dir: &Path) -> anyhow::Result<()> {
         .output()
         .context("running gcc")?;
     if !out.status.success() {
-        bail!(
+        crate::fail!(
+            Build,
             "{} does not compile (gcc {}):\n{}",
             source.display(),
             flags().join(" "),

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+
+use crate::error::Tag;
 use serde::Deserialize;
 
 use crate::cache::{self, Key, Staging};
@@ -108,11 +110,11 @@ impl Fetched {
         self.dir.join("kernel.config")
     }
     /// The C reproducer, if the crash has one.
-    pub fn repro_c(&self) -> Option<PathBuf> {
+    pub(crate) fn repro_c(&self) -> Option<PathBuf> {
         Some(self.dir.join("repro.c")).filter(|p| p.is_file())
     }
     /// The syz reproducer, if the crash has one.
-    pub fn repro_syz(&self) -> Option<PathBuf> {
+    pub(crate) fn repro_syz(&self) -> Option<PathBuf> {
         Some(self.dir.join("repro.syz")).filter(|p| p.is_file())
     }
     /// The crash report, if syzbot links one.
@@ -123,7 +125,7 @@ impl Fetched {
 
 /// What the user named: a bug's extid or id.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BugRef {
+pub(crate) enum BugRef {
     /// The 20-digit id in syzbot's reporter address and `extid=` links.
     ExtId(String),
     /// The 40-digit id in `id=` links.
@@ -132,7 +134,7 @@ pub enum BugRef {
 
 impl BugRef {
     /// Parses an extid, an id, or a dashboard URL holding either.
-    pub fn parse(text: &str) -> anyhow::Result<BugRef> {
+    pub fn parse(text: &str) -> crate::Result<BugRef> {
         let text = text.trim();
         let param = |name: &str| {
             text.split(['?', '&', '#'])
@@ -158,7 +160,7 @@ impl BugRef {
                 Ok(BugRef::ExtId(value.to_ascii_lowercase()))
             }
             (true, Some(false), _) | (true, None, 40) => Ok(BugRef::Id(value.to_ascii_lowercase())),
-            _ => bail!("`{text}` is not a syzbot bug: {what}"),
+            _ => crate::fail!(BadInput, "`{text}` is not a syzbot bug: {what}"),
         }
     }
 
@@ -226,23 +228,26 @@ fn bug(args: &BugSpec, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result<Bug>
             write_atomic(&cached, &body)?;
             Ok(parsed)
         }
-        Err(GetError::Status(404)) => bail!(
+        Err(GetError::Status(404)) => crate::fail!(
+            BadInput,
             "syzbot has no bug `{}` ({url} is 404): check the id; it is the extid= of the \
              bug's URL or the syzbot+<extid>@ reporter address",
             bug.name()
         ),
-        Err(GetError::Status(code)) => bail!("syzbot answered {code} for {url}; try again later"),
+        Err(GetError::Status(code)) => {
+            crate::fail!(Network, "syzbot answered {code} for {url}; try again later")
+        }
         Err(GetError::Unreachable(why)) => match std::fs::read(&cached) {
             Ok(body) => {
-                eprintln!(
-                    "rrr: warning: cannot reach syzbot ({why}); using the copy of bug {} cached \
-                     at {}",
+                crate::report::warn(&format!(
+                    "cannot reach syzbot ({why}); using the copy of bug {} cached at {}",
                     bug.name(),
                     cached.display()
-                );
+                ));
                 parse_bug(&body, bug.name())
             }
-            Err(_) => bail!(
+            Err(_) => crate::fail!(
+                Network,
                 "cannot reach syzbot at {base} ({why}), and bug {} is not in the cache: check \
                  the network (or --syzbot-url / RRR_SYZBOT_URL)",
                 bug.name()
@@ -252,22 +257,26 @@ fn bug(args: &BugSpec, bug: &BugRef, agent: &ureq::Agent) -> anyhow::Result<Bug>
 }
 
 /// Parses a bug's JSON, with an error that says what was wrong.
-pub fn parse_bug(body: &[u8], name: &str) -> anyhow::Result<Bug> {
+pub(crate) fn parse_bug(body: &[u8], name: &str) -> anyhow::Result<Bug> {
     serde_json::from_slice(body).map_err(|e| {
         let start: String = String::from_utf8_lossy(&body[..body.len().min(120)]).into();
-        anyhow::anyhow!(
-            "syzbot's answer for bug {name} is not the bug JSON rrr reads ({e}); it starts: \
-             {start:?}. Is --syzbot-url a syzbot dashboard?"
+        crate::error::tagged(
+            crate::ErrorKind::BadInput,
+            format!(
+                "syzbot's answer for bug {name} is not the bug JSON rrr reads ({e}); it \
+                 starts: {start:?}. Is --syzbot-url a syzbot dashboard?"
+            ),
         )
     })
 }
 
 /// The crash rrr uses: `wanted`, or the first (syzbot lists the best reproducers first) with
 /// a C reproducer, else the first with a syz one.
-pub fn choose_crash(bug: &Bug, wanted: Option<usize>) -> anyhow::Result<usize> {
+pub(crate) fn choose_crash(bug: &Bug, wanted: Option<usize>) -> anyhow::Result<usize> {
     if let Some(n) = wanted {
         if n >= bug.crashes.len() {
-            bail!(
+            crate::fail!(
+                BadInput,
                 "bug `{}` has {} crash(es) on syzbot; --crash {n} is out of range",
                 bug.title,
                 bug.crashes.len()
@@ -282,7 +291,8 @@ pub fn choose_crash(bug: &Bug, wanted: Option<usize>) -> anyhow::Result<usize> {
     if let Some(n) = bug.crashes.iter().position(|c| has(&c.syz_reproducer)) {
         return Ok(n);
     }
-    bail!(
+    crate::fail!(
+        BadInput,
         "bug `{}` has no reproducer on syzbot ({} crash(es), none with a C or syz \
          reproducer): rrr needs a reproducer to record; pick a bug with `Repro` on its page",
         bug.title,
@@ -291,7 +301,7 @@ pub fn choose_crash(bug: &Bug, wanted: Option<usize>) -> anyhow::Result<usize> {
 }
 
 /// Fetches the bug, chooses its crash and downloads the crash's files (once).
-pub fn fetch(args: &BugSpec) -> anyhow::Result<Fetched> {
+pub fn fetch(args: &BugSpec) -> crate::Result<Fetched> {
     let bug_ref = BugRef::parse(&args.bug)?;
     let agent = agent();
     let bug = bug(args, &bug_ref, &agent)?;
@@ -311,11 +321,15 @@ pub fn fetch(args: &BugSpec) -> anyhow::Result<Fetched> {
             (&crash.syz_reproducer, "repro.syz", false),
             (&crash.crash_report_link, "report.txt", false),
         ];
-        let bar = crate::progress::spinner(format!("downloading {} from syzbot", bug.title));
+        let bar = crate::report::progress(format!("downloading {} from syzbot", bug.title));
         for (link, file, required) in assets {
             let Some(link) = link.as_deref().filter(|l| !l.is_empty()) else {
                 if required {
-                    bail!("crash {index} of bug `{}` has no kernel config", bug.title);
+                    crate::fail!(
+                        BadInput,
+                        "crash {index} of bug `{}` has no kernel config",
+                        bug.title
+                    );
                 }
                 continue;
             };
@@ -324,12 +338,14 @@ pub fn fetch(args: &BugSpec) -> anyhow::Result<Fetched> {
             } else {
                 format!("{base}{link}")
             };
-            let bytes = get(&agent, &url).map_err(|e| match e {
-                GetError::Status(code) => anyhow::anyhow!("syzbot answered {code} for {url}"),
-                GetError::Unreachable(why) => anyhow::anyhow!(
-                    "cannot download {url} ({why}); check the network and run again"
-                ),
-            })?;
+            let bytes = get(&agent, &url)
+                .map_err(|e| match e {
+                    GetError::Status(code) => anyhow::anyhow!("syzbot answered {code} for {url}"),
+                    GetError::Unreachable(why) => anyhow::anyhow!(
+                        "cannot download {url} ({why}); check the network and run again"
+                    ),
+                })
+                .tag(crate::ErrorKind::Network)?;
             std::fs::write(stage.dir.join(file), bytes)?;
         }
         std::fs::write(stage.dir.join("crash.json"), &crash_json)?;
@@ -345,7 +361,7 @@ pub fn fetch(args: &BugSpec) -> anyhow::Result<Fetched> {
 
 /// The clonable repository of a `kernel-source-git` web link (`.../log/?id=<commit>`,
 /// `.../commit/<commit>`, `.../+log/<commit>`, ...).
-pub fn clone_url(link: &str) -> anyhow::Result<String> {
+pub(crate) fn clone_url(link: &str) -> anyhow::Result<String> {
     let no_query = link.split('?').next().unwrap_or(link).trim_end_matches('/');
     let mut parts: Vec<&str> = no_query.split('/').collect();
     // Drop a trailing commit, then a trailing view name.
@@ -367,7 +383,10 @@ pub fn clone_url(link: &str) -> anyhow::Result<String> {
         .iter()
         .any(|s| url.starts_with(s));
     if !scheme_ok || url.split('/').count() < 4 {
-        bail!("cannot tell the git repository from syzbot's link {link:?}");
+        crate::fail!(
+            BadInput,
+            "cannot tell the git repository from syzbot's link {link:?}"
+        );
     }
     Ok(url)
 }

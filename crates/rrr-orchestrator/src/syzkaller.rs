@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::cache::{self, Key};
 
@@ -89,7 +89,10 @@ impl ReproOpts {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect()
         } else {
-            bail!("the reproducer's options {text:?} are neither JSON nor syzkaller's Go form");
+            crate::fail!(
+                BadInput,
+                "the reproducer's options {text:?} are neither JSON nor syzkaller's Go form"
+            );
         };
         let mut o = ReproOpts {
             procs: 1,
@@ -237,7 +240,7 @@ fn build_prog2c(
     let wanted = std::fs::read_to_string(tree.join("go.mod"))
         .ok()
         .and_then(|m| go_mod_version(&m));
-    let bar = crate::progress::spinner(format!("building syz-prog2c of syzkaller {commit:.12}"));
+    let bar = crate::report::progress(format!("building syz-prog2c of syzkaller {commit:.12}"));
     let path = std::env::join_paths(go.parent().into_iter().map(Path::to_path_buf).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
     ))?;
@@ -264,7 +267,8 @@ fn build_prog2c(
                 go.display()
             ),
         };
-        bail!(
+        crate::fail!(
+            Build,
             "building syz-prog2c of syzkaller {commit:.12} failed: {go_note}. Or pick a crash \
              with a C reproducer (--crash). make said:\n{}",
             crate::tools::last_lines(&String::from_utf8_lossy(&out.stderr), 15)
@@ -284,7 +288,8 @@ pub fn to_c(prog2c: &Path, syz: &Path, opts: &ReproOpts, out: &Path) -> anyhow::
         .output()
         .with_context(|| format!("running {}", prog2c.display()))?;
     if !res.status.success() || res.stdout.is_empty() {
-        bail!(
+        crate::fail!(
+            Build,
             "syz-prog2c could not turn {} into C: {}",
             syz.display(),
             String::from_utf8_lossy(&res.stderr).trim()

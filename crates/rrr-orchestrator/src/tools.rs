@@ -5,6 +5,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+use crate::error::{ErrorKind, Tag};
+
 /// `tool`'s path, if it is in PATH.
 pub fn find(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -20,9 +22,11 @@ pub fn on_path(tool: &str) -> bool {
 
 /// Finds `tool` in PATH, or says which package provides it.
 pub fn require(tool: &str, package: &str) -> anyhow::Result<PathBuf> {
-    find(tool).with_context(|| {
+    find(tool)
+        .with_context(|| {
             format!("`{tool}` not found in PATH: install {package} (scripts/setup installs everything rrr needs)")
         })
+        .tag(ErrorKind::MissingTool)
 }
 
 /// What `program how` (`--version`, or Go's `version`) prints on stdout.
@@ -67,7 +71,7 @@ pub fn built_library(file: &str, env_var: &str) -> anyhow::Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!(
+    crate::fail!(MissingTool,
         "rrr's library {file} is not next to {}: build it with `cargo build --release --workspace` (or set {env_var})",
         exe.display()
     )

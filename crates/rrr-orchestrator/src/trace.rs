@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rrr_trace::locate::Located;
 use rrr_trace::ring::{Budget, Cut};
 use rrr_trace::{TraceOptions, TraceSummary, Window};
@@ -12,7 +12,7 @@ use rrr_trace::{TraceOptions, TraceSummary, Window};
 use crate::crash;
 use crate::engine::{self, Mode, RunEnd, Verdict};
 use crate::idle::IdleSkipped;
-use crate::limits::{Limits, Sizes, BROWSER_REACH};
+use crate::limits::{Limits, Sizes};
 use crate::machine::{self, AtEnd, Vm};
 use crate::recording::{Outcome, Recording};
 
@@ -97,7 +97,7 @@ fn replay_command(
 }
 
 /// Replays `rec` without the tracer: checks that it replays, and how long it takes.
-pub fn replay(rec: &Recording, timeout: Duration) -> anyhow::Result<Traced> {
+pub fn replay(rec: &Recording, timeout: Duration) -> crate::Result<Traced> {
     Ok(replay_once(rec, None, timeout)?.0)
 }
 
@@ -110,12 +110,18 @@ pub fn trace(
     out: &Path,
     limits: &Limits,
     timeout: Duration,
-) -> anyhow::Result<Traced> {
-    trace_with(rec, out, limits, TraceOptions::default(), timeout)
+) -> crate::Result<Traced> {
+    Ok(trace_with(
+        rec,
+        out,
+        limits,
+        TraceOptions::default(),
+        timeout,
+    )?)
 }
 
 /// [`trace`], with the tracer's other options (a watch) taken from `extra`.
-pub fn trace_with(
+pub(crate) fn trace_with(
     rec: &Recording,
     out: &Path,
     limits: &Limits,
@@ -279,7 +285,7 @@ fn replay_once(
     } else {
         "replaying"
     };
-    let bar = crate::progress::spinner(what.to_owned());
+    let bar = crate::report::progress(what);
     let start = Instant::now();
     let mut vm = Vm::spawn(setup.cmd, &serial, &setup.monitor, setup.at_end)?;
     let deadline = start + timeout;
@@ -315,7 +321,8 @@ fn replay_once(
     let replayed = std::fs::read_to_string(&serial).unwrap_or_default();
     let _ = std::fs::remove_file(&serial);
     if timed_out {
-        bail!(
+        crate::fail!(
+            ReplayDiverged,
             "the replay ran longer than {} s and was stopped{kept}",
             timeout.as_secs()
         );
@@ -334,7 +341,8 @@ fn replay_once(
     if let Verdict::Diverged(why) = &verdict {
         let kept_log = rec.diverged_serial_log();
         std::fs::write(&kept_log, &replayed)?;
-        bail!(
+        crate::fail!(
+            ReplayDiverged,
             "the replay diverged from the recording ({why}; the replay's console is in {}, the \
              recording's in {}){kept}; {} said:\n{}",
             kept_log.display(),
@@ -345,7 +353,8 @@ fn replay_once(
     }
     if !exit.status.success() {
         let meaning = machine::failure_meaning(stderr);
-        bail!(
+        crate::fail!(
+            ReplayDiverged,
             "the replay failed ({}){meaning}{kept}; {} said:\n{}",
             exit.status,
             emu.binary(),
@@ -353,7 +362,8 @@ fn replay_once(
         );
     }
     if let Verdict::Short = verdict {
-        bail!(
+        crate::fail!(
+            ReplayDiverged,
             "the replay stopped before the end of the recording{kept}; {} said:\n{}",
             emu.binary(),
             said(&replayed)
@@ -403,77 +413,10 @@ fn tail(text: &str, n: usize) -> String {
     tail
 }
 
-/// Prints where the trace is and how to open it.
-pub fn report(out: &Path, t: &Traced) {
-    let shown = out.canonicalize().unwrap_or_else(|_| out.to_owned());
-    eprintln!(
-        "rrr: trace written: {} ({} events, {:.1} MB, replayed in {:.1} s; the replay {})",
-        shown.display(),
-        t.events,
-        t.bytes as f64 / 1e6,
-        t.elapsed.as_secs_f64(),
-        t.check
-    );
-    if let Some(k) = &t.kept {
-        let share = if k.whole_events > 0 {
-            100.0 * t.events as f64 / k.whole_events as f64
-        } else {
-            100.0
-        };
-        eprintln!(
-            "rrr: {k} ({share:.0}% of the events); for another part: --window FROM..TO; for all \
-             of it: --max-size 0 (then `rrr serve --rpc` opens it)"
-        );
-    }
-    if t.bytes > BROWSER_REACH {
-        eprintln!(
-            "rrr: {:.1} GB is more than ui.perfetto.dev opens in a browser: `rrr serve {} --rpc` \
-             opens it with the native trace processor (trace_processor_shell, from Perfetto's \
-             releases: https://github.com/google/perfetto/releases; it is on no package \
-             registry), or trace less (--max-size, --window, --last)",
-            t.bytes as f64 / 1e9,
-            out.display()
-        );
-    } else {
-        eprintln!(
-            "rrr: open it in ui.perfetto.dev: `rrr serve {} --open` (or Open trace file there)",
-            out.display()
-        );
-    }
-    if let Some((title, at)) = &t.crash {
-        match at {
-            Some(ts) => {
-                eprintln!("rrr: crash \"{title}\" at trace time {ts} (the 'crash' track)");
-                eprintln!(
-                    "rrr: to go there with gdb: rrr replay {} --gdb --at {ts}",
-                    t.recording.display()
-                );
-            }
-            None => eprintln!(
-                "rrr: crash \"{title}\": the trace has no call of a function that starts a \
-                 report ({}), so it is not marked; the report is at the trace's end",
-                osi_profile::REPORTING_FUNCTIONS.join(", ")
-            ),
-        }
-    }
-}
-
 /// A free port on 127.0.0.1 (bound, then released for QEMU).
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
-}
-
-/// Replays `rec` paused at its start (see [`engine::Emulator::hold_for_gdb`]) under a gdb
-/// stub until the emulator exits (gdb's `kill`, or the end of the recording); with `at`, the
-/// printed gdb command first runs it to that trace time. gdb can go back (`reverse-stepi`,
-/// `reverse-continue`): QEMU replays from the recording's start snapshot, PANDA runs its
-/// checkpoint plugin alongside.
-pub fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Result<()> {
-    let mut replay = GdbReplay::start(rec, port, at)?;
-    println!("{}", replay.command);
-    eprintln!("rrr: {}", replay.note);
-    replay.wait()
 }
 
 /// A replay waiting for gdb (see [`replay_gdb`]).
@@ -493,7 +436,7 @@ pub struct GdbReplay {
 impl GdbReplay {
     /// Starts `rec`'s replay under a gdb stub on `port` (none or 0: a free one), paused at
     /// its start; the command runs it to trace time `at`, if given.
-    pub fn start(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Result<Self> {
+    pub fn start(rec: &Recording, port: Option<u16>, at: Option<u64>) -> crate::Result<Self> {
         let emu = rec.engine.emulator();
         emu.require()?;
         let to = at
@@ -540,22 +483,23 @@ impl GdbReplay {
     }
 
     /// Waits until the emulator exits (gdb's `kill`, or the end of the recording).
-    pub fn wait(&mut self) -> anyhow::Result<()> {
+    pub fn wait(&mut self) -> crate::Result<()> {
         let exit = self.vm.wait(Duration::from_secs(u32::MAX as u64))?;
-        self.end(exit)
+        Ok(self.end(exit)?)
     }
 
     /// Ends the replay now.
-    pub fn stop(&mut self) -> anyhow::Result<()> {
+    pub fn stop(&mut self) -> crate::Result<()> {
         let exit = self.vm.quit()?;
-        self.end(exit)
+        Ok(self.end(exit)?)
     }
 
     fn end(&mut self, exit: machine::Exit) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&self.serial);
         if !exit.status.success() && exit.status.code().is_some() {
             let meaning = machine::failure_meaning(&exit.stderr);
-            bail!(
+            crate::fail!(
+                ReplayDiverged,
                 "the replay failed ({}){meaning}; {} said:\n{}",
                 exit.status,
                 self.emulator.binary(),
@@ -573,7 +517,7 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
     let out = dir.path().join("located");
     let args = engine::locator_args(&profile, at, &out);
     let setup = replay_command(rec, Some(args), None)?;
-    let bar = crate::progress::spinner(format!("finding trace time {at} in the replay"));
+    let bar = crate::report::progress(format!("finding trace time {at} in the replay"));
     let mut vm = Vm::spawn(setup.cmd, &setup.serial, &setup.monitor, setup.at_end)?;
     let exited = loop {
         if out.exists() {
@@ -593,11 +537,13 @@ fn locate(rec: &Recording, at: u64) -> anyhow::Result<Located> {
     bar.finish_and_clear();
     match std::fs::read_to_string(&out) {
         Ok(line) => Ok(line.trim().parse()?),
-        Err(_) => bail!(
+        Err(_) => {
+            crate::fail!(BadInput,
             "the replay ended before trace time {at} (no traced call or return at or after it); \
              {} said:\n{}",
             rec.engine.emulator().binary(),
             tail(&stderr, 10)
-        ),
+        )
+        }
     }
 }

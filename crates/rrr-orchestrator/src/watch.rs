@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use object::{Object, ObjectSymbol};
 use rrr_trace::watch::{Event, Range};
 use rrr_trace::TraceOptions;
@@ -50,9 +50,9 @@ pub struct Watched {
 }
 
 /// Resolves `target` for the recording `rec`.
-pub fn resolve(rec: &Recording, target: &Target) -> anyhow::Result<Watch> {
+pub fn resolve(rec: &Recording, target: &Target) -> crate::Result<Watch> {
     match target {
-        Target::FromReport => from_report(rec),
+        Target::FromReport => Ok(from_report(rec)?),
         Target::Spec(spec) => {
             let (what, len) = match spec.rsplit_once(':') {
                 Some((what, len)) => (
@@ -117,12 +117,14 @@ fn symbol_address(vmlinux: &Path, spec: &str) -> anyhow::Result<u64> {
         }
     }
     if close.is_empty() {
-        bail!(
+        crate::fail!(
+            BadInput,
             "no symbol {name:?} in {} (give an address in hex, or a kernel symbol)",
             vmlinux.display()
         );
     }
-    bail!(
+    crate::fail!(
+        BadInput,
         "no symbol {name:?} in {}; symbols with that in their name: {}",
         vmlinux.display(),
         close.join(", ")
@@ -134,7 +136,8 @@ fn symbol_address(vmlinux: &Path, spec: &str) -> anyhow::Result<u64> {
 /// belongs to the cache kmalloc-1k of size 1024`.
 fn from_report(rec: &Recording) -> anyhow::Result<Watch> {
     let Outcome::Crashed { line } = &rec.outcome else {
-        bail!(
+        crate::fail!(
+            BadInput,
             "{} did not end at a crash, so it has no report to take the address from: give \
              ADDR[:LEN]",
             rec.dir.display()
@@ -202,7 +205,7 @@ pub fn watch(
     out: Option<&Path>,
     limits: &Limits,
     timeout: Duration,
-) -> anyhow::Result<Watched> {
+) -> crate::Result<Watched> {
     // A missing emulator is said first, before anything is prepared for it.
     rec.engine.emulator().require()?;
     let dir = rec.scratch_dir("watch")?;

@@ -13,15 +13,17 @@ use std::time::Duration;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use rrr_orchestrator::compiler::CompilerPlan;
-use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::kernel::{self, Kernel, KernelSpec, DISTRO_SOURCE};
-use rrr_orchestrator::limits::{parse_size, parse_threads, Limits};
 use rrr_orchestrator::record::Attempts;
-use rrr_orchestrator::recording::Recording;
-use rrr_orchestrator::run::{cached_recording, syzbot_inputs, RecordSpec};
+use rrr_orchestrator::report::{set_reporter, Level, Progress, Reporter};
 use rrr_orchestrator::serve::TraceServer;
 use rrr_orchestrator::trace::GdbReplay;
+use rrr_orchestrator::CompilerPlan;
+use rrr_orchestrator::Engine;
+use rrr_orchestrator::ErrorKind;
+use rrr_orchestrator::Recording;
+use rrr_orchestrator::{cached_recording, syzbot_inputs, RecordSpec};
+use rrr_orchestrator::{parse_size, parse_threads, Limits};
 use rrr_orchestrator::{rootfs, stimulus, syzbot, trace};
 use rrr_trace::Window;
 
@@ -31,14 +33,110 @@ create_exception!(
     PyException,
     "An rrr step failed; the message says why and what to do, as the command line does."
 );
+create_exception!(
+    _rrr,
+    NetworkError,
+    Error,
+    "Reaching the network failed (syzbot, a git remote); trying again may work."
+);
+create_exception!(
+    _rrr,
+    BuildError,
+    Error,
+    "A build failed: the kernel, the stimulus, syz-prog2c."
+);
+create_exception!(
+    _rrr,
+    PatchError,
+    Error,
+    "A patch does not apply to the kernel source."
+);
+create_exception!(
+    _rrr,
+    RecordingError,
+    Error,
+    "Recording failed: the machine did not boot, stopped early, or no attempt crashed."
+);
+create_exception!(
+    _rrr,
+    ReplayDivergedError,
+    Error,
+    "The replay did not follow the recording (diverged, failed, stopped short, timed out)."
+);
+create_exception!(
+    _rrr,
+    BadInputError,
+    Error,
+    "The input is wrong: a bad bug id, a path that is not what it should be, a bad value."
+);
+create_exception!(
+    _rrr,
+    MissingToolError,
+    Error,
+    "A tool or file rrr needs is not installed."
+);
 
-/// `e` as an `rrr.Error`, with its causes, as the command line prints it.
-fn error(e: anyhow::Error) -> PyErr {
-    Error::new_err(format!("{e:#}"))
+/// `e` as the `rrr.Error` subclass of its kind, with its causes, as the command line prints it.
+fn error(e: impl Into<rrr_orchestrator::Error>) -> PyErr {
+    let e: rrr_orchestrator::Error = e.into();
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::Network => NetworkError::new_err(message),
+        ErrorKind::Build => BuildError::new_err(message),
+        ErrorKind::Patch => PatchError::new_err(message),
+        ErrorKind::Recording => RecordingError::new_err(message),
+        ErrorKind::ReplayDiverged => ReplayDivergedError::new_err(message),
+        ErrorKind::BadInput => BadInputError::new_err(message),
+        ErrorKind::MissingTool => MissingToolError::new_err(message),
+        _ => Error::new_err(message),
+    }
 }
 
-/// Runs `f` without the GIL; its error becomes an `rrr.Error`.
-fn step<T: Send>(py: Python<'_>, f: impl FnOnce() -> anyhow::Result<T> + Send) -> PyResult<T> {
+/// The library's messages go to Python's `logging` (logger `rrr`), its long steps too, as
+/// they start.
+struct Logging;
+
+impl Logging {
+    fn log(level: &str, text: &str) {
+        Python::attach(|py| {
+            let logged = py
+                .import("logging")
+                .and_then(|l| l.call_method1("getLogger", ("rrr",)))
+                .and_then(|logger| logger.call_method1(level, (text,)));
+            if let Err(e) = logged {
+                e.print(py);
+            }
+        });
+    }
+}
+
+impl Reporter for Logging {
+    fn message(&self, level: Level, text: &str) {
+        let level = match level {
+            Level::Warning => "warning",
+            _ => "info",
+        };
+        Logging::log(level, text);
+    }
+
+    fn progress(&self, what: &str) -> Box<dyn Progress> {
+        Logging::log("info", what);
+        Box::new(Quiet)
+    }
+}
+
+/// A long step's updates, not logged (a kernel build has thousands).
+struct Quiet;
+
+impl Progress for Quiet {
+    fn update(&self, _: &str) {}
+}
+
+/// Runs `f` without the GIL; its error becomes an `rrr.Error` of its kind.
+fn step<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> rrr_orchestrator::Result<T> + Send,
+) -> PyResult<T> {
     py.detach(f).map_err(error)
 }
 
@@ -130,9 +228,9 @@ fn record(
     until_crash: bool,
     rerecord: bool,
 ) -> PyResult<PathBuf> {
-    let engine: Engine = engine.parse().map_err(|e| Error::new_err(format!("{e}")))?;
+    let engine: Engine = engine.parse().map_err(error)?;
     if attempts == 0 {
-        return Err(Error::new_err("attempts count from 1"));
+        return Err(BadInputError::new_err("attempts count from 1"));
     }
     let spec = RecordSpec {
         engine,
@@ -180,7 +278,7 @@ fn trace_recording(
     skip: Vec<String>,
     max_depth: Option<u32>,
 ) -> PyResult<(u64, u64, f64, Option<String>, Option<(String, Option<u64>)>)> {
-    let bad = |e: String| Error::new_err(e);
+    let bad = |e: String| BadInputError::new_err(e);
     let limits = Limits {
         max_size: parse_size(max_size).map_err(bad)?,
         window: window
@@ -231,7 +329,7 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("rrr-serve".into())
             .spawn(move || serving.serve_forever())
-            .map_err(|e| error(e.into()))?;
+            .map_err(error)?;
         Ok(Server {
             port: server.port(),
             url: server.url(),
@@ -364,7 +462,16 @@ fn build_dir() -> PathBuf {
 /// The `rrr._rrr` module.
 #[pymodule]
 fn _rrr(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("Error", m.py().get_type::<Error>())?;
+    set_reporter(Arc::new(Logging));
+    let py = m.py();
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("NetworkError", py.get_type::<NetworkError>())?;
+    m.add("BuildError", py.get_type::<BuildError>())?;
+    m.add("PatchError", py.get_type::<PatchError>())?;
+    m.add("RecordingError", py.get_type::<RecordingError>())?;
+    m.add("ReplayDivergedError", py.get_type::<ReplayDivergedError>())?;
+    m.add("BadInputError", py.get_type::<BadInputError>())?;
+    m.add("MissingToolError", py.get_type::<MissingToolError>())?;
     m.add_function(wrap_pyfunction!(build_stimulus, m)?)?;
     m.add_function(wrap_pyfunction!(build_rootfs, m)?)?;
     m.add_function(wrap_pyfunction!(build_kernel, m)?)?;

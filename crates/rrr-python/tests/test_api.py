@@ -64,7 +64,7 @@ def test_a_budget_and_focus_are_keyword_arguments(traced, tmp_path):
     names = {r[0] for r in t.query("select distinct t.name from thread t join thread_track using (utid)")}
     # The example's third thread renames itself; no kernel thread is left.
     assert names == {"stimulus", "rrr-renamed"}, names
-    with pytest.raises(rrr.Error, match="not a size"):
+    with pytest.raises(rrr.BadInputError, match="not a size"):
         rrr.trace(kernel, rootfs, record, out=tmp_path / "bad.pftrace", max_size="big")
 
 
@@ -99,9 +99,9 @@ def test_a_replay_under_gdb_gives_the_command_and_stops(traced):
 def test_a_stimulus_that_does_not_compile_raises_the_compilers_message(tmp_path):
     bad = tmp_path / "bad.c"
     bad.write_text("int main(void) { return missing; }\n")
-    with pytest.raises(rrr.Error, match="missing"):
+    with pytest.raises(rrr.BuildError, match="missing"):
         rrr.Stimulus(bad)
-    with pytest.raises(rrr.Error):
+    with pytest.raises(rrr.BadInputError, match="not a recording"):
         rrr.Recording(tmp_path)
 
 
@@ -116,9 +116,9 @@ def test_kernel_patches_are_applied_in_order_and_one_that_does_not_apply_says_so
     fix = tmp_path / "fix.patch"
     fix.write_text("--- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n")
     # Applied: the build goes on to make, which fails here.
-    with pytest.raises(rrr.Error, match="make tinyconfig failed"):
+    with pytest.raises(rrr.BuildError, match="make tinyconfig failed"):
         rrr.Kernel(src=tree, patches=[fix])
     # The same patch twice: the second finds it applied.
-    with pytest.raises(rrr.Error, match=r"(?s)the patch .*fix\.patch does not apply.*kernel/a\.c"):
+    with pytest.raises(rrr.PatchError, match=r"(?s)the patch .*fix\.patch does not apply.*kernel/a\.c"):
         rrr.Kernel(src=tree, patches=[fix, fix])
     assert (tree / "kernel" / "a.c").read_text() == "one\ntwo\nthree\n"

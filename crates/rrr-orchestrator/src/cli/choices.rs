@@ -1,7 +1,7 @@
 //! The command line's spellings of the library's choices: clap stays out of the library.
 
-use rrr_orchestrator::engine::Engine;
 use rrr_orchestrator::kernel::CcChoice;
+use rrr_orchestrator::Engine;
 
 /// Which emulator records and replays.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use rrr_orchestrator::compiler::{CompilerPlan, LAUNCHER_ENV};
 use rrr_orchestrator::kernel::{build, explain, KernelSpec, DISTRO_SOURCE};
+use rrr_orchestrator::{CompilerPlan, LAUNCHER_ENV};
 
 use super::choices::CcArg;
 

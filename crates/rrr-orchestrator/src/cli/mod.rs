@@ -7,6 +7,7 @@ mod kernel;
 mod panda;
 mod profile;
 mod record;
+mod reporter;
 mod rootfs;
 mod run;
 mod serve;
@@ -59,6 +60,7 @@ enum Command {
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    reporter::install();
     match cli.command {
         Command::Profile(args) => profile::run(args),
         Command::Kernel(args) => kernel::run(args),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use rrr_orchestrator::engine::{install_panda_plugin, panda_replay_hint};
+use rrr_orchestrator::{install_panda_plugin, panda_replay_hint};
 
 /// Arguments of `rrr install-panda-plugin`.
 #[derive(clap::Args, Clone, Debug)]

@@ -102,7 +102,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
 
 /// `, attempt 3 (one of 5)` when the recording is one of several attempts, `, attempt 2`
 /// when it is attempt 2 alone (`--first-attempt 2 --attempts 1`).
-pub fn attempt_note(rec: &rrr_orchestrator::recording::Recording) -> String {
+pub fn attempt_note(rec: &rrr_orchestrator::Recording) -> String {
     match rec.attempt {
         Some(a) if a.of > 1 => format!(", attempt {} (one of {})", a.number, a.of),
         Some(a) if a.number > 1 => format!(", attempt {}", a.number),

@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use super::choices::EngineArg;
 use rrr_orchestrator::kernel::{KernelSpec, DISTRO_SOURCE};
-use rrr_orchestrator::run::{compare, run_chain, RecordSpec, RunSpec, StimulusSource};
 use rrr_orchestrator::syzbot::{BugSpec, DEFAULT_URL};
-use rrr_orchestrator::trace::report;
+use rrr_orchestrator::{compare, run_chain, RecordSpec, RunSpec, StimulusSource};
 
 use super::kernel::CompilerArgs;
 use super::record::{attempt_note, AttemptArgs};
-use super::trace::LimitArgs;
+use super::trace::{report, LimitArgs};
 
 /// Arguments of `rrr run`.
 #[derive(clap::Args, Clone, Debug)]

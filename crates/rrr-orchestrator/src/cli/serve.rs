@@ -24,7 +24,7 @@ pub struct ServeArgs {
 /// Runs `rrr serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.rpc {
-        return serve_rpc(&args.trace, args.port, args.open);
+        return Ok(serve_rpc(&args.trace, args.port, args.open)?);
     }
     let server = TraceServer::bind(&args.trace, args.port)?;
     let url = server.url();

@@ -1,13 +1,13 @@
 //! `rrr trace` and `rrr replay`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::choices::EngineArg;
 use anyhow::bail;
-use rrr_orchestrator::limits::{parse_size, parse_threads, Limits};
-use rrr_orchestrator::recording::Recording;
-use rrr_orchestrator::trace::{replay, replay_gdb, report, trace};
+use rrr_orchestrator::trace::{replay, trace, GdbReplay, Traced};
+use rrr_orchestrator::Recording;
+use rrr_orchestrator::{parse_size, parse_threads, Limits};
 use rrr_trace::{Threads, Window};
 
 /// Arguments of `rrr trace`.
@@ -80,7 +80,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let rec = Recording::open(&args.recording)?;
     if let Some(engine) = args
         .engine
-        .map(rrr_orchestrator::engine::Engine::from)
+        .map(rrr_orchestrator::Engine::from)
         .filter(|e| *e != rec.engine)
     {
         bail!(
@@ -141,4 +141,71 @@ pub fn run_bare(args: ReplayArgs) -> anyhow::Result<()> {
         t.check
     );
     Ok(())
+}
+
+/// Prints where the trace is and how to open it.
+pub fn report(out: &Path, t: &Traced) {
+    let shown = out.canonicalize().unwrap_or_else(|_| out.to_owned());
+    eprintln!(
+        "rrr: trace written: {} ({} events, {:.1} MB, replayed in {:.1} s; the replay {})",
+        shown.display(),
+        t.events,
+        t.bytes as f64 / 1e6,
+        t.elapsed.as_secs_f64(),
+        t.check
+    );
+    if let Some(k) = &t.kept {
+        let share = if k.whole_events > 0 {
+            100.0 * t.events as f64 / k.whole_events as f64
+        } else {
+            100.0
+        };
+        eprintln!(
+            "rrr: {k} ({share:.0}% of the events); for another part: --window FROM..TO; for all \
+             of it: --max-size 0 (then `rrr serve --rpc` opens it)"
+        );
+    }
+    if t.bytes > rrr_orchestrator::BROWSER_REACH {
+        eprintln!(
+            "rrr: {:.1} GB is more than ui.perfetto.dev opens in a browser: `rrr serve {} --rpc` \
+             opens it with the native trace processor (trace_processor_shell, from Perfetto's \
+             releases: https://github.com/google/perfetto/releases; it is on no package \
+             registry), or trace less (--max-size, --window, --last)",
+            t.bytes as f64 / 1e9,
+            out.display()
+        );
+    } else {
+        eprintln!(
+            "rrr: open it in ui.perfetto.dev: `rrr serve {} --open` (or Open trace file there)",
+            out.display()
+        );
+    }
+    if let Some((title, at)) = &t.crash {
+        match at {
+            Some(ts) => {
+                eprintln!("rrr: crash \"{title}\" at trace time {ts} (the 'crash' track)");
+                eprintln!(
+                    "rrr: to go there with gdb: rrr replay {} --gdb --at {ts}",
+                    t.recording.display()
+                );
+            }
+            None => eprintln!(
+                "rrr: crash \"{title}\": the trace has no call of a function that starts a \
+                 report ({}), so it is not marked; the report is at the trace's end",
+                osi_profile::REPORTING_FUNCTIONS.join(", ")
+            ),
+        }
+    }
+}
+
+/// Replays `rec` paused at its start (see `Emulator::hold_for_gdb`) under a gdb
+/// stub until the emulator exits (gdb's `kill`, or the end of the recording); with `at`, the
+/// printed gdb command first runs it to that trace time. gdb can go back (`reverse-stepi`,
+/// `reverse-continue`): QEMU replays from the recording's start snapshot, PANDA runs its
+/// checkpoint plugin alongside.
+fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Result<()> {
+    let mut replay = GdbReplay::start(rec, port, at)?;
+    println!("{}", replay.command);
+    eprintln!("rrr: {}", replay.note);
+    Ok(replay.wait()?)
 }

@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rrr_orchestrator::recording::Recording;
-use rrr_orchestrator::trace::report;
 use rrr_orchestrator::watch::{resolve, watch, Target, Watched};
+use rrr_orchestrator::Recording;
 use rrr_trace::watch::{Event, Kind};
 
-use super::trace::LimitArgs;
+use super::trace::{report, LimitArgs};
 
 /// Arguments of `rrr watch`.
 #[derive(clap::Args, Clone, Debug)]

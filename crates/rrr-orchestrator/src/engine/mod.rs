@@ -38,7 +38,12 @@ impl std::str::FromStr for Engine {
         Engine::ALL
             .into_iter()
             .find(|e| e.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| anyhow::anyhow!("unknown engine {s:?}: qemu or panda"))
+            .ok_or_else(|| {
+                crate::error::tagged(
+                    crate::ErrorKind::BadInput,
+                    format!("unknown engine {s:?}: qemu or panda"),
+                )
+            })
     }
 }
 
@@ -188,7 +193,7 @@ impl Engine {
     /// snapshots and recordings load only in the build that made them. The engine's name goes
     /// in for PANDA only, so that QEMU's keys stay those made before PANDA (their cache
     /// entries remain valid).
-    pub fn add_to_key<'k>(self, key: &'k mut Key, id: &str) -> &'k mut Key {
+    pub(crate) fn add_to_key<'k>(self, key: &'k mut Key, id: &str) -> &'k mut Key {
         if self != Engine::Qemu {
             key.add("engine", self.name().as_bytes());
         }

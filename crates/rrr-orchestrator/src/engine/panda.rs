@@ -349,7 +349,7 @@ fn plugin_dir_of(panda: &Path) -> PathBuf {
 /// so that `panda-system-x86_64 -replay REC -panda rrr_trace:profile=P,out=T` works by hand
 /// (rrr's own replays do not need it: they point PANDA at the plugin of the running rrr).
 /// Returns the installed file.
-pub fn install_plugin(to: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub fn install_plugin(to: Option<PathBuf>) -> crate::Result<PathBuf> {
     let plugin = Panda.plugin()?;
     let dir = match to {
         Some(d) => d,

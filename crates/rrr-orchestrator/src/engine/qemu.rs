@@ -333,11 +333,17 @@ fn check_qemu() -> anyhow::Result<String> {
         .unwrap_or("")
         .to_owned();
     if tools::major_minor(&version) < (9, 2) {
-        bail!("{QEMU} {version} is too old for rrr's tracer plugin (needs 9.2+): {fix}");
+        crate::fail!(
+            MissingTool,
+            "{QEMU} {version} is too old for rrr's tracer plugin (needs 9.2+): {fix}"
+        );
     }
     let help = Command::new(&qemu).arg("--help").output()?;
     if !String::from_utf8_lossy(&help.stdout).contains("-plugin") {
-        bail!("{QEMU} {version} was built without TCG plugin support: {fix}");
+        crate::fail!(
+            MissingTool,
+            "{QEMU} {version} was built without TCG plugin support: {fix}"
+        );
     }
     Ok(version)
 }

@@ -12,7 +12,10 @@ caches them)::
 
 and objects built other ways: ``rrr.Rootfs(rrr.Stimulus("/path/to/stimulus.c"))``,
 ``rrr.Kernel("/path/to/linux/tree")``. Every failure is an :class:`Error` with the message the
-command line prints. Long steps print a progress line and release the GIL.
+command line prints, of a subclass that says its kind (:class:`NetworkError`,
+:class:`BuildError`, :class:`PatchError`, :class:`RecordingError`, :class:`ReplayDivergedError`,
+:class:`BadInputError`, :class:`MissingToolError`). What rrr tells as it works goes to the
+``rrr`` logger of :mod:`logging`. Long steps release the GIL.
 """
 
 from __future__ import annotations
@@ -25,10 +28,26 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from . import _rrr
-from ._rrr import Error
+from ._rrr import (
+    BadInputError,
+    BuildError,
+    Error,
+    MissingToolError,
+    NetworkError,
+    PatchError,
+    RecordingError,
+    ReplayDivergedError,
+)
 
 __all__ = [
+    "BadInputError",
+    "BuildError",
     "Error",
+    "MissingToolError",
+    "NetworkError",
+    "PatchError",
+    "RecordingError",
+    "ReplayDivergedError",
     "GdbReplay",
     "Kernel",
     "Recording",
