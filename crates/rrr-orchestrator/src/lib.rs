@@ -14,6 +14,7 @@ pub mod report;
 pub mod rootfs;
 pub mod serve;
 pub mod stimulus;
+pub mod story;
 pub mod syzbot;
 pub mod trace;
 pub mod watch;

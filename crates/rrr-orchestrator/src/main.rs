@@ -13,9 +13,15 @@ fn main() -> std::process::ExitCode {
     let result = cli::run();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rrr: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<cli::Exit>() {
+            Some(cli::Exit(code, said)) => {
+                eprintln!("rrr: {said}");
+                std::process::ExitCode::from(*code)
+            }
+            None => {
+                eprintln!("rrr: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }

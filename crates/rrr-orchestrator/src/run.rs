@@ -10,8 +10,9 @@ use crate::kernel::{self, KernelSpec};
 use crate::limits::Limits;
 use crate::record;
 use crate::recording::Recording;
+use crate::story::{self, Story};
 use crate::trace::Traced;
-use crate::{machine, rootfs, stimulus, syzbot, syzkaller, trace};
+use crate::{machine, rootfs, stimulus, syzbot, syzkaller};
 
 /// Where the reproducer comes from.
 #[derive(Clone, Debug)]
@@ -59,9 +60,10 @@ pub struct RunSpec {
     pub output: PathBuf,
 }
 
-/// Builds, records (or finds the cached recording) and traces; returns the recording and
-/// what the trace holds.
-pub fn run_chain(spec: &RunSpec) -> crate::Result<(Recording, Traced)> {
+/// Builds, records (or finds the cached recording) and traces; returns the recording, what
+/// the trace holds, and the crash's story when the recording ended at a report about memory
+/// (see [`crate::story::trace_and_explain`]).
+pub fn run_chain(spec: &RunSpec) -> crate::Result<(Recording, Traced, Option<Story>)> {
     let (kernel_spec, source) = inputs(&spec.source)?;
     // The stimulus first: a reproducer that does not compile fails in seconds, not after a
     // kernel build.
@@ -74,8 +76,9 @@ pub fn run_chain(spec: &RunSpec) -> crate::Result<(Recording, Traced)> {
         rec.dir.display(),
         rec.outcome
     ));
-    let t = trace::trace(&rec, &spec.output, &spec.limits, Duration::from_secs(3600))?;
-    Ok((rec, t))
+    let (t, story) =
+        story::trace_and_explain(&rec, &spec.output, &spec.limits, Duration::from_secs(3600))?;
+    Ok((rec, t, story))
 }
 
 /// The kernel to build and the reproducer's C source, for a file or a syzbot bug.

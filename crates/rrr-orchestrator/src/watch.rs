@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use object::{Object, ObjectSymbol};
-use rrr_trace::watch::{Event, Range};
+use rrr_trace::watch::{By, Event, Kind, Range};
 use rrr_trace::TraceOptions;
 
 use crate::limits::Limits;
@@ -38,6 +38,15 @@ pub struct Watch {
 /// What a watch replay found.
 #[derive(Debug)]
 pub struct Watched {
+    /// The events.
+    pub findings: Findings,
+    /// The replay (and its trace, with `-o`).
+    pub traced: Traced,
+}
+
+/// The events a watch found.
+#[derive(Clone, Debug)]
+pub struct Findings {
     /// What was watched.
     pub watch: Watch,
     /// Every event, in trace-time order.
@@ -45,8 +54,59 @@ pub struct Watched {
     /// Where each event's instruction is: `function (file:line)` from the kernel's DWARF
     /// (inlined functions by their own name), by pc.
     pub places: HashMap<u64, String>,
-    /// The replay (and its trace, with `-o`).
-    pub traced: Traced,
+}
+
+/// Why an event is left out of the program's story (and of `rrr watch`'s list, unless asked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aside {
+    /// The sanitizer's own access (its shadow checks, metadata, report).
+    Sanitizer,
+    /// The allocator's own access (its freelist pointer in a free object, zeroing).
+    Allocator,
+    /// An access to, or a free of, the memory before the object's allocation: an earlier
+    /// life of the memory (another object there).
+    EarlierLife,
+}
+
+impl Aside {
+    /// In words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Aside::Sanitizer => "the sanitizer's own",
+            Aside::Allocator => "the allocator's own",
+            Aside::EarlierLife => "before the object's allocation",
+        }
+    }
+}
+
+impl Findings {
+    /// When the object's life that the story is about starts: its last allocation before
+    /// the first bad access the sanitizer reported (or the last one, without a report);
+    /// `None` if the replay never allocated it.
+    pub fn life_from(&self) -> Option<u64> {
+        let bad = self
+            .events
+            .iter()
+            .find(|e| matches!(e.kind, Kind::BadRead | Kind::BadWrite))
+            .map_or(u64::MAX, |e| e.ts);
+        self.events
+            .iter()
+            .filter(|e| e.kind == Kind::Alloc && e.ts <= bad)
+            .map(|e| e.ts)
+            .next_back()
+    }
+
+    /// Why `e` is left out of the program's story, if it is.
+    pub fn aside(&self, e: &Event) -> Option<Aside> {
+        match e.by {
+            Some(By::Sanitizer) => return Some(Aside::Sanitizer),
+            Some(By::Allocator) => return Some(Aside::Allocator),
+            None => {}
+        }
+        let before = self.life_from().is_some_and(|from| e.ts < from);
+        (before && matches!(e.kind, Kind::Read | Kind::Write | Kind::Free))
+            .then_some(Aside::EarlierLife)
+    }
 }
 
 /// Resolves `target` for the recording `rec`.
@@ -197,13 +257,15 @@ fn parse_kasan(log: &str) -> Option<Watch> {
 }
 
 /// Replays `rec` watching `watch`; with `out`, also writes the trace of the replay (within
-/// `limits`, as `rrr trace` does) with the events marked in it. The watch's events are all of
-/// the replay's, whatever the trace keeps.
+/// `limits`, as `rrr trace` does) with the events marked in it (the sanitizer's and the
+/// allocator's own accesses only if `mark_own`). The watch's events are all of the replay's,
+/// whatever the trace keeps.
 pub fn watch(
     rec: &Recording,
     watch: Watch,
     out: Option<&Path>,
     limits: &Limits,
+    mark_own: bool,
     timeout: Duration,
 ) -> crate::Result<Watched> {
     // A missing emulator is said first, before anything is prepared for it.
@@ -214,6 +276,7 @@ pub fn watch(
         watch: Some(watch.range),
         object: watch.object,
         accesses: Some(accesses.clone()),
+        watch_own: mark_own,
         ..TraceOptions::default()
     };
     let traced = match out {
@@ -233,9 +296,11 @@ pub fn watch(
     events.sort_by_key(|e| e.ts);
     let places = places(&rec.kernel.vmlinux(), events.iter().map(|e| e.pc));
     Ok(Watched {
-        watch,
-        events,
-        places,
+        findings: Findings {
+            watch,
+            events,
+            places,
+        },
         traced,
     })
 }

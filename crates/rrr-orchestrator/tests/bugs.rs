@@ -99,6 +99,121 @@ fn legacy_parse_param_overflows_its_page_only_with_the_fix_reverted() {
     );
 }
 
+/// KASAN's own stack of the report's `header` ("Allocated by task"), innermost first, without
+/// KASAN's frames and offsets.
+fn kasan_stack(log: &str, header: &str) -> Vec<String> {
+    let mut lines = log.lines().skip_while(|l| !l.contains(header)).skip(1);
+    let mut frames = Vec::new();
+    for l in lines.by_ref() {
+        let f = l.trim().split('+').next().unwrap_or_default();
+        if f.is_empty() {
+            break;
+        }
+        if !f.contains("kasan") {
+            frames.push(f.to_owned());
+        }
+    }
+    frames
+}
+
+/// The story `rrr run` ends with, on the real overflow: the bad write KASAN reported (which
+/// its checked memcpy never made), the page it overflows and its allocation (the frames of
+/// KASAN's own "Allocated by task" stack, in the thread it names), the reproducer's line of
+/// the fsconfig call behind both, and the two threads; KASAN's own accesses are left out.
+/// `rrr explain` tells it again as JSON that follows docs/story.schema.json, and the trace's
+/// flow links the allocation to the bad write.
+#[test]
+fn the_overflow_s_story_names_its_allocation_and_the_reproducer_s_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.pftrace");
+    let out = run_bug("legacy_parse_param", &["-o", t.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "rrr run failed:\n{said}");
+    assert!(said.contains("the crash's story"), "{said}");
+    let rec = said
+        .lines()
+        .find_map(|l| l.strip_prefix("rrr: recording ")?.split(" (").next())
+        .unwrap_or_else(|| panic!("no recording named: {said}"))
+        .to_owned();
+    let out = rrr()
+        .args(["explain", &rec, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/story.schema.json")).unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&story)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let log = std::fs::read_to_string(Path::new(&rec).join("serial.log")).unwrap();
+    let kasan = kasan_stack(&log, "Allocated by task");
+    let alloc = &story["allocation"];
+    let stack: Vec<&str> = alloc["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stack[..2],
+        ["kmalloc_trace", "legacy_parse_param"],
+        "{story:#}"
+    );
+    assert_eq!(
+        kasan[..2],
+        stack[..2],
+        "KASAN's allocation stack: {kasan:?}"
+    );
+    let tid = |s: &serde_json::Value| s["thread"]["tid"].as_i64().unwrap();
+    assert!(
+        log.contains(&format!("Allocated by task {}:", tid(alloc))),
+        "{story:#}"
+    );
+    assert_eq!(story["object"]["size"], 4096);
+    assert_eq!(story["object"]["offset"], 4096);
+    let bad = &story["bad_access"];
+    assert_eq!(bad["what"], "bad-write");
+    assert!(bad["place"]
+        .as_str()
+        .unwrap()
+        .starts_with("legacy_parse_param (fs/fs_context.c:"));
+    assert!(log.contains(&format!("by task stimulus/{}", tid(bad))));
+    assert_ne!(tid(alloc), tid(bad));
+    // The reproducer's line: the one fsconfig call of repro.c.
+    let repro = std::fs::read_to_string(bug("legacy_parse_param").0).unwrap();
+    let line = repro
+        .lines()
+        .position(|l| l.contains("syscall(__NR_fsconfig"))
+        .unwrap()
+        + 1;
+    for step in [alloc, bad] {
+        assert_eq!(step["call"]["syscall"], "fsconfig", "{story:#}");
+        assert_eq!(step["call"]["line"], line, "{story:#}");
+    }
+    assert!(
+        story["left_out"]["sanitizer"].as_u64().unwrap() >= 1,
+        "{story:#}"
+    );
+
+    let r = tp::query(
+        &t,
+        &[
+            "select so.name, si.name from flow f join slice so on so.id = f.slice_out \
+           join slice si on si.id = f.slice_in where so.name like 'alloc%'",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), ["alloc 4096|bad-write 1"]);
+}
+
 /// A BPF queue map of 0xffffffff entries: with the size's overflow check reverted, `max_entries
 /// + 1` wraps to 0 and the first push writes its value past the map's allocation.
 #[test]

@@ -130,6 +130,15 @@ pub struct Sequence {
     interned: Option<Vec<u8>>,
 }
 
+/// An event's place on a flow (the arrows the UI draws between events with one id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// The flow with this id starts or goes on here.
+    Through(u64),
+    /// The flow with this id ends here.
+    End(u64),
+}
+
 impl Default for Sequence {
     fn default() -> Self {
         Sequence::new()
@@ -315,8 +324,16 @@ impl Sequence {
     }
 
     /// An instant event at absolute time `ts` (on BOOTTIME), on track `uuid`, named `name`
-    /// (not interned: for the few events that are not calls), with string annotations.
-    pub fn instant_at(&mut self, ts: u64, uuid: u64, name: &str, args: &[(&str, &str)]) {
+    /// (not interned: for the few events that are not calls), with string annotations, and
+    /// on a flow if `flow` says so.
+    pub fn instant_at(
+        &mut self,
+        ts: u64,
+        uuid: u64,
+        name: &str,
+        args: &[(&str, &str)],
+        flow: Option<Flow>,
+    ) {
         let annotations = args
             .iter()
             .map(|(k, v)| proto::DebugAnnotation {
@@ -333,6 +350,14 @@ impl Sequence {
                 track_uuid: Some(uuid),
                 name_field: Some(proto::track_event::NameField::Name(name.to_owned())),
                 debug_annotations: annotations,
+                flow_ids: match flow {
+                    Some(Flow::Through(id)) => vec![id],
+                    _ => Vec::new(),
+                },
+                terminating_flow_ids: match flow {
+                    Some(Flow::End(id)) => vec![id],
+                    _ => Vec::new(),
+                },
                 ..Default::default()
             })),
             ..Default::default()

@@ -75,6 +75,8 @@ pub struct WatchTo {
     pub object: Option<Range>,
     /// The watch file, created.
     pub file: Arc<std::fs::File>,
+    /// Mark the sanitizer's and the allocator's own accesses in the trace too.
+    pub mark_own: bool,
 }
 
 impl Default for PipelineConfig {
@@ -125,7 +127,13 @@ impl Pipeline {
         }
         if let Some(w) = config.watch {
             let out = std::io::BufWriter::new(ArcFile(w.file));
-            writer.set_watch(Watcher::new(w.range, w.object, &profile, Box::new(out)));
+            writer.set_watch(Watcher::new(
+                w.range,
+                w.object,
+                w.mark_own,
+                &profile,
+                Box::new(out),
+            ));
         }
         let interval = config.flush_interval;
         let handle = std::thread::Builder::new()

@@ -109,6 +109,9 @@ pub struct TraceOptions {
     pub object: Option<Range>,
     /// Where the watch's events go.
     pub accesses: Option<PathBuf>,
+    /// Mark the sanitizer's and the allocator's own accesses to the watched memory in the
+    /// trace too (the watch file always lists them, saying whose they are).
+    pub watch_own: bool,
     /// Write at most this many bytes, keeping the end (see [`crate::ring`]).
     pub budget: Option<Budget>,
 }
@@ -197,6 +200,7 @@ impl Tracer {
                     range,
                     object: options.object,
                     file: Arc::new(file),
+                    mark_own: options.watch_own,
                 })
             }
             _ => None,
@@ -482,6 +486,7 @@ mod tests {
                 len: 64,
             }),
             accesses: Some("/r/accesses".into()),
+            watch_own: true,
             budget: Some(Budget {
                 bytes: 1 << 20,
                 parts: "/r/parts".into(),

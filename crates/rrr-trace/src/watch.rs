@@ -13,7 +13,7 @@ use osi_profile::Profile;
 
 use crate::decode::words_for;
 use crate::record::{Args, ThreadIdent};
-use crate::writer::subscriber::{At, Call, Happened, Mark, Subscriber};
+use crate::writer::subscriber::{At, Call, FlowStep, Happened, Mark, Subscriber};
 
 /// Bytes of guest memory: `ADDR:LEN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,6 +50,11 @@ pub enum Kind {
     Alloc,
     /// The object holding the range is being freed (the free function was called).
     Free,
+    /// The sanitizer reported a bad load there (`kasan_report`'s arguments: KASAN's checked
+    /// functions report before the access, and may not make it).
+    BadRead,
+    /// The sanitizer reported a bad store there.
+    BadWrite,
 }
 
 impl Kind {
@@ -60,6 +65,47 @@ impl Kind {
             Kind::Write => "write",
             Kind::Alloc => "alloc",
             Kind::Free => "free",
+            Kind::BadRead => "bad-read",
+            Kind::BadWrite => "bad-write",
+        }
+    }
+
+    /// Whether it is a load or a store the program made (not an allocation, a free, or a
+    /// report).
+    pub fn is_access(self) -> bool {
+        matches!(self, Kind::Read | Kind::Write)
+    }
+}
+
+/// Whose an access is, when it is not the program's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    /// The sanitizer's: its shadow checks, its metadata, its report (whatever runs under
+    /// `kasan_*`, `__asan_*`, `kmsan_*`, or a reporting function).
+    Sanitizer,
+    /// The allocator's bookkeeping (SLUB's freelist pointer inside free objects, zeroing),
+    /// under an allocation or a free.
+    Allocator,
+}
+
+impl By {
+    /// Its name in the watch file.
+    pub fn name(self) -> &'static str {
+        match self {
+            By::Sanitizer => "sanitizer",
+            By::Allocator => "allocator",
+        }
+    }
+}
+
+impl FromStr for By {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "sanitizer" => Ok(By::Sanitizer),
+            "allocator" => Ok(By::Allocator),
+            _ => Err(()),
         }
     }
 }
@@ -73,15 +119,18 @@ impl FromStr for Kind {
             "write" => Kind::Write,
             "alloc" => Kind::Alloc,
             "free" => Kind::Free,
+            "bad-read" => Kind::BadRead,
+            "bad-write" => Kind::BadWrite,
             _ => return Err(()),
         })
     }
 }
 
 /// One line of the watch file: tab-separated `kind ts cpu pid tid comm addr size value pc
-/// stack`, the stack's functions outermost first, `;`-separated. An allocation's `addr` and
-/// `value` are the object's start, its `size` the size asked for (0: not known); a free's are
-/// the pointer freed; their `cpu` is -1 and `pc` the function's entry.
+/// stack by`, the stack's functions outermost first, `;`-separated, `by` empty for the
+/// program's own. An allocation's `addr` and `value` are the object's start, its `size` the
+/// size asked for (0: not known); a free's are the pointer freed; their `cpu` is -1 and `pc`
+/// the function's entry. A bad access's are the report's address, size and instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// What happened.
@@ -106,13 +155,15 @@ pub struct Event {
     pub pc: u64,
     /// The call stack, outermost first.
     pub stack: Vec<String>,
+    /// Whose the access is, if not the program's.
+    pub by: Option<By>,
 }
 
 impl Event {
     /// The event's line (without its newline).
     pub fn to_line(&self) -> String {
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{:#x}\t{}\t{:#x}\t{:#x}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{:#x}\t{}\t{:#x}\t{:#x}\t{}\t{}",
             self.kind.name(),
             self.ts,
             self.cpu,
@@ -123,14 +174,15 @@ impl Event {
             self.size,
             self.value,
             self.pc,
-            self.stack.join(";")
+            self.stack.join(";"),
+            self.by.map_or("", By::name),
         )
     }
 
     /// Parses a line written by [`Event::to_line`].
     pub fn parse(line: &str) -> Option<Event> {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 11 {
+        if f.len() != 12 {
             return None;
         }
         let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
@@ -150,6 +202,10 @@ impl Event {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            by: match f[11] {
+                "" => None,
+                by => Some(by.parse().ok()?),
+            },
         })
     }
 }
@@ -166,6 +222,42 @@ enum Role {
     Free {
         ptr: u8,
     },
+    /// The sanitizer reports a bad access (`kasan_report(addr, size, is_write, ip)`): the
+    /// argument words of each.
+    Report {
+        addr: u8,
+        size: u8,
+        write: u8,
+        ip: u8,
+    },
+}
+
+/// Whose code a function is, when not the program's: the sanitizer's (KASAN, KMSAN, KFENCE
+/// and the reporting functions, [`osi_profile::REPORTING_FUNCTIONS`]) or the slab
+/// allocator's internals.
+fn owner(name: &str) -> Option<By> {
+    let base = name.split('.').next().unwrap_or(name);
+    let sanitizer = ["kasan", "kmsan", "kfence", "__asan_", "__msan_"];
+    if sanitizer.iter().any(|s| base.contains(s))
+        || osi_profile::REPORTING_FUNCTIONS.contains(&base)
+    {
+        return Some(By::Sanitizer);
+    }
+    let slab = [
+        "___slab_",
+        "__slab_",
+        "slab_",
+        "freelist_",
+        "get_freepointer",
+        "set_freepointer",
+        "__kmem_cache_",
+        "kmem_cache_alloc",
+        "kmem_cache_free",
+        "memcg_slab_",
+    ];
+    slab.iter()
+        .any(|s| base.starts_with(s))
+        .then_some(By::Allocator)
 }
 
 /// An allocator, by its name: the kmalloc family, kmem_cache_alloc*, vmalloc and kvmalloc,
@@ -191,6 +283,31 @@ fn is_free(name: &str) -> bool {
         || base == "vfree"
         || base == "kmem_cache_free"
         || base == "__kmem_cache_free"
+}
+
+/// `kasan_report`'s role: its argument words `addr`, `size`, `is_write`, `ip` (the kernel's
+/// signature since 5.x); none if they are not all there.
+fn report_role(f: &osi_profile::FunctionRef<'_>) -> Role {
+    let mut word = 0usize;
+    let mut at = HashMap::new();
+    for p in f.params() {
+        at.insert(p.name().to_owned(), word as u8);
+        word += words_for(p.location());
+    }
+    match (
+        at.get("addr"),
+        at.get("size"),
+        at.get("is_write"),
+        at.get("ip"),
+    ) {
+        (Some(&addr), Some(&size), Some(&write), Some(&ip)) => Role::Report {
+            addr,
+            size,
+            write,
+            ip,
+        },
+        _ => Role::None,
+    }
 }
 
 /// The roles of a profile's functions.
@@ -220,6 +337,8 @@ fn roles(profile: &Profile) -> Vec<Role> {
                 Role::Alloc { size }
             } else if is_free(f.name()) {
                 ptr.map_or(Role::None, |ptr| Role::Free { ptr })
+            } else if f.name().split('.').next() == Some("kasan_report") {
+                report_role(&f)
             } else {
                 Role::None
             }
@@ -231,23 +350,35 @@ fn roles(profile: &Profile) -> Vec<Role> {
 pub(crate) struct Watcher {
     range: Range,
     /// The object holding the range, if the user knows it (a KASAN report names it): its
-    /// allocation is matched by start, whatever size the allocator was asked for.
+    /// allocation is matched by start, whatever size the allocator was asked for, and
+    /// whether the range is inside it or past its end.
     object: Option<Range>,
     roles: Vec<Role>,
+    /// Per function: whose code it is, if not the program's.
+    owners: Vec<Option<By>>,
     /// Sizes asked for by allocator calls still open, by (track, stack slot).
     asked: HashMap<(usize, u64), u64>,
     /// Objects allocated over the range: start and size (0: not known).
     objects: Vec<(u64, u64)>,
+    /// The trace marks the sanitizer's and the allocator's own accesses too.
+    mark_own: bool,
+    /// The flow that links the object's allocation to its frees and the bad access, once
+    /// the allocation is seen (its key for the writer), and how many flows were started.
+    flow: Option<u64>,
+    flows: u64,
     out: Box<dyn Write + Send>,
     /// Events written.
     pub events: u64,
 }
 
 impl Watcher {
-    /// Watches `range` (inside `object`, if known), writing the watch file to `out`.
+    /// Watches `range` (inside `object`, if known), writing the watch file to `out`; the
+    /// sanitizer's and the allocator's own accesses are marked in the trace if `mark_own`
+    /// (the watch file lists them all, saying whose they are).
     pub fn new(
         range: Range,
         object: Option<Range>,
+        mark_own: bool,
         profile: &Profile,
         out: Box<dyn Write + Send>,
     ) -> Watcher {
@@ -255,17 +386,27 @@ impl Watcher {
             range,
             object,
             roles: roles(profile),
+            owners: profile.functions().map(|f| owner(f.name())).collect(),
             asked: HashMap::new(),
             objects: Vec::new(),
+            mark_own,
+            flow: None,
+            flows: 0,
             out,
             events: 0,
         }
     }
 
-    /// Whether `func` allocates or frees (the writer tells the watcher about its calls).
+    /// Whether `func` allocates, frees or reports (the writer tells the watcher about its
+    /// calls).
     #[inline(always)]
     pub fn cares(&self, func: u32) -> bool {
         !matches!(self.roles.get(func as usize), None | Some(Role::None))
+    }
+
+    /// Whether `size` bytes at `addr` are the watched memory or the object holding it.
+    fn concerns(&self, addr: u64, size: u64) -> bool {
+        self.range.touches(addr, size) || self.object.is_some_and(|o| o.touches(addr, size))
     }
 
     /// `func` is called on track `track` with its return address at `slot`.
@@ -274,7 +415,7 @@ impl Watcher {
         let stack = at.stack;
         let word =
             |i: u8| (i < args.len && args.missing & (1 << i) == 0).then(|| args.words[i as usize]);
-        match self.roles.get(func as usize)? {
+        match *self.roles.get(func as usize)? {
             Role::Alloc { size } => {
                 if let Some(size) = size.and_then(word) {
                     self.asked.insert((track, slot), size);
@@ -282,7 +423,7 @@ impl Watcher {
                 None
             }
             Role::Free { ptr } => {
-                let ptr = word(*ptr)?;
+                let ptr = word(ptr)?;
                 // A free called by another reports through the outer call (same pointer).
                 if self.called_by(stack, |r| matches!(r, Role::Free { .. })) {
                     return None;
@@ -293,7 +434,24 @@ impl Watcher {
                     None => return None,
                 };
                 let entry = at.profile.function(func).map_or(0, |f| f.entry());
-                self.emit(at, Kind::Free, Some(func), ptr, size, ptr, entry)
+                self.emit(at, Kind::Free, Some(func), ptr, size, ptr, entry, None)
+            }
+            Role::Report {
+                addr,
+                size,
+                write,
+                ip,
+            } => {
+                let (addr, size) = (word(addr)?, word(size)?);
+                if !self.concerns(addr, size.max(1)) {
+                    return None;
+                }
+                let kind = match word(write) {
+                    Some(w) if w & 0xff != 0 => Kind::BadWrite,
+                    _ => Kind::BadRead,
+                };
+                let ip = word(ip).unwrap_or(0);
+                self.emit(at, kind, None, addr, size, 0, ip, None)
             }
             Role::None => None,
         }
@@ -311,17 +469,19 @@ impl Watcher {
         if self.called_by(stack, |r| matches!(r, Role::Alloc { .. })) {
             return None;
         }
-        // The report's object, if this is it.
+        // The report's object, if this is it: the range may be past its end.
         let named = self.object.filter(|o| o.addr == value).map(|o| o.len);
-        // Size not known: only an object that starts at the range.
-        let extent = named.or(asked).unwrap_or(1).max(1);
-        if !self.range.touches(value, extent) {
-            return None;
+        if named.is_none() {
+            // Size not known: only an object that starts at the range.
+            let extent = asked.unwrap_or(1).max(1);
+            if !self.range.touches(value, extent) {
+                return None;
+            }
         }
         let size = asked.or(named).unwrap_or(0);
         self.objects.push((value, size));
         let entry = at.profile.function(func).map_or(0, |f| f.entry());
-        self.emit(at, Kind::Alloc, Some(func), value, size, value, entry)
+        self.emit(at, Kind::Alloc, Some(func), value, size, value, entry, None)
     }
 
     /// Whether a function of the calls open in `stack` has a role `is` accepts.
@@ -329,6 +489,25 @@ impl Watcher {
         stack
             .iter()
             .any(|&f| self.roles.get(f as usize).is_some_and(|&r| is(r)))
+    }
+
+    /// Whose an access by the instruction at `pc` under the calls `stack` is: the
+    /// sanitizer's if any of them (or the function holding `pc`) is the sanitizer's, else the
+    /// allocator's if any is an allocation, a free, or the slab allocator's.
+    fn whose(&self, profile: &Profile, stack: &[u32], pc: u64) -> Option<By> {
+        let here = profile.function_containing(pc);
+        let funcs = || stack.iter().copied().chain(here);
+        let owner = |f: u32| self.owners.get(f as usize).copied().flatten();
+        if funcs().any(|f| owner(f) == Some(By::Sanitizer)) {
+            return Some(By::Sanitizer);
+        }
+        let allocates = |f: u32| {
+            let role = self.roles.get(f as usize);
+            matches!(role, Some(Role::Alloc { .. } | Role::Free { .. }))
+        };
+        funcs()
+            .any(|f| allocates(f) || owner(f) == Some(By::Allocator))
+            .then_some(By::Allocator)
     }
 
     /// A load or store of `size` bytes at `addr` by the instruction at `pc`; the caller has
@@ -339,6 +518,7 @@ impl Watcher {
         } else {
             Kind::Read
         };
+        let by = self.whose(at.profile, at.stack, access.pc);
         self.emit(
             at,
             kind,
@@ -347,6 +527,7 @@ impl Watcher {
             u64::from(access.size),
             access.value,
             access.pc,
+            by,
         )
     }
 
@@ -361,6 +542,7 @@ impl Watcher {
         size: u64,
         value: u64,
         pc: u64,
+        by: Option<By>,
     ) -> Option<Event> {
         let (ts, who) = (at.ts, at.who);
         let name = |id: u32| at.profile.function(id).map_or("?", |f| f.name()).to_owned();
@@ -376,12 +558,31 @@ impl Watcher {
             value,
             pc,
             stack: at.stack.iter().copied().chain(top).map(name).collect(),
+            by,
         };
         if let Err(e) = writeln!(self.out, "{}", event.to_line()) {
             tracing::error!("writing the watch file: {e}");
         }
         self.events += 1;
         Some(event)
+    }
+
+    /// Where the event goes in the flow from the object's allocation through its frees to
+    /// the bad access.
+    fn flow_step(&mut self, e: &Event) -> Option<FlowStep> {
+        let of_object = self.object.is_none_or(|o| o.touches(e.addr, e.size.max(1)));
+        match e.kind {
+            Kind::Alloc if of_object => {
+                // A new life of the object: a new flow.
+                let key = self.flows;
+                self.flows += 1;
+                self.flow = Some(key);
+                Some(FlowStep::Start(key))
+            }
+            Kind::Free => self.flow.map(FlowStep::Step),
+            Kind::BadRead | Kind::BadWrite => self.flow.take().map(FlowStep::End),
+            _ => None,
+        }
     }
 }
 
@@ -391,24 +592,33 @@ impl Subscriber for Watcher {
     }
 
     /// Each event goes to the watch file; the trace marks it on its thread and on a
-    /// `watch` track.
+    /// `watch` track (the sanitizer's and the allocator's own accesses only if asked),
+    /// the allocation, the frees and the bad access linked by a flow.
     fn on(&mut self, happened: &Happened<'_>, at: &At<'_>) -> Option<Mark> {
         let e = match *happened {
             Happened::Call(call, args) => self.on_enter(at, call, args),
             Happened::Return(call, value) => self.on_return(at, call, value),
             Happened::Access(access) => self.on_access(at, access),
         }?;
+        if e.by.is_some() && !self.mark_own {
+            return None;
+        }
+        let mut args = vec![
+            ("addr", format!("{:#x}", e.addr)),
+            ("value", format!("{:#x}", e.value)),
+            ("pc", format!("{:#x}", e.pc)),
+        ];
+        if let Some(by) = e.by {
+            args.push(("by", by.name().to_owned()));
+        }
         Some(Mark {
             name: format!("{} {}", e.kind.name(), e.size),
-            args: vec![
-                ("addr", format!("{:#x}", e.addr)),
-                ("value", format!("{:#x}", e.value)),
-                ("pc", format!("{:#x}", e.pc)),
-            ],
+            args,
             track: format!("watch {}", self.range),
             inside_call: false,
             always_on_thread: false,
             crash: false,
+            flow: self.flow_step(&e),
         })
     }
 
@@ -448,7 +658,10 @@ mod tests {
             value: 0xabcdef0,
             pc: 0xffffffff81000000,
             stack: vec!["do_syscall_64".into(), "lkdtm_WRITE_AFTER_FREE".into()],
+            by: Some(By::Sanitizer),
         };
+        assert_eq!(Event::parse(&e.to_line()), Some(e.clone()));
+        let e = Event { by: None, ..e };
         assert_eq!(Event::parse(&e.to_line()), Some(e));
     }
 
@@ -476,5 +689,265 @@ mod tests {
             assert!(is_free(f), "{f}");
         }
         assert!(!is_free("kmem_cache_free_bulk"));
+    }
+
+    use crate::writer::subscriber::Who;
+    use osi_profile::{Class, Function, Location, Param, ProfileData, TypeDesc};
+
+    /// A kernel with an allocator, a free, KASAN's report and its metadata, and the program.
+    fn kernel() -> Profile {
+        let ty = |c: &str, class: Class| TypeDesc {
+            c_type: c.into(),
+            class,
+        };
+        let param = |name: &str, c: &str, reg: u16| Param {
+            name: name.into(),
+            ty: ty(c, Class::Unsigned(8)),
+            loc: Location::Reg(reg),
+        };
+        let f = |name: &str, entry: u64, params: Vec<Param>, ret: &str| Function {
+            name: name.into(),
+            entry,
+            size: 0x100,
+            file: None,
+            line: 0,
+            ret: ty(ret, Class::Pointer),
+            params,
+            flags: 0,
+        };
+        let mut d = ProfileData {
+            functions: vec![
+                f("do_syscall_64", 0xffff_ffff_8100_0000, vec![], "void"),
+                f("legacy_parse_param", 0xffff_ffff_8100_1000, vec![], "int"),
+                f(
+                    "kmalloc_trace",
+                    0xffff_ffff_8100_2000,
+                    vec![
+                        param("s", "struct kmem_cache *", 5),
+                        param("size", "size_t", 4),
+                    ],
+                    "void *",
+                ),
+                f(
+                    "kfree",
+                    0xffff_ffff_8100_3000,
+                    vec![param("x", "const void *", 5)],
+                    "void",
+                ),
+                f(
+                    "kasan_report",
+                    0xffff_ffff_8100_4000,
+                    vec![
+                        param("addr", "unsigned long", 5),
+                        param("size", "size_t", 4),
+                        param("is_write", "bool", 1),
+                        param("ip", "unsigned long", 2),
+                    ],
+                    "bool",
+                ),
+                f("kasan_set_track", 0xffff_ffff_8100_5000, vec![], "void"),
+                f("memcpy", 0xffff_ffff_8100_6000, vec![], "void *"),
+            ],
+            ..Default::default()
+        };
+        d.finish();
+        Profile::from_bytes(&d.to_bytes()).unwrap()
+    }
+
+    /// What a watcher makes of `happened`, each at its time under its stack (function ids).
+    enum Step {
+        Call(u32, &'static [u64], &'static [u32]),
+        Return(u32, u64, &'static [u32]),
+        Access(u64, u64, &'static [u32]),
+    }
+
+    fn watch(range: Range, object: Option<Range>, steps: &[Step]) -> Vec<(Event, Option<Mark>)> {
+        let profile = kernel();
+        let id = |n: &str| profile.function_by_name(n).unwrap();
+        assert_eq!(id("kmalloc_trace"), 2);
+        let mut w = Watcher::new(range, object, false, &profile, Box::new(std::io::sink()));
+        let ident = ThreadIdent {
+            tid: 40,
+            pid: 38,
+            comm: *b"stimulus\0\0\0\0\0\0\0\0",
+            kernel: false,
+        };
+        let mut out = Vec::new();
+        for (ts, step) in steps.iter().enumerate() {
+            let at = |stack| At {
+                profile: &profile,
+                ts: ts as u64,
+                who: Who {
+                    ident: Some(&ident),
+                    cpu: Some(0),
+                },
+                stack,
+                written: true,
+            };
+            let call = |func| Call {
+                track: 0,
+                slot: 0x1000,
+                func,
+            };
+            let (event, mark) = match *step {
+                Step::Call(func, words, stack) => {
+                    let mut args = Args {
+                        len: words.len() as u8,
+                        ..Args::default()
+                    };
+                    args.words[..words.len()].copy_from_slice(words);
+                    let at = at(stack);
+                    let e = w.on_enter(&at, call(func), &args);
+                    (e, None)
+                }
+                Step::Return(func, value, stack) => {
+                    let at = at(stack);
+                    (w.on_return(&at, call(func), value), None)
+                }
+                Step::Access(addr, pc, stack) => {
+                    let at = at(stack);
+                    let access = crate::record::Access {
+                        cpu: 0,
+                        pc,
+                        addr,
+                        size: 1,
+                        write: true,
+                        value: 0,
+                    };
+                    let mark = w.on(&Happened::Access(&access), &at);
+                    let e = w.on_access(&at, &access);
+                    (e, mark)
+                }
+            };
+            if let Some(e) = event {
+                out.push((e, mark));
+            }
+        }
+        out
+    }
+
+    const OBJECT: u64 = 0xffff_8880_0087_6000;
+
+    #[test]
+    fn the_reported_object_s_allocation_is_found_though_the_access_is_past_its_end() {
+        let past_end = Range {
+            addr: OBJECT + 4096,
+            len: 1,
+        };
+        let object = Range {
+            addr: OBJECT,
+            len: 4096,
+        };
+        let got = watch(
+            past_end,
+            Some(object),
+            &[
+                Step::Call(2, &[0, 4096], &[0, 1]),
+                Step::Return(2, OBJECT, &[0, 1]),
+                // KASAN's checked memcpy reports the write, then does not make it.
+                Step::Call(4, &[OBJECT + 4096, 1, 1, 0xffff_ffff_8100_1080], &[0, 1, 6]),
+                Step::Call(3, &[OBJECT], &[0]),
+            ],
+        );
+        let kinds: Vec<Kind> = got.iter().map(|(e, _)| e.kind).collect();
+        assert_eq!(kinds, [Kind::Alloc, Kind::BadWrite, Kind::Free]);
+        let (alloc, bad) = (&got[0].0, &got[1].0);
+        assert_eq!((alloc.addr, alloc.size), (OBJECT, 4096));
+        assert_eq!(
+            alloc.stack.last().map(String::as_str),
+            Some("kmalloc_trace")
+        );
+        assert_eq!(
+            (bad.addr, bad.size, bad.pc),
+            (OBJECT + 4096, 1, 0xffff_ffff_8100_1080)
+        );
+        assert_eq!(bad.stack, ["do_syscall_64", "legacy_parse_param", "memcpy"]);
+    }
+
+    #[test]
+    fn the_sanitizer_s_and_the_allocator_s_accesses_are_theirs_and_not_marked() {
+        let range = Range {
+            addr: OBJECT,
+            len: 8,
+        };
+        let got = watch(
+            range,
+            None,
+            &[
+                // KASAN's metadata, written under the allocator.
+                Step::Access(OBJECT, 0xffff_ffff_8100_5010, &[0, 1, 2]),
+                // The allocator itself, and KASAN's report reading the memory.
+                Step::Access(OBJECT, 0xffff_ffff_8100_2010, &[0, 1]),
+                Step::Access(OBJECT, 0xffff_ffff_8100_6010, &[0, 1, 4, 6]),
+                // The program.
+                Step::Access(OBJECT, 0xffff_ffff_8100_1010, &[0, 1]),
+            ],
+        );
+        let by: Vec<Option<By>> = got.iter().map(|(e, _)| e.by).collect();
+        assert_eq!(
+            by,
+            [
+                Some(By::Sanitizer),
+                Some(By::Allocator),
+                Some(By::Sanitizer),
+                None
+            ]
+        );
+        let marked: Vec<bool> = got.iter().map(|(_, m)| m.is_some()).collect();
+        assert_eq!(marked, [false, false, false, true]);
+    }
+
+    #[test]
+    fn flows_link_an_allocation_its_frees_and_the_bad_access() {
+        let profile = kernel();
+        let mut w = Watcher::new(
+            Range {
+                addr: OBJECT,
+                len: 8,
+            },
+            None,
+            false,
+            &profile,
+            Box::new(std::io::sink()),
+        );
+        let e = |kind, addr| Event {
+            kind,
+            ts: 0,
+            cpu: 0,
+            pid: 1,
+            tid: 1,
+            comm: String::new(),
+            addr,
+            size: 8,
+            value: 0,
+            pc: 0,
+            stack: Vec::new(),
+            by: None,
+        };
+        let steps: Vec<Option<FlowStep>> = [
+            e(Kind::Free, OBJECT),
+            e(Kind::Alloc, OBJECT),
+            e(Kind::Write, OBJECT),
+            e(Kind::Free, OBJECT),
+            e(Kind::BadWrite, OBJECT),
+            e(Kind::BadWrite, OBJECT),
+            e(Kind::Alloc, OBJECT),
+        ]
+        .iter()
+        .map(|e| w.flow_step(e))
+        .collect();
+        use FlowStep::*;
+        assert_eq!(
+            steps,
+            [
+                None,
+                Some(Start(0)),
+                None,
+                Some(Step(0)),
+                Some(End(0)),
+                None,
+                Some(Start(1))
+            ]
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod cache;
 mod choices;
+mod explain;
 mod kernel;
 mod panda;
 mod profile;
@@ -45,6 +46,9 @@ enum Command {
     /// Every access to a piece of kernel memory over a replay, with the allocation and frees
     /// of its object, each with its thread and call stack.
     Watch(watch::WatchArgs),
+    /// The story of a recording's crash: the bad access, the object, who allocated and freed
+    /// it, from which of the reproducer's calls, in which threads.
+    Explain(explain::ExplainArgs),
     /// Everything: build the kernel, stimulus and disk, record, trace.
     Run(run::RunArgs),
     /// Fetch a syzbot bug's config, reproducers and crash report (cached): prints the directory.
@@ -56,6 +60,18 @@ enum Command {
     /// Copy the PANDA plugin (panda_rrr_trace.so) where PANDA finds it, for replays by hand.
     InstallPandaPlugin(panda::InstallArgs),
 }
+
+/// A command's end with its own exit code (for scripts) and what to say.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<()> {
@@ -70,6 +86,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Trace(args) => trace::run(args),
         Command::Replay(args) => trace::run_bare(args),
         Command::Watch(args) => watch::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Cache(args) => cache::run(args),

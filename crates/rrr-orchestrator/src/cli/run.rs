@@ -10,7 +10,7 @@ use rrr_orchestrator::{compare, run_chain, RecordSpec, RunSpec, StimulusSource};
 
 use super::kernel::CompilerArgs;
 use super::record::{attempt_note, AttemptArgs};
-use super::trace::{report, LimitArgs};
+use super::trace::{report, tell, LimitArgs};
 
 /// Arguments of `rrr run`.
 #[derive(clap::Args, Clone, Debug)]
@@ -112,12 +112,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("rrr: verdict:\n  {without}\n  {with}");
         return Ok(());
     }
-    let (rec, t) = run_chain(&spec)?;
+    let (rec, t, story) = run_chain(&spec)?;
     let note = attempt_note(&rec);
     if !note.is_empty() {
         eprintln!("rrr: the recording is{}", note.replacen(',', "", 1));
     }
     eprintln!("rrr: verdict: {}", rec.verdict());
     report(&spec.output, &t);
+    tell(story.as_ref());
     Ok(())
 }

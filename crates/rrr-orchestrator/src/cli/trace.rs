@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::choices::EngineArg;
 use anyhow::bail;
-use rrr_orchestrator::trace::{replay, trace, GdbReplay, Traced};
+use rrr_orchestrator::story::{trace_and_explain, Story};
+use rrr_orchestrator::trace::{replay, GdbReplay, Traced};
 use rrr_orchestrator::Recording;
 use rrr_orchestrator::{parse_size, parse_threads, Limits};
 use rrr_trace::{Threads, Window};
@@ -90,13 +91,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             rec.engine
         );
     }
-    let t = trace(
+    let (t, story) = trace_and_explain(
         &rec,
         &args.output,
         &args.limits.to_limits(),
         Duration::from_secs(args.timeout),
     )?;
     report(&args.output, &t);
+    tell(story.as_ref());
     Ok(())
 }
 
@@ -208,4 +210,14 @@ fn replay_gdb(rec: &Recording, port: Option<u16>, at: Option<u64>) -> anyhow::Re
     println!("{}", replay.command);
     eprintln!("rrr: {}", replay.note);
     Ok(replay.wait()?)
+}
+
+/// Ends with the crash's story, if it was told.
+pub fn tell(story: Option<&Story>) {
+    if let Some(story) = story {
+        eprintln!(
+            "rrr: the crash's story (`rrr explain` tells it again, --format json for scripts):"
+        );
+        eprint!("{}", story.text());
+    }
 }

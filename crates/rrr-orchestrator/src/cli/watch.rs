@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rrr_orchestrator::watch::{resolve, watch, Target, Watched};
+use rrr_orchestrator::watch::{resolve, watch, Aside, Findings, Target};
 use rrr_orchestrator::Recording;
 use rrr_trace::watch::{Event, Kind};
 
@@ -37,6 +37,10 @@ pub struct WatchArgs {
     /// What the `-o` trace may hold (the watch's list is never cut).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Also list (and mark in the trace) the sanitizer's and the allocator's own accesses, and
+    /// those before the object's allocation (the memory's earlier lives).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// How `rrr watch` lists its events.
@@ -44,7 +48,8 @@ pub struct WatchArgs {
 pub enum Format {
     /// One event a line, its call stack on the following lines.
     Text,
-    /// Tab-separated: kind ts cpu pid tid comm addr size value pc stack (`;`-separated).
+    /// Tab-separated: kind ts cpu pid tid comm addr size value pc stack (`;`-separated) by
+    /// (empty for the program's own).
     Tsv,
     /// A JSON array of events.
     Json,
@@ -73,50 +78,63 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         w,
         args.output.as_deref(),
         &args.limits.to_limits(),
+        args.all,
         Duration::from_secs(args.timeout),
     )?;
-    print(&found, args.format);
+    print(&found.findings, args.format, args.all);
     if let Some(out) = &args.output {
         report(out, &found.traced);
     }
     Ok(())
 }
 
-/// Prints the events as `format` says.
-fn print(found: &Watched, format: Format) {
+/// Prints the events as `format` says: the program's, or with `all` every one.
+fn print(found: &Findings, format: Format, all: bool) {
+    let listed: Vec<&Event> = found
+        .events
+        .iter()
+        .filter(|e| all || found.aside(e).is_none())
+        .collect();
     match format {
         Format::Tsv => {
-            println!("kind\tts\tcpu\tpid\ttid\tcomm\taddr\tsize\tvalue\tpc\tstack");
-            for e in &found.events {
+            println!("kind\tts\tcpu\tpid\ttid\tcomm\taddr\tsize\tvalue\tpc\tstack\tby");
+            for e in listed {
                 println!("{}", e.to_line());
             }
         }
         Format::Json => {
-            let events: Vec<serde_json::Value> =
-                found.events.iter().map(|e| json(e, found)).collect();
+            let events: Vec<serde_json::Value> = listed.iter().map(|e| json(e, found)).collect();
             println!("{}", serde_json::Value::Array(events));
         }
         Format::Text => {
-            let accesses = found
-                .events
-                .iter()
-                .filter(|e| matches!(e.kind, Kind::Read | Kind::Write))
-                .count();
-            if accesses == 0 {
-                println!("no access to {} in the replay", found.watch.range);
+            if !listed.iter().any(|e| e.kind.is_access()) {
+                println!(
+                    "no access to {} by the program in the replay",
+                    found.watch.range
+                );
             }
-            for e in &found.events {
+            for e in &listed {
                 println!("{}", text(e, found));
                 for f in e.stack.iter().rev() {
                     println!("    {f}");
                 }
+            }
+            let aside: Vec<Aside> = found.events.iter().filter_map(|e| found.aside(e)).collect();
+            if !aside.is_empty() && !all {
+                let count = |a| aside.iter().filter(|&&b| b == a).count();
+                let parts: Vec<String> = [Aside::Sanitizer, Aside::Allocator, Aside::EarlierLife]
+                    .into_iter()
+                    .filter(|&a| count(a) > 0)
+                    .map(|a| format!("{} {}", count(a), a.describe()))
+                    .collect();
+                println!("not listed: {} (--all lists them)", parts.join(", "));
             }
         }
     }
 }
 
 /// An event as a line for people.
-fn text(e: &Event, found: &Watched) -> String {
+fn text(e: &Event, found: &Findings) -> String {
     let at = match found.places.get(&e.pc) {
         Some(place) => format!("{place}, pc {:#x}", e.pc),
         None => format!("pc {:#x}", e.pc),
@@ -131,7 +149,7 @@ fn text(e: &Event, found: &Watched) -> String {
     } else {
         String::new()
     };
-    match e.kind {
+    let line = match e.kind {
         Kind::Read | Kind::Write => format!(
             "{:>12} {:<5} {} bytes at {:#x} = {:#x}{cpu}  {who}\n{:>12} in {at}",
             e.ts,
@@ -152,11 +170,27 @@ fn text(e: &Event, found: &Watched) -> String {
             }
         ),
         Kind::Free => format!("{:>12} free  {:#x}  {who}", e.ts, e.addr),
+        Kind::BadRead | Kind::BadWrite => format!(
+            "{:>12} {} of {} bytes at {:#x} reported by the sanitizer{cpu}  {who}\n{:>12} by {at}",
+            e.ts,
+            if e.kind == Kind::BadWrite {
+                "bad write"
+            } else {
+                "bad read"
+            },
+            e.size,
+            e.addr,
+            ""
+        ),
+    };
+    match found.aside(e) {
+        Some(a) => format!("{line}  [{}]", a.describe()),
+        None => line,
     }
 }
 
 /// An event as JSON.
-fn json(e: &Event, found: &Watched) -> serde_json::Value {
+fn json(e: &Event, found: &Findings) -> serde_json::Value {
     serde_json::json!({
         "kind": e.kind.name(),
         "ts": e.ts,
@@ -170,5 +204,6 @@ fn json(e: &Event, found: &Watched) -> serde_json::Value {
         "pc": format!("{:#x}", e.pc),
         "place": found.places.get(&e.pc),
         "stack": e.stack,
+        "aside": found.aside(e).map(Aside::describe),
     })
 }

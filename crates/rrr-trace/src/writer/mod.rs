@@ -12,6 +12,7 @@ mod policy;
 mod sink;
 pub(crate) mod subscriber;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +29,9 @@ pub use crate::window::Window;
 use crash_mark::CrashMarker;
 use model::CallModel;
 use policy::{Policy, Turn};
+use rrr_perfetto::Flow;
 use sink::Sink;
-use subscriber::{At, Call, Happened, Mark, Subscriber, Who};
+use subscriber::{At, Call, FlowStep, Happened, Mark, Subscriber, Who};
 
 /// Why the trace could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,9 @@ pub struct TraceWriter<W: Write> {
     dropped: u64,
     /// When the crash was marked.
     crash_at: Option<u64>,
+    /// The flows subscribers draw: their keys (see [`TraceWriter::notify`]) to the trace's
+    /// flow ids.
+    flows: HashMap<u64, u64>,
 }
 
 impl<W: Write> TraceWriter<W> {
@@ -106,6 +111,7 @@ impl<W: Write> TraceWriter<W> {
             ended: Vec::new(),
             dropped: 0,
             crash_at: None,
+            flows: HashMap::new(),
         }
     }
 
@@ -517,7 +523,8 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Hands the subscribers something that happened on track `i` (on `cpu`, if known), with
-    /// the track's thread and open calls; returns the marks they ask for.
+    /// the track's thread and open calls; returns the marks they ask for, their flows' keys
+    /// made the writer's own (the subscriber's index in the top bits).
     fn notify(
         &mut self,
         ts: u64,
@@ -537,8 +544,33 @@ impl<W: Write> TraceWriter<W> {
             stack: &stack,
             written: self.policy.writes_at(ts),
         };
-        let subscribers = self.subscribers.iter_mut();
-        subscribers.filter_map(|s| s.on(happened, &at)).collect()
+        let subscribers = self.subscribers.iter_mut().enumerate();
+        let own = |i: usize, key: u64| (i as u64) << 48 | key;
+        subscribers
+            .filter_map(|(i, s)| {
+                let mut mark = s.on(happened, &at)?;
+                mark.flow = mark.flow.map(|step| match step {
+                    FlowStep::Start(k) => FlowStep::Start(own(i, k)),
+                    FlowStep::Step(k) => FlowStep::Step(own(i, k)),
+                    FlowStep::End(k) => FlowStep::End(own(i, k)),
+                });
+                Some(mark)
+            })
+            .collect()
+    }
+
+    /// The trace's flow for a subscriber's flow step (a step of a flow whose start was not
+    /// written has none).
+    fn flow(&mut self, step: FlowStep) -> Option<Flow> {
+        match step {
+            FlowStep::Start(key) => {
+                let id = self.sink.new_flow();
+                self.flows.insert(key, id);
+                Some(Flow::Through(id))
+            }
+            FlowStep::Step(key) => self.flows.get(&key).map(|&id| Flow::Through(id)),
+            FlowStep::End(key) => self.flows.remove(&key).map(Flow::End),
+        }
     }
 
     /// Writes subscribers' marks.
@@ -556,15 +588,17 @@ impl<W: Write> TraceWriter<W> {
             return;
         }
         let args: Vec<(&str, &str)> = mark.args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut flow = mark.flow.and_then(|step| self.flow(step));
         let track = &self.model.tracks[i];
         let user = track.stack.frames().last().is_some_and(|f| f.user);
         if mark.always_on_thread || !self.hides(i, track.key, user) {
             let uuid = self.sink.event_track(&self.model, i);
-            self.sink.instant(ts, uuid, &mark.name, &args);
+            // The flow goes through the thread's mark: its arrows go from thread to thread.
+            self.sink.instant(ts, uuid, &mark.name, &args, flow.take());
         }
         let model = &mut self.model;
         let top = self.sink.own_track(mark.track, || model.new_uuid());
-        self.sink.instant(ts, top, &mark.name, &args);
+        self.sink.instant(ts, top, &mark.name, &args, flow);
         if mark.crash {
             self.crash_at = Some(ts);
             self.sink.pin();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use osi_profile::{ClassRef, Profile};
 use rrr_perfetto::encode::Enc;
 use rrr_perfetto::fields::{BEGIN, END, E_CATEGORY_IIDS, E_FLOW, E_FLOW_END, INSTANT};
-use rrr_perfetto::{Sequence, IID_USER};
+use rrr_perfetto::{Flow, Sequence, IID_USER};
 
 use super::model::CallModel;
 use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
@@ -288,8 +288,7 @@ impl<W: Write> Sink<W> {
     /// A switch at `ts` from track `from` (its id) to track `to` (by index): a `sched_out`
     /// instant on the first with a flow that the second's next call ends.
     pub fn switch(&mut self, ts: u64, from: u64, to: usize) {
-        let flow = self.next_flow;
-        self.next_flow += 1;
+        let flow = self.new_flow();
         let iid = self.seq.event_name("sched_out");
         let (p, te) = self.seq.open_event(ts, from, INSTANT, Some(iid));
         let mut e = self.seq.enc();
@@ -303,10 +302,24 @@ impl<W: Write> Sink<W> {
         self.flows[to] = Some(flow);
     }
 
-    /// An instant at `ts` on track `uuid`, with text arguments.
-    pub fn instant(&mut self, ts: u64, uuid: u64, name: &str, args: &[(&str, &str)]) {
-        self.seq.instant_at(ts, uuid, name, args);
+    /// An instant at `ts` on track `uuid`, with text arguments, on a flow if `flow` says so.
+    pub fn instant(
+        &mut self,
+        ts: u64,
+        uuid: u64,
+        name: &str,
+        args: &[(&str, &str)],
+        flow: Option<Flow>,
+    ) {
+        self.seq.instant_at(ts, uuid, name, args, flow);
         self.events += 1;
+    }
+
+    /// A new flow's id (flows a subscriber draws, as the switches' own).
+    pub fn new_flow(&mut self) -> u64 {
+        let flow = self.next_flow;
+        self.next_flow += 1;
+        flow
     }
 
     /// The id of the trace's own top-level track `name`, made (with `new_uuid`) the first

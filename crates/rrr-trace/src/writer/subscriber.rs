@@ -58,6 +58,19 @@ pub(crate) struct Mark {
     pub always_on_thread: bool,
     /// It is the crash: the trace's crash time, and a size budget keeps its part.
     pub crash: bool,
+    /// Its place in a flow the subscriber draws (arrows between marks, across threads).
+    pub flow: Option<FlowStep>,
+}
+
+/// A mark's place in a flow, by the subscriber's own key for the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlowStep {
+    /// The flow starts here.
+    Start(u64),
+    /// The flow goes on through here.
+    Step(u64),
+    /// The flow ends here.
+    End(u64),
 }
 
 /// Something that follows the call model's events.
