@@ -176,10 +176,15 @@ pub(crate) fn trace_with(
             limits.last.unwrap_or_default()
         ));
     } else {
-        whole_bytes = traced.cut.map_or(0, |c| c.whole_bytes);
-        whole_events = traced.cut.map_or(0, |c| c.whole_events);
+        whole_bytes = traced.cut.as_ref().map_or(0, |c| c.whole_bytes);
+        whole_events = traced.cut.as_ref().map_or(0, |c| c.whole_events);
     }
-    let window = match traced.cut {
+    let gaps = traced
+        .cut
+        .as_ref()
+        .map(|c| c.gaps.clone())
+        .unwrap_or_default();
+    let window = match &traced.cut {
         Some(cut) => {
             why.push(format!(
                 "the whole {} would be {:.1} MB, over the {:.0} MiB budget (--max-size)",
@@ -208,6 +213,7 @@ pub(crate) fn trace_with(
     }
     traced.kept = Some(Kept {
         window,
+        gaps,
         whole_bytes,
         whole_events,
         why,
@@ -232,6 +238,9 @@ fn crash_file(rec: &Recording, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
 pub struct Kept {
     /// The part of the replay written.
     pub window: Window,
+    /// The parts of it a size budget dropped between parts it kept (the moments of the
+    /// crash's story).
+    pub gaps: Vec<rrr_trace::ring::Gap>,
     /// The size of the trace of the whole replay (or of the window asked for).
     pub whole_bytes: u64,
     /// Its events.
@@ -247,7 +256,20 @@ impl std::fmt::Display for Kept {
             f,
             "{}: the trace keeps the end, trace times {}",
             self.why, self.window
-        )
+        )?;
+        if !self.gaps.is_empty() {
+            let gaps: Vec<String> = self
+                .gaps
+                .iter()
+                .map(|g| format!("{}..{}", g.from, g.to))
+                .collect();
+            write!(
+                f,
+                " but for {} (the parts of the crash's story before them are kept)",
+                gaps.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -398,7 +420,7 @@ fn replay_once(
         },
         recording: rec.dir.clone(),
         kept: None,
-        cut: summary.cut,
+        cut: summary.cut.clone(),
     };
     Ok((traced, summary))
 }

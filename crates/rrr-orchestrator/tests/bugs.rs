@@ -212,6 +212,41 @@ fn the_overflow_s_story_names_its_allocation_and_the_reproducer_s_line() {
         ],
     );
     assert_eq!(tp::lines(&r[0]), ["alloc 4096|bad-write 1"]);
+
+    // Under a budget a tenth of the whole trace, the allocation's part is kept with the
+    // crash's, a gap between them.
+    let cut = dir.path().join("cut.pftrace");
+    let said = ok_said(
+        rrr()
+            .args(["trace", &rec, "--max-size", "4M", "-o"])
+            .arg(&cut),
+    );
+    assert!(
+        said.contains("the parts of the crash's story before them are kept"),
+        "{said}"
+    );
+    let r = tp::query(
+        &cut,
+        &[
+            "select s.name from slice s join slice p on s.parent_id = p.id \
+             where s.name = 'kmalloc_trace' and p.name = 'legacy_parse_param' \
+             and s.ts <= (select ts from slice where name = 'alloc 4096' limit 1) \
+             and s.ts + s.dur >= (select ts from slice where name = 'alloc 4096' limit 1)",
+            "select count(*) from slice where dur < 0",
+            "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), ["kmalloc_trace"], "the allocation's call");
+    assert_eq!(tp::lines(&r[1]), ["0"], "every slice ends");
+    assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
+}
+
+/// Runs `cmd`, which must succeed, and returns its stderr.
+fn ok_said(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed:\n{said}");
+    said
 }
 
 /// A BPF queue map of 0xffffffff entries: with the size's overflow check reverted, `max_entries

@@ -834,8 +834,12 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
     }
     assert_eq!(open.last().map(String::as_str), Some("kasan_report"));
 
-    // The last lines: the crash, its trace time, and the gdb command that goes there.
-    let tail: Vec<&str> = said.lines().rev().take(2).collect();
+    // The report's last lines: the crash, its trace time, and the gdb command that goes
+    // there; the crash's story follows.
+    let story_at = said
+        .find("rrr: the crash's story")
+        .unwrap_or_else(|| panic!("no story: {said}"));
+    let tail: Vec<&str> = said[..story_at].lines().rev().take(2).collect();
     let ts: u64 = tail[1]
         .split(" at trace time ")
         .nth(1)
@@ -934,14 +938,48 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
     );
     assert_eq!(
         tp::lines(&r[0]),
-        ["alloc 1024", "free 1024", "write 4"],
-        "the watch track"
+        ["alloc 1024", "free 1024", "bad-write 4", "write 4"],
+        "the watch track: KASAN reports the write, then the write is made"
     );
     assert_eq!(
         tp::lines(&r[1]),
         ["1"],
         "the write on the stimulus's thread"
     );
+    // The story: allocated, freed and written by the stimulus's one write(2) to LKDTM, in one
+    // thread; as JSON following its schema.
+    let out = rrr()
+        .args(["explain", rec, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/story.schema.json")).unwrap();
+    assert!(jsonschema::is_valid(&schema, &story), "{story:#}");
+    let source = std::fs::read_to_string(example("kasan-use-after-free.c")).unwrap();
+    let line = source.lines().position(|l| l.contains("write(fd")).unwrap() + 1;
+    let (a, f, b) = (
+        &story["allocation"],
+        &story["frees"][0],
+        &story["bad_access"],
+    );
+    assert_eq!(story["frees"].as_array().unwrap().len(), 1, "{story:#}");
+    assert_eq!(a["stack"][1], "lkdtm_WRITE_AFTER_FREE", "{story:#}");
+    assert_eq!(f["stack"][0], "kfree", "{story:#}");
+    assert_eq!(b["what"], "bad-write", "{story:#}");
+    for step in [a, f, b] {
+        assert_eq!(step["call"]["syscall"], "write", "{story:#}");
+        assert_eq!(step["call"]["line"], line, "{story:#}");
+    }
+    assert_eq!(story["threads"]["free_and_access_race"], false);
+    assert_eq!(story["object"]["offset"], 0x200, "{story:#}");
+    assert_eq!(story["title"], title);
+
     // A trace cut to its end by a budget does not cut the watch's list.
     let cut = watch::events(
         rrr()

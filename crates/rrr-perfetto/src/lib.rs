@@ -323,6 +323,20 @@ impl Sequence {
         e.close_pair(te, p);
     }
 
+    /// A slice end at absolute time `ts` (on BOOTTIME), on track `uuid` named in full: it
+    /// leaves the sequence's state (clock, default track) as it was.
+    pub fn end_at(&mut self, ts: u64, uuid: u64) {
+        let mut e = self.enc();
+        let p = e.open(1);
+        e.uint(P_TIMESTAMP, ts);
+        e.uint(P_CLOCK_ID, BOOTTIME as u64);
+        e.uint(P_SEQ_ID, SEQ);
+        let te = e.open(P_TRACK_EVENT);
+        e.uint(E_TYPE, END);
+        e.uint(E_TRACK, uuid);
+        e.close_pair(te, p);
+    }
+
     /// An instant event at absolute time `ts` (on BOOTTIME), on track `uuid`, named `name`
     /// (not interned: for the few events that are not calls), with string annotations, and
     /// on a flow if `flow` says so.

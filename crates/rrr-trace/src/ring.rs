@@ -5,8 +5,12 @@
 //! Each segment but the first has a head, made when it starts: what a trace that starts
 //! there needs before its events (the sequence's start packet, the names interned so far,
 //! the packet defaults, and a slice at its start for every call open then, on its described
-//! track). Only the first kept segment's head is written out; the bodies follow it, as they
-//! were written.
+//! track), and each but the last a tail, made when it ends: the end, there, of every call
+//! open then. Parts the writer asks to keep (the crash and what follows it; the moments of a
+//! crash's story) are kept whatever the budget, so the trace kept may have gaps: a kept
+//! segment after a gap starts with its head, one before a gap ends with its tail. Otherwise
+//! only the first kept segment's head is written out, and the bodies follow it, as they were
+//! written.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -53,10 +57,25 @@ struct Segment {
     events_before: u64,
     /// Its body's bytes.
     body: u64,
+    /// Its body's events, and where it ends in trace time, once it ends.
+    body_events: u64,
+    to: u64,
+    /// Its tail's bytes and events, once it ends.
+    tail: u64,
+    tail_events: u64,
+}
+
+/// A part of the replay a budget dropped between parts it kept, in trace times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gap {
+    /// Where the dropped part starts.
+    pub from: u64,
+    /// Where the next kept part starts.
+    pub to: u64,
 }
 
 /// What a budget cut from a trace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cut {
     /// Where the trace kept starts, in trace time.
     pub from: u64,
@@ -64,6 +83,9 @@ pub struct Cut {
     pub whole_bytes: u64,
     /// The events of the whole trace.
     pub whole_events: u64,
+    /// The parts dropped between parts kept (the moments of a crash's story), in order.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
 }
 
 /// The segments of a trace written within a [`Budget`], in its `parts` directory: segment
@@ -84,6 +106,8 @@ pub(crate) struct Ring {
     interned_len: u64,
     /// Segments from this index on are never dropped (the crash is in them).
     pinned: Option<u64>,
+    /// Segments kept alone, whatever the budget (a moment of a crash's story is in them).
+    parts: Vec<u64>,
     /// Body bytes of every segment, dropped or not.
     written: u64,
 }
@@ -102,6 +126,10 @@ impl Ring {
             head_events: 0,
             events_before: 0,
             body: 0,
+            body_events: 0,
+            to: 0,
+            tail: 0,
+            tail_events: 0,
         };
         let file = create(&dir, 0, BODY)?;
         Ok(Ring {
@@ -114,6 +142,7 @@ impl Ring {
             interned,
             interned_len: 0,
             pinned: None,
+            parts: Vec::new(),
             written: 0,
         })
     }
@@ -124,17 +153,23 @@ impl Ring {
         self.current.body + buffered >= self.segment_bytes
     }
 
-    /// Starts the next segment at trace time `from`, with `head`, `events_before` events
-    /// written before it and the names `interned` so far; drops the oldest segments while the
-    /// rest are over the budget.
+    /// Ends the current segment with `tail` (`tail_events` slice ends) and starts the next
+    /// at trace time `from`, with `head`, `events_before` events written before it and the
+    /// names `interned` so far; drops the oldest segments while the rest are over the budget.
     pub fn next(
         &mut self,
         from: u64,
         head: Head,
+        (tail, tail_events): (Vec<u8>, u64),
         events_before: u64,
         interned: &[u8],
     ) -> std::io::Result<()> {
         self.file.flush()?;
+        create(&self.dir, self.current.index, TAIL)?.write_all(&tail)?;
+        self.current.tail = tail.len() as u64;
+        self.current.tail_events = tail_events;
+        self.current.body_events = events_before - self.current.events_before;
+        self.current.to = from;
         self.interned
             .write_all(&interned[self.interned_len as usize..])?;
         self.interned_len = interned.len() as u64;
@@ -152,6 +187,10 @@ impl Ring {
             head_events: head.events,
             events_before,
             body: 0,
+            body_events: 0,
+            to: 0,
+            tail: 0,
+            tail_events: 0,
         };
         self.kept
             .push_back(std::mem::replace(&mut self.current, next));
@@ -164,18 +203,53 @@ impl Ring {
         self.pinned.get_or_insert(self.current.index);
     }
 
+    /// Keeps the current segment, whatever the budget.
+    pub fn keep_part(&mut self) {
+        if !self.parts.contains(&self.current.index) {
+            self.parts.push(self.current.index);
+        }
+    }
+
+    /// Whether segment `index` is kept whatever the budget.
+    fn pinned(&self, index: u64) -> bool {
+        self.pinned.is_some_and(|p| index >= p) || self.parts.contains(&index)
+    }
+
+    /// The segments kept, oldest first, the current one last.
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.kept.iter().chain([&self.current])
+    }
+
+    /// The bytes of the trace the kept segments make: their bodies, the head of each that
+    /// starts a run (but the trace's first), the tail of each that ends one before a gap.
+    fn size(&self) -> u64 {
+        let mut bytes = 0;
+        let mut prev: Option<&Segment> = None;
+        for s in self.segments() {
+            let starts = prev.is_none_or(|p| p.index + 1 != s.index);
+            if starts && s.index > 0 {
+                bytes += s.head;
+            }
+            if let Some(p) = prev.filter(|_| starts) {
+                bytes += p.tail;
+            }
+            bytes += s.body;
+            prev = Some(s);
+        }
+        bytes
+    }
+
     /// Drops the oldest segments while the trace they make is over the budget (never the
     /// current one, nor a pinned one).
     fn trim(&mut self) -> std::io::Result<()> {
-        while let Some(first) = self.kept.front() {
-            let bodies = self.kept.iter().map(|s| s.body).sum::<u64>() + self.current.body;
-            if first.head + bodies <= self.budget || self.pinned.is_some_and(|p| first.index >= p) {
+        while self.size() > self.budget {
+            let Some(at) = self.kept.iter().position(|s| !self.pinned(s.index)) else {
                 break;
-            }
-            let index = first.index;
-            self.kept.pop_front();
+            };
+            let index = self.kept[at].index;
+            self.kept.remove(at);
             // The body first: a head without its body is no segment.
-            for kind in [BODY, HEAD] {
+            for kind in [BODY, HEAD, TAIL] {
                 let path = segment_path(&self.dir, index, kind);
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -197,18 +271,33 @@ impl Ring {
         out: &mut impl Write,
     ) -> std::io::Result<(u64, u64, Option<Cut>)> {
         self.file.flush()?;
+        self.current.body_events = events - self.current.events_before;
         self.trim()?;
+        let mut kept_events = 0;
+        let mut gaps = Vec::new();
+        let mut prev: Option<&Segment> = None;
+        for s in self.segments() {
+            let starts = prev.is_none_or(|p| p.index + 1 != s.index);
+            if starts && s.index > 0 {
+                kept_events += s.head_events;
+            }
+            if let Some(p) = prev.filter(|_| starts) {
+                kept_events += p.tail_events;
+                gaps.push(Gap {
+                    from: p.to,
+                    to: s.from,
+                });
+            }
+            kept_events += s.body_events;
+            prev = Some(s);
+        }
         let first = self.kept.front().unwrap_or(&self.current);
-        let (kept_events, cut) = if first.index > 0 {
-            let cut = Cut {
-                from: first.from,
-                whole_bytes: self.written,
-                whole_events: events,
-            };
-            (events - first.events_before + first.head_events, Some(cut))
-        } else {
-            (events, None)
-        };
+        let cut = (first.index > 0 || !gaps.is_empty()).then(|| Cut {
+            from: first.from,
+            whole_bytes: self.written,
+            whole_events: events,
+            gaps,
+        });
         drop(self.file);
         drop(self.interned);
         let bytes = salvage(&self.dir, out)?;
@@ -244,45 +333,62 @@ pub fn salvage(parts: &Path, out: &mut impl Write) -> std::io::Result<u64> {
         .collect();
     indices.sort_unstable();
     let mut bytes = 0;
-    if let Some(&first) = indices.first().filter(|&&i| i > 0) {
-        let path = segment_path(parts, first, HEAD);
-        let head = std::fs::read(&path).map_err(|e| in_path(&path, e))?;
-        let word = |at: usize| -> Option<usize> {
-            Some(u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?) as usize)
-        };
-        let bad = || in_path(&path, std::io::Error::other("not a segment head"));
-        let (start, interned) = (word(0).ok_or_else(bad)?, word(8).ok_or_else(bad)?);
-        let body = head
-            .get(16..)
-            .filter(|b| b.len() >= start)
-            .ok_or_else(bad)?;
-        out.write_all(&body[..start])?;
-        bytes += (body.len() + interned) as u64;
-        let path = parts.join(INTERNED);
-        let names = File::open(&path).map_err(|e| in_path(&path, e))?;
-        let copied = std::io::copy(&mut names.take(interned as u64), out)?;
-        if copied < interned as u64 {
-            return Err(in_path(
-                &path,
-                std::io::Error::other("shorter than its heads say"),
-            ));
-        }
-        out.write_all(&body[start..])?;
-    }
+    let mut prev: Option<u64> = None;
     for index in indices {
-        let path = segment_path(parts, index, BODY);
-        let mut body = File::open(&path).map_err(|e| in_path(&path, e))?;
-        bytes += std::io::copy(&mut body, out)?;
+        let starts = prev.is_none_or(|p| p + 1 != index);
+        if let Some(p) = prev.filter(|_| starts) {
+            bytes += copy_file(&segment_path(parts, p, TAIL), out)?;
+        }
+        if starts && index > 0 {
+            bytes += write_head(parts, index, out)?;
+        }
+        bytes += copy_file(&segment_path(parts, index, BODY), out)?;
+        prev = Some(index);
     }
     out.flush()?;
     std::fs::remove_dir_all(parts).map_err(|e| in_path(parts, e))?;
     Ok(bytes)
 }
 
+/// Copies the file at `path` to `out`; returns how many bytes.
+fn copy_file(path: &Path, out: &mut impl Write) -> std::io::Result<u64> {
+    let mut file = File::open(path).map_err(|e| in_path(path, e))?;
+    std::io::copy(&mut file, out)
+}
+
+/// Writes segment `index`'s head, with the interned names it needs, to `out`; returns how
+/// many bytes.
+fn write_head(parts: &Path, index: u64, out: &mut impl Write) -> std::io::Result<u64> {
+    let path = segment_path(parts, index, HEAD);
+    let head = std::fs::read(&path).map_err(|e| in_path(&path, e))?;
+    let word = |at: usize| -> Option<usize> {
+        Some(u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?) as usize)
+    };
+    let bad = || in_path(&path, std::io::Error::other("not a segment head"));
+    let (start, interned) = (word(0).ok_or_else(bad)?, word(8).ok_or_else(bad)?);
+    let body = head
+        .get(16..)
+        .filter(|b| b.len() >= start)
+        .ok_or_else(bad)?;
+    out.write_all(&body[..start])?;
+    let path = parts.join(INTERNED);
+    let names = File::open(&path).map_err(|e| in_path(&path, e))?;
+    let copied = std::io::copy(&mut names.take(interned as u64), out)?;
+    if copied < interned as u64 {
+        return Err(in_path(
+            &path,
+            std::io::Error::other("shorter than its heads say"),
+        ));
+    }
+    out.write_all(&body[start..])?;
+    Ok((body.len() + interned) as u64)
+}
+
 /// The interned names' file, and the suffixes of a segment's files.
 const INTERNED: &str = "interned";
 const HEAD: &str = ".head";
 const BODY: &str = ".body";
+const TAIL: &str = ".tail";
 
 fn segment_path(dir: &Path, index: u64, kind: &str) -> PathBuf {
     dir.join(format!("{index:06}{kind}"))
@@ -305,6 +411,17 @@ mod tests {
     /// Writes segments of `MIN_SEGMENT` bytes, each filled with its index, pinning at
     /// segment `pin`; returns the trace's bytes and what was cut.
     fn ring_of(segments: u8, budget: u64, pin: Option<u8>) -> (Vec<u8>, Option<Cut>) {
+        ring_keeping(segments, budget, pin, &[])
+    }
+
+    /// [`ring_of`], also keeping the segments `parts`. Each segment's head is 0xff, its tail
+    /// 0xee.
+    fn ring_keeping(
+        segments: u8,
+        budget: u64,
+        pin: Option<u8>,
+        parts: &[u8],
+    ) -> (Vec<u8>, Option<Cut>) {
         let dir = tempfile::tempdir().unwrap();
         let mut ring = Ring::create(&Budget {
             bytes: budget,
@@ -318,11 +435,14 @@ mod tests {
                     rest: Vec::new(),
                     events: 0,
                 };
-                ring.next(u64::from(i) * 100, head, u64::from(i), &[])
+                ring.next(u64::from(i) * 100, head, (vec![0xee], 1), u64::from(i), &[])
                     .unwrap();
             }
             if pin == Some(i) {
                 ring.pin();
+            }
+            if parts.contains(&i) {
+                ring.keep_part();
             }
             ring.write_all(&vec![i; MIN_SEGMENT as usize]).unwrap();
         }
@@ -348,5 +468,41 @@ mod tests {
         let (out, cut) = ring_of(2, budget, None);
         assert_eq!(cut, None);
         assert_eq!((out.len() as u64, out[0]), (2 * MIN_SEGMENT, 0));
+    }
+
+    /// The segments of `out` in order: for each run of one byte, the byte (heads and tails
+    /// are one byte).
+    fn runs(out: &[u8]) -> Vec<u8> {
+        let mut runs: Vec<u8> = Vec::new();
+        for &b in out {
+            if runs.last() != Some(&b) || b >= 0xee {
+                runs.push(b);
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn parts_kept_alone_stay_with_gaps_between() {
+        let budget = 3 * MIN_SEGMENT + 1;
+        // The story's parts in segments 1 and 3, the crash in 6: segments 1, 3 and 6 to 7
+        // are kept, each run after a gap starting with its head, each before one ending with
+        // its tail; the trace's first segment is not, so the first run starts with a head too.
+        let (out, cut) = ring_keeping(8, budget, Some(6), &[1, 3]);
+        assert_eq!(runs(&out), [0xff, 1, 0xee, 0xff, 3, 0xee, 0xff, 6, 7]);
+        let cut = cut.unwrap();
+        assert_eq!(cut.from, 100);
+        assert_eq!(
+            cut.gaps,
+            [Gap { from: 200, to: 300 }, Gap { from: 400, to: 600 }]
+        );
+        // A kept part next to the end is no gap.
+        let (out, cut) = ring_keeping(8, budget, None, &[5]);
+        assert_eq!(runs(&out), [0xff, 5, 6, 7]);
+        assert_eq!(cut.unwrap().gaps, []);
+        // The trace's first segment kept: no head before it (its tail and the next head take
+        // the room of segment 4).
+        let (out, _) = ring_keeping(6, budget, None, &[0]);
+        assert_eq!(runs(&out), [0, 0xee, 0xff, 5]);
     }
 }

@@ -418,7 +418,7 @@ impl std::fmt::Display for TraceSummary {
         if let Some(ts) = self.crash_at {
             write!(f, ", crash at {ts}")?;
         }
-        if let Some(cut) = self.cut {
+        if let Some(cut) = &self.cut {
             write!(
                 f,
                 ", kept from {} of {} bytes and {} events",
@@ -432,7 +432,7 @@ impl std::fmt::Display for TraceSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Cut;
+    use crate::ring::{Cut, Gap};
 
     #[test]
     fn summaries_print_for_people_and_round_trip_through_their_results_file() {
@@ -455,6 +455,7 @@ mod tests {
             from: 5,
             whole_bytes: 6,
             whole_events: 7,
+            gaps: vec![Gap { from: 10, to: 20 }],
         });
         assert_eq!(
             s.to_string(),

@@ -618,6 +618,10 @@ impl Subscriber for Watcher {
             inside_call: false,
             always_on_thread: false,
             crash: false,
+            keep_part: matches!(
+                e.kind,
+                Kind::Alloc | Kind::Free | Kind::BadRead | Kind::BadWrite
+            ) && e.by.is_none(),
             flow: self.flow_step(&e),
         })
     }

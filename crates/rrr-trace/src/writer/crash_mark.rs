@@ -68,6 +68,7 @@ impl CrashMarker {
             inside_call: true,
             always_on_thread: true,
             crash: true,
+            keep_part: true,
             flow: None,
         }
     }

@@ -603,5 +603,8 @@ impl<W: Write> TraceWriter<W> {
             self.crash_at = Some(ts);
             self.sink.pin();
         }
+        if mark.keep_part {
+            self.sink.keep_part();
+        }
     }
 }

@@ -400,6 +400,7 @@ impl<W: Write> Sink<W> {
             }
         }
         self.flush()?;
+        let tail = self.tail(model, ts);
         let head = self.head(model, ts);
         self.part_start = ts;
         self.described.clear();
@@ -411,9 +412,34 @@ impl<W: Write> Sink<W> {
         }
         let events = self.events;
         if let Some(ring) = self.ring.as_mut() {
-            ring.next(ts, head, events, self.seq.interned())?;
+            ring.next(ts, head, tail, events, self.seq.interned())?;
         }
         Ok(())
+    }
+
+    /// The tail of a segment ending at `ts` (see [`crate::ring`]): the end there of every
+    /// call open and written, innermost first on each track; and how many. Its events name
+    /// their track and time in full, so that the sequence's state after it is as before it
+    /// (the tail is only written before a gap).
+    fn tail(&mut self, model: &CallModel, ts: u64) -> (Vec<u8>, u64) {
+        let body = std::mem::take(&mut self.seq.buf);
+        let mut events = 0;
+        for i in model.in_key_order() {
+            let track = &model.tracks[i];
+            for _ in 0..track.written_open() {
+                self.seq.end_at(ts, track.uuid);
+                events += 1;
+            }
+        }
+        (std::mem::replace(&mut self.seq.buf, body), events)
+    }
+
+    /// Keeps the current part of a budget whatever the budget (a moment of a crash's story
+    /// is in it).
+    pub fn keep_part(&mut self) {
+        if let Some(ring) = self.ring.as_mut() {
+            ring.keep_part();
+        }
     }
 
     /// The head of a segment starting at `ts` (see [`crate::ring`]): the sequence's start,

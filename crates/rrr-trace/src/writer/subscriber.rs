@@ -56,8 +56,11 @@ pub(crate) struct Mark {
     pub inside_call: bool,
     /// It goes on the thread's track even when the policy leaves that thread's calls out.
     pub always_on_thread: bool,
-    /// It is the crash: the trace's crash time, and a size budget keeps its part.
+    /// It is the crash: the trace's crash time, and a size budget keeps its part and what
+    /// follows.
     pub crash: bool,
+    /// A size budget keeps its part (a moment of a crash's story).
+    pub keep_part: bool,
     /// Its place in a flow the subscriber draws (arrows between marks, across threads).
     pub flow: Option<FlowStep>,
 }
