@@ -292,7 +292,7 @@ impl Ring {
             prev = Some(s);
         }
         let first = self.kept.front().unwrap_or(&self.current);
-        let cut = (first.index > 0 || !gaps.is_empty()).then(|| Cut {
+        let cut = (first.index > 0 || !gaps.is_empty()).then_some(Cut {
             from: first.from,
             whole_bytes: self.written,
             whole_events: events,
