@@ -35,20 +35,184 @@ pub fn explain(rec: &Recording, timeout: Duration) -> crate::Result<Story> {
     if let Some(story) = Story::load(&kept) {
         return Ok(story);
     }
-    let w = watch::resolve(rec, &Target::FromReport)?;
+    let whole = Limits {
+        max_size: 0,
+        ..Limits::default()
+    };
+    let log = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+    let story = if let Ok(w) = watch::resolve(rec, &Target::FromReport) {
+        let found = watch::watch(rec, w, None, &whole, false, timeout)?;
+        Story::tell(rec, &found.findings)
+    } else if let Some(warning) = refcount_warning(&log) {
+        explain_refcount(rec, &warning, timeout)?
+    } else {
+        Story::untold(rec, &log)
+    };
+    story.save(&kept)?;
+    Ok(story)
+}
+
+/// The kernel's `refcount_t:` warning line in `log`, if it has one.
+fn refcount_warning(log: &str) -> Option<String> {
+    log.lines().find_map(|l| {
+        let at = l.find("refcount_t: ")?;
+        Some(l[at..].trim().to_owned())
+    })
+}
+
+/// The story of a `refcount_t` warning: a first replay, hooking only
+/// `refcount_warn_saturate`, notes the refcount it warned about (its first argument); a
+/// second watches it.
+fn explain_refcount(rec: &Recording, warning: &str, timeout: Duration) -> crate::Result<Story> {
+    const WARNS: &str = "refcount_warn_saturate";
+    let only = Limits {
+        max_size: 0,
+        only: vec![WARNS.to_owned()],
+        ..Limits::default()
+    };
+    let options = rrr_trace::TraceOptions {
+        note_calls: vec![WARNS.to_owned()],
+        ..Default::default()
+    };
+    let noted =
+        crate::trace::trace_with(rec, Path::new("/dev/null"), &only, options, timeout)?.calls;
+    let Some(call) = noted.iter().find(|c| !c.args.is_empty()) else {
+        let mut story = Story::untold(rec, "");
+        story.notes = vec![format!(
+            "the kernel warned `{warning}`, but the replay has no call of {WARNS} to take the              refcount from"
+        )];
+        return Ok(story);
+    };
+    let addr = call.args[0];
+    let w = watch::Watch {
+        range: rrr_trace::watch::Range { addr, len: 4 },
+        object: None,
+        source: format!("the refcount {WARNS} warned about, its first argument"),
+    };
     let whole = Limits {
         max_size: 0,
         ..Limits::default()
     };
     let found = watch::watch(rec, w, None, &whole, false, timeout)?;
-    let story = Story::tell(rec, &found.findings);
-    story.save(&kept)?;
+    let mut story = Story::tell(rec, &found.findings);
+    story.refcount = Some(refcount_story(
+        &found.findings,
+        Source::of(rec).as_ref(),
+        warning,
+        call.ts,
+    ));
+    // A refcount's story is its changes; what a memory report's story has is not asked.
+    story.bad_access = story
+        .refcount
+        .as_ref()
+        .and_then(|r| r.below_one.map(|i| r.changes[i].clone()));
+    story.writes_after_free.clear();
+    story.notes.retain(|n| !n.contains("never touched"));
+    if let Some(r) = &story.refcount {
+        if story.allocation.is_none() {
+            // Not an object's refcount (one on the stack, say): its life starts at its first
+            // store.
+            story
+                .notes
+                .retain(|n| !n.contains("allocation is not in the replay"));
+        }
+        let mut tids: Vec<i32> = r.changes.iter().map(|c| c.thread.tid).collect();
+        tids.dedup();
+        let changed: Vec<String> = tids.iter().map(|t| format!("tid {t}")).collect();
+        story.threads.summary = format!("changed by {}", changed.join(", "));
+        // syzbot's title for it: the function that used the refcount.
+        let user = r.below_one.and_then(|i| {
+            let stack = &r.changes[i].stack;
+            stack.iter().find(|f| !f.contains("refcount")).cloned()
+        });
+        if let Some(f) = user {
+            story.title = format!("refcount bug in {f}");
+        }
+    }
     Ok(story)
+}
+
+/// A refcount's changes (see [`Refcount`]), up to the warning at `warned_at` and the
+/// saturation the warning writes.
+fn refcount_story(
+    found: &Findings,
+    source: Option<&Source>,
+    warning: &str,
+    warned_at: u64,
+) -> Refcount {
+    let is_op = |e: &Event| {
+        let refcount = |f: &String| f.starts_with("refcount_") || f.starts_with("__refcount_");
+        e.stack.iter().any(refcount)
+            || found
+                .inlined
+                .get(&e.pc)
+                .is_some_and(|chain| chain.iter().any(|f| f.contains("refcount")))
+    };
+    let writes: Vec<&Event> = found
+        .events
+        .iter()
+        .filter(|e| e.kind == Kind::Write && found.aside(e).is_none())
+        .collect();
+    let first_op = writes.iter().find(|e| is_op(e)).map(|e| e.ts);
+    let start = match (found.life_from(), first_op) {
+        (Some(alloc), Some(op)) if alloc <= op => alloc,
+        (_, Some(op)) => writes
+            .iter()
+            .filter(|e| e.ts < op && e.size == 4 && e.addr == found.watch.range.addr)
+            .map(|e| e.ts)
+            .next_back()
+            .unwrap_or(op),
+        (Some(alloc), None) => alloc,
+        (None, None) => u64::MAX,
+    };
+    let warns = |e: &Event| {
+        e.stack
+            .iter()
+            .any(|f| f.starts_with("refcount_warn_saturate"))
+    };
+    let changes: Vec<&Event> = writes
+        .into_iter()
+        .filter(|e| e.ts >= start && (e.ts == start || is_op(e)))
+        .filter(|e| e.ts <= warned_at || warns(e))
+        .collect();
+    let below_one = changes.iter().position(|e| (e.value as u32 as i32) < 1);
+    Refcount {
+        addr: format!("{:#x}", found.watch.range.addr),
+        warning: warning.to_owned(),
+        changes: changes
+            .into_iter()
+            .map(|e| step_of(found, source, e))
+            .collect(),
+        below_one,
+    }
+}
+
+/// One event as a step of the story.
+fn step_of(found: &Findings, source: Option<&Source>, e: &Event) -> Step {
+    Step {
+        what: e.kind.name().to_owned(),
+        ts: e.ts,
+        thread: Thread {
+            pid: e.pid,
+            tid: e.tid,
+            comm: e.comm.clone(),
+        },
+        cpu: u32::try_from(e.cpu).ok(),
+        addr: format!("{:#x}", e.addr),
+        size: e.size,
+        value: e.kind.is_access().then(|| format!("{:#x}", e.value)),
+        pc: format!("{:#x}", e.pc),
+        place: found.places.get(&e.pc).cloned(),
+        stack: kernel_stack(&e.stack),
+        call: source.and_then(|s| s.call(&e.stack)),
+    }
 }
 
 /// Traces `rec` into `out` within `limits`; when it ended at a report about memory (a KASAN
 /// report names the access), the same replay watches that memory and the story is told too
-/// (and kept, as [`explain`] keeps it).
+/// (and kept, as [`explain`] keeps it). Another crash's story is told after the trace (a
+/// `refcount_t` warning's takes two more replays: the refcount is known only once warned
+/// about).
 pub fn trace_and_explain(
     rec: &Recording,
     out: &Path,
@@ -59,7 +223,12 @@ pub fn trace_and_explain(
         .then(|| watch::resolve(rec, &Target::FromReport).ok())
         .flatten();
     let Some(w) = about_memory else {
-        return Ok((crate::trace::trace(rec, out, limits, timeout)?, None));
+        let traced = crate::trace::trace(rec, out, limits, timeout)?;
+        let story = match rec.outcome {
+            Outcome::Crashed { .. } => Some(explain(rec, timeout)?),
+            _ => None,
+        };
+        return Ok((traced, story));
     };
     let found = watch::watch(rec, w, Some(out), limits, false, timeout)?;
     let story = Story::tell(rec, &found.findings);
@@ -94,6 +263,8 @@ pub struct Story {
     pub writes_after_free: Vec<Step>,
     /// Which threads did what.
     pub threads: Threads,
+    /// For a `refcount_t` warning: the refcount's changes.
+    pub refcount: Option<Refcount>,
     /// Events left out: the sanitizer's and the allocator's own accesses, and those before the
     /// object's allocation (the memory's earlier lives).
     pub left_out: LeftOut,
@@ -126,6 +297,20 @@ pub struct Step {
     pub stack: Vec<String>,
     /// The reproducer's call behind it.
     pub call: Option<ReproCall>,
+}
+
+/// The story of a `refcount_t` the kernel warned about: every change of its value in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refcount {
+    /// Its address (`refcount_warn_saturate`'s first argument).
+    pub addr: String,
+    /// The kernel's warning (`refcount_t: decrement hit 0; leaking memory.`).
+    pub warning: String,
+    /// Its changes, from its life's start (its object's allocation, or the first plain store
+    /// before its first refcount operation): each a write, its value the new count.
+    pub changes: Vec<Step>,
+    /// The change that took it below one, by index in `changes`.
+    pub below_one: Option<usize>,
 }
 
 /// A thread.
@@ -331,23 +516,7 @@ impl Story {
         cache: Option<String>,
         mut notes: Vec<String>,
     ) -> Story {
-        let step = |e: &Event| Step {
-            what: e.kind.name().to_owned(),
-            ts: e.ts,
-            thread: Thread {
-                pid: e.pid,
-                tid: e.tid,
-                comm: e.comm.clone(),
-            },
-            cpu: u32::try_from(e.cpu).ok(),
-            addr: format!("{:#x}", e.addr),
-            size: e.size,
-            value: e.kind.is_access().then(|| format!("{:#x}", e.value)),
-            pc: format!("{:#x}", e.pc),
-            place: found.places.get(&e.pc).cloned(),
-            stack: kernel_stack(&e.stack),
-            call: source.and_then(|s| s.call(&e.stack)),
-        };
+        let step = |e: &Event| step_of(found, source, e);
         let program: Vec<&Event> = found
             .events
             .iter()
@@ -424,8 +593,33 @@ impl Story {
             frees: frees.into_iter().map(step).collect(),
             writes_after_free: writes_after_free.into_iter().map(step).collect(),
             threads,
+            refcount: None,
             left_out,
             notes,
+        }
+    }
+
+    /// The story of a report rrr cannot follow yet: its title, and a note saying so.
+    fn untold(rec: &Recording, log: &str) -> Story {
+        let title = match &rec.outcome {
+            Outcome::Crashed { line } => crate::crash::report(log, line).title,
+            other => other.to_string(),
+        };
+        Story {
+            version: STORY_VERSION,
+            notes: vec![format!(
+                "rrr follows the memory of KASAN reports and the refcount of refcount_t                  warnings; `{title}` is neither: the trace holds the crash (its `crash` track)"
+            )],
+            title,
+            watched: String::new(),
+            bad_access: None,
+            object: None,
+            allocation: None,
+            frees: Vec::new(),
+            writes_after_free: Vec::new(),
+            threads: interleaving(None, Vec::new(), None),
+            refcount: None,
+            left_out: LeftOut::default(),
         }
     }
 
@@ -448,7 +642,7 @@ impl Story {
         let mut s = String::new();
         let _ = writeln!(s, "{}", self.title);
         let _ = writeln!(s, "watched: {}", self.watched);
-        if let Some(b) = &self.bad_access {
+        if let Some(b) = self.bad_access.as_ref().filter(|_| self.refcount.is_none()) {
             let what = match b.what.as_str() {
                 "bad-write" => "bad write (reported by the sanitizer)",
                 "bad-read" => "bad read (reported by the sanitizer)",
@@ -489,9 +683,10 @@ impl Story {
                 let _ = writeln!(s, "\nallocated ({} bytes asked for):", a.size);
                 step_text(&mut s, a);
             }
-            None => {
+            None if self.refcount.is_none() && !self.watched.is_empty() => {
                 let _ = writeln!(s, "\nallocated: not in the replay");
             }
+            None => {}
         }
         for f in &self.frees {
             let _ = writeln!(s, "\nfreed:");
@@ -506,13 +701,28 @@ impl Story {
             );
             step_text(&mut s, w);
         }
+        if let Some(r) = &self.refcount {
+            let _ = writeln!(s, "\nthe refcount at {}: {}", r.addr, r.warning);
+            for (i, c) in r.changes.iter().enumerate() {
+                let value = c.value.as_deref().unwrap_or("?");
+                let count = u64::from_str_radix(value.trim_start_matches("0x"), 16)
+                    .map_or(value.to_owned(), |v| (v as u32 as i32).to_string());
+                let below = if r.below_one == Some(i) {
+                    "  <- below one"
+                } else {
+                    ""
+                };
+                let _ = writeln!(s, "\n{}. set to {count}{below}", i + 1);
+                step_text(&mut s, c);
+            }
+        }
         let _ = writeln!(s, "\nthreads: {}", self.threads.summary);
         let l = &self.left_out;
         if l.sanitizer + l.allocator + l.earlier_life > 0 {
             let _ = writeln!(
                 s,
                 "left out: {} accesses by the sanitizer, {} by the allocator, {} before the \
-                 object's allocation (`rrr watch --from-report --all` lists them)",
+                 object's allocation (`rrr watch ... --all` lists them)",
                 l.sanitizer, l.allocator, l.earlier_life
             );
         }
@@ -630,6 +840,7 @@ mod tests {
             },
             events,
             places: Default::default(),
+            inlined: Default::default(),
         }
     }
 

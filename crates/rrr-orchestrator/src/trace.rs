@@ -38,6 +38,8 @@ pub struct Traced {
     pub kept: Option<Kept>,
     /// What the tracer's size budget cut, as its summary said.
     cut: Option<Cut>,
+    /// The calls the tracer was asked to note (`TraceOptions::note_calls`).
+    pub calls: Vec<rrr_trace::NotedCall>,
 }
 
 /// A replay ready to start: the command and what it needs while it runs.
@@ -421,6 +423,7 @@ fn replay_once(
         recording: rec.dir.clone(),
         kept: None,
         cut: summary.cut.clone(),
+        calls: summary.calls.clone(),
     };
     Ok((traced, summary))
 }

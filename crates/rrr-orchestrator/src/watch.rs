@@ -54,6 +54,8 @@ pub struct Findings {
     /// Where each event's instruction is: `function (file:line)` from the kernel's DWARF
     /// (inlined functions by their own name), by pc.
     pub places: HashMap<u64, String>,
+    /// The functions each event's instruction is inlined in, innermost first, by pc.
+    pub inlined: HashMap<u64, Vec<String>>,
 }
 
 /// Why an event is left out of the program's story (and of `rrr watch`'s list, unless asked).
@@ -294,50 +296,63 @@ pub fn watch(
         .with_context(|| format!("reading the watch's events in {}", accesses.display()))?;
     let mut events: Vec<Event> = text.lines().filter_map(Event::parse).collect();
     events.sort_by_key(|e| e.ts);
-    let places = places(&rec.kernel.vmlinux(), events.iter().map(|e| e.pc));
+    let (places, inlined) = places(&rec.kernel.vmlinux(), events.iter().map(|e| e.pc));
     Ok(Watched {
         findings: Findings {
             watch,
             events,
             places,
+            inlined,
         },
         traced,
     })
 }
 
-/// `function (file:line)` of each of `pcs` in `vmlinux`, from its DWARF; a pc it does not
-/// know is left out.
-fn places(vmlinux: &Path, pcs: impl Iterator<Item = u64>) -> HashMap<u64, String> {
+/// `function (file:line)` of each of `pcs` in `vmlinux`, from its DWARF, and the functions
+/// it is inlined in (innermost first); a pc it does not know is left out.
+fn places(
+    vmlinux: &Path,
+    pcs: impl Iterator<Item = u64>,
+) -> (HashMap<u64, String>, HashMap<u64, Vec<String>>) {
     let loader = match addr2line::Loader::new(vmlinux) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!("reading the DWARF of {}: {e}", vmlinux.display());
-            return HashMap::new();
+            return Default::default();
         }
     };
     let mut places = HashMap::new();
+    let mut inlined = HashMap::new();
     for pc in pcs {
         if places.contains_key(&pc) {
             continue;
         }
-        let function = loader.find_frames(pc).ok().and_then(|mut frames| {
-            let frame = frames.next().ok()??;
-            Some(frame.function?.demangle().ok()?.into_owned())
-        });
+        let mut names = Vec::new();
+        if let Ok(mut frames) = loader.find_frames(pc) {
+            while let Ok(Some(frame)) = frames.next() {
+                if let Some(name) = frame
+                    .function
+                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()))
+                {
+                    names.push(name);
+                }
+            }
+        }
         let location = loader
             .find_location(pc)
             .ok()
             .flatten()
             .and_then(|l| Some(format!("{}:{}", source_path(l.file?), l.line?)));
-        let place = match (function, location) {
+        let place = match (names.first(), location) {
             (Some(f), Some(l)) => format!("{f} ({l})"),
-            (Some(f), None) => f,
+            (Some(f), None) => f.clone(),
             (None, Some(l)) => l,
             (None, None) => continue,
         };
         places.insert(pc, place);
+        inlined.insert(pc, names);
     }
-    places
+    (places, inlined)
 }
 
 /// A kernel source path as the tree names it (`mm/slub.c`): the build directory's prefix

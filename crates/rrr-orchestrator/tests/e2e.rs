@@ -799,6 +799,77 @@ fn crash_instants(trace: &Path, title: &str) -> (Vec<String>, Vec<String>) {
     (tp::lines(&r[0]), tp::lines(&r[1]))
 }
 
+/// A `refcount_t` warning's story: LKDTM's REFCOUNT_DEC_ZERO sets a refcount to 2 and
+/// decrements it twice; the story, told by `rrr run` at its end and by `rrr explain` as JSON
+/// following its schema, lists the three changes (and the saturation the warning writes),
+/// the one that went below one, and the stimulus's write line behind each.
+#[test]
+fn a_refcount_underflow_s_changes_are_told_in_order() {
+    let _one_at_a_time = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let said = ok_said(
+        rrr()
+            .args([
+                "run",
+                "--fragment",
+                "crash-test",
+                "--timeout",
+                "60",
+                "--stimulus",
+            ])
+            .arg(example("refcount-dec-zero.c"))
+            .arg("-o")
+            .arg(dir.path().join("t.pftrace")),
+    );
+    assert!(
+        said.contains("refcount bug in lkdtm_REFCOUNT_DEC_ZERO"),
+        "{said}"
+    );
+    let rec = said
+        .lines()
+        .find_map(|l| l.strip_prefix("rrr: recording ")?.split(" (").next())
+        .unwrap_or_else(|| panic!("no recording named: {said}"))
+        .to_owned();
+    let out = rrr()
+        .args(["explain", &rec, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/story.schema.json")).unwrap();
+    assert!(jsonschema::is_valid(&schema, &story), "{story:#}");
+    let r = &story["refcount"];
+    let counts: Vec<i32> = r["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let v = c["value"].as_str().unwrap().trim_start_matches("0x");
+            u64::from_str_radix(v, 16).unwrap() as u32 as i32
+        })
+        .collect();
+    assert_eq!(counts[..3], [2, 1, 0], "{story:#}");
+    assert!(counts[3] < 0, "the warning saturates it: {story:#}");
+    assert_eq!(r["below_one"], 2, "{story:#}");
+    assert!(
+        r["warning"].as_str().unwrap().contains("decrement hit 0"),
+        "{story:#}"
+    );
+    let source = std::fs::read_to_string(example("refcount-dec-zero.c")).unwrap();
+    let line = source.lines().position(|l| l.contains("write(fd")).unwrap() + 1;
+    for c in r["changes"].as_array().unwrap() {
+        assert_eq!(c["call"]["syscall"], "write", "{c}");
+        assert_eq!(c["call"]["line"], line, "{c}");
+    }
+    assert_eq!(r["changes"][1]["stack"][0], "refcount_dec", "{story:#}");
+    assert_eq!(story["title"], "refcount bug in lkdtm_REFCOUNT_DEC_ZERO");
+}
+
 #[test]
 fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_there() {
     let _one_at_a_time = one_at_a_time();

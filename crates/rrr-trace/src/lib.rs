@@ -33,4 +33,4 @@ pub use pipeline::{Backpressure, Pipeline, PipelineConfig, TraceSummary};
 pub use record::{Args, ArgsRef, ArgsSlice, Record, ThreadIdent, TrackKey};
 pub use tracer::{contained, BadOptions, TraceOptions, Tracer, TracerError, SUMMARY_PREFIX};
 pub use window::Window;
-pub use writer::{TraceWriter, WriterError};
+pub use writer::{NotedCall, TraceWriter, WriterError};

@@ -64,6 +64,8 @@ pub struct PipelineConfig {
     pub watch: Option<WatchTo>,
     /// The size budget (see [`TraceWriter::set_budget`]).
     pub budget: Option<Budget>,
+    /// Note the calls of these functions (see [`TraceWriter::note_calls`]).
+    pub note_calls: Vec<String>,
 }
 
 /// A watch's range, its object if known, and the watch file (see [`crate::watch`]).
@@ -92,6 +94,7 @@ impl Default for PipelineConfig {
             max_depth: None,
             watch: None,
             budget: None,
+            note_calls: Vec::new(),
         }
     }
 }
@@ -124,6 +127,9 @@ impl Pipeline {
         writer.set_focus(config.threads, config.max_depth);
         if let Some(budget) = config.budget {
             writer.set_budget(budget);
+        }
+        if !config.note_calls.is_empty() {
+            writer.note_calls(&config.note_calls);
         }
         if let Some(w) = config.watch {
             let out = std::io::BufWriter::new(ArcFile(w.file));

@@ -112,6 +112,8 @@ pub struct TraceOptions {
     /// Mark the sanitizer's and the allocator's own accesses to the watched memory in the
     /// trace too (the watch file always lists them, saying whose they are).
     pub watch_own: bool,
+    /// Note the calls of these functions with their argument words, in the results.
+    pub note_calls: Vec<String>,
     /// Write at most this many bytes, keeping the end (see [`crate::ring`]).
     pub budget: Option<Budget>,
 }
@@ -212,6 +214,7 @@ impl Tracer {
             max_depth: options.max_depth,
             watch,
             budget: options.budget.clone(),
+            note_calls: options.note_calls.clone(),
             ..PipelineConfig::default()
         };
         let mut tracer = Tracer::start(profile, file, config);
@@ -446,6 +449,12 @@ mod tests {
             crash_at: None,
             sizes: vec![(10, 100, 3), (20, 345, 12)],
             cut: None,
+            calls: vec![crate::NotedCall {
+                function: "refcount_warn_saturate".into(),
+                ts: 9,
+                tid: 40,
+                args: vec![0xffff_c900_0001_3e5c, 3],
+            }],
         };
         assert_eq!(s.to_string(), "12 events, 345 bytes, 6 dropped");
         s.save(&file).unwrap();
@@ -488,6 +497,7 @@ mod tests {
             }),
             accesses: Some("/r/accesses".into()),
             watch_own: true,
+            note_calls: vec!["refcount_warn_saturate".into()],
             budget: Some(Budget {
                 bytes: 1 << 20,
                 parts: "/r/parts".into(),

@@ -6,6 +6,7 @@
 //! and accesses, and ask for marks in the trace. Output is flushed in whole packets, so a
 //! killed process leaves a file Perfetto reads up to the last flush.
 
+mod call_notes;
 mod crash_mark;
 mod model;
 mod policy;
@@ -26,6 +27,8 @@ use crate::ring::{Budget, Cut};
 use crate::stacks::{Ending, Frame};
 use crate::watch::Watcher;
 pub use crate::window::Window;
+use call_notes::CallNotes;
+pub use call_notes::NotedCall;
 use crash_mark::CrashMarker;
 use model::CallModel;
 use policy::{Policy, Turn};
@@ -61,6 +64,9 @@ pub struct TraceSummary {
     pub sizes: Vec<(u64, u64, u64)>,
     /// What a size budget cut, if it cut anything (see [`TraceWriter::set_budget`]).
     pub cut: Option<Cut>,
+    /// The calls noted (see [`TraceWriter::note_calls`]).
+    #[serde(default)]
+    pub calls: Vec<NotedCall>,
 }
 
 impl TraceSummary {
@@ -158,6 +164,13 @@ impl<W: Write> TraceWriter<W> {
         self.subscribe(Box::new(watcher));
     }
 
+    /// Notes the calls of the functions named `names` with their argument words, in the
+    /// results ([`TraceSummary::calls`]). Must be set before the first record.
+    pub fn note_calls(&mut self, names: &[String]) {
+        let notes = CallNotes::new(names, &self.profile);
+        self.subscribe(Box::new(notes));
+    }
+
     /// Adds a subscriber to the call model's events.
     fn subscribe(&mut self, s: Box<dyn Subscriber>) {
         let n = self.profile.len();
@@ -208,10 +221,7 @@ impl<W: Write> TraceWriter<W> {
             );
         }
         let written = self.sink.finish(self.dropped)?;
-        for s in &mut self.subscribers {
-            s.finish()?;
-        }
-        Ok(TraceSummary {
+        let mut summary = TraceSummary {
             events: written.events,
             bytes: written.bytes,
             dropped: self.dropped,
@@ -219,7 +229,13 @@ impl<W: Write> TraceWriter<W> {
             crash_at: self.crash_at,
             sizes: written.sizes,
             cut: written.cut,
-        })
+            calls: Vec::new(),
+        };
+        for s in &mut self.subscribers {
+            s.finish()?;
+            s.report(&mut summary);
+        }
+        Ok(summary)
     }
 
     /// Writes the events of record `r`. Inlined into [`TraceWriter::write_batch`]'s loop: as

@@ -89,4 +89,7 @@ pub(crate) trait Subscriber: Send {
     fn finish(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+
+    /// The replay is over: puts what it found in the tracer's results.
+    fn report(&mut self, _summary: &mut super::TraceSummary) {}
 }
