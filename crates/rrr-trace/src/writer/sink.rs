@@ -563,3 +563,97 @@ fn kind(class: ClassRef<'_>) -> Kind {
         ClassRef::StructByValue(size) => Kind::Words(size.min(16) as u8),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ArgsRef, TrackKey};
+    use osi_profile::{Class, Function, Location, Param, ProfileData, TypeDesc};
+    use prost::Message;
+    use rrr_perfetto::proto::{self, track_event::Type};
+
+    fn profile() -> Arc<Profile> {
+        let ty = |c: &str, class| TypeDesc {
+            c_type: c.into(),
+            class,
+        };
+        let mut d = ProfileData {
+            functions: vec![Function {
+                name: "do_sys_openat2".into(),
+                entry: 0xffff_ffff_8100_0000,
+                size: 0x40,
+                file: None,
+                line: 0,
+                ret: ty("long", Class::Signed(8)),
+                params: vec![Param {
+                    name: "dfd".into(),
+                    ty: ty("int", Class::Signed(4)),
+                    loc: Location::Reg(5),
+                }],
+                flags: 0,
+            }],
+            ..Default::default()
+        };
+        d.finish();
+        Arc::new(Profile::from_bytes(&d.to_bytes()).unwrap())
+    }
+
+    /// A call's begin (its argument decoded by its type), its end (with the return value)
+    /// and an instant ending a flow, as Perfetto's own types read them back.
+    #[test]
+    fn events_are_encoded_as_perfetto_reads_them() {
+        let mut out = Vec::new();
+        let mut model = CallModel::new();
+        let i = model.track_index(TrackKey::Thread(0x1000));
+        let mut sink = Sink::new(&mut out, profile());
+        let ts = sink.clock(100);
+        let uuid = sink.event_track(&model, i);
+        let plan = sink.plan(0).unwrap();
+        let words = [(-100i64) as u64];
+        let args = ArgsRef {
+            at: 0,
+            len: 1,
+            missing: 0,
+            strings: 0,
+        };
+        sink.begin(ts, i, uuid, plan, args.slice(&words), &[]);
+        sink.end(110, uuid, Some((0, [3, 0])));
+        sink.instant(
+            120,
+            uuid,
+            "bad-write 4",
+            &[("addr", "0x10")],
+            Some(Flow::End(9)),
+        );
+        let written = sink.finish(0).unwrap();
+        assert_eq!(written.events, 3);
+        assert_eq!(written.bytes as usize, out.len());
+
+        let trace = proto::Trace::decode(&out[..]).unwrap();
+        let events: Vec<&proto::TrackEvent> = trace
+            .packet
+            .iter()
+            .filter_map(|p| match &p.data {
+                Some(proto::trace_packet::Data::TrackEvent(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let types: Vec<i32> = events.iter().filter_map(|e| e.r#type).collect();
+        let want = [Type::SliceBegin, Type::SliceEnd, Type::Instant].map(|t| t as i32);
+        assert_eq!(types, want);
+        let int = |e: &proto::TrackEvent| match e.debug_annotations[0].value {
+            Some(proto::debug_annotation::Value::IntValue(v)) => v,
+            ref other => panic!("{other:?}"),
+        };
+        assert_eq!(int(events[0]), -100, "the int argument, sign-extended");
+        assert_eq!(int(events[1]), 3, "the return value");
+        assert_eq!(events[2].terminating_flow_ids, [9]);
+        let names: Vec<&str> = trace
+            .packet
+            .iter()
+            .filter_map(|p| p.interned_data.as_ref())
+            .flat_map(|d| d.event_names.iter().filter_map(|n| n.name.as_deref()))
+            .collect();
+        assert!(names.contains(&"do_sys_openat2"), "{names:?}");
+    }
+}
