@@ -9,6 +9,9 @@
 #[path = "../../rrr-trace/tests/support/tp.rs"]
 mod tp;
 
+#[path = "support/story.rs"]
+mod story;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -130,29 +133,8 @@ fn the_overflow_s_story_names_its_allocation_and_the_reproducer_s_line() {
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "rrr run failed:\n{said}");
     assert!(said.contains("the crash's story"), "{said}");
-    let rec = said
-        .lines()
-        .find_map(|l| l.strip_prefix("rrr: recording ")?.split(" (").next())
-        .unwrap_or_else(|| panic!("no recording named: {said}"))
-        .to_owned();
-    let out = rrr()
-        .args(["explain", &rec, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let story: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../../docs/story.schema.json")).unwrap();
-    let errors: Vec<String> = jsonschema::validator_for(&schema)
-        .unwrap()
-        .iter_errors(&story)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    let rec = story::recording_of(&said);
+    let story = story::explained(&rec);
 
     let log = std::fs::read_to_string(Path::new(&rec).join("serial.log")).unwrap();
     let kasan = kasan_stack(&log, "Allocated by task");

@@ -11,6 +11,9 @@ mod cli;
 #[path = "support/watch.rs"]
 mod watch;
 
+#[path = "support/story.rs"]
+mod story;
+
 use std::path::{Path, PathBuf};
 
 use cli::{example, fails, gdb_server, gdb_session, manifest, ok, rrr, write_manifest};
@@ -825,24 +828,7 @@ fn a_refcount_underflow_s_changes_are_told_in_order() {
         said.contains("refcount bug in lkdtm_REFCOUNT_DEC_ZERO"),
         "{said}"
     );
-    let rec = said
-        .lines()
-        .find_map(|l| l.strip_prefix("rrr: recording ")?.split(" (").next())
-        .unwrap_or_else(|| panic!("no recording named: {said}"))
-        .to_owned();
-    let out = rrr()
-        .args(["explain", &rec, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let story: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../../docs/story.schema.json")).unwrap();
-    assert!(jsonschema::is_valid(&schema, &story), "{story:#}");
+    let story = story::explained(&story::recording_of(&said));
     let r = &story["refcount"];
     let counts: Vec<i32> = r["changes"]
         .as_array()
@@ -1019,19 +1005,7 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
     );
     // The story: allocated, freed and written by the stimulus's one write(2) to LKDTM, in one
     // thread; as JSON following its schema.
-    let out = rrr()
-        .args(["explain", rec, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let story: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../../docs/story.schema.json")).unwrap();
-    assert!(jsonschema::is_valid(&schema, &story), "{story:#}");
+    let story = story::explained(rec);
     let source = std::fs::read_to_string(example("kasan-use-after-free.c")).unwrap();
     let line = source.lines().position(|l| l.contains("write(fd")).unwrap() + 1;
     let (a, f, b) = (

@@ -308,32 +308,32 @@ impl Sequence {
     /// A slice begin at absolute time `ts` (on BOOTTIME: before the incremental clock's
     /// current value), on track `uuid`, named by interned `iid`, of category `user` if `user`.
     pub fn begin_at(&mut self, ts: u64, uuid: u64, iid: u64, user: bool) {
-        let mut e = self.enc();
-        let p = e.open(1);
-        e.uint(P_TIMESTAMP, ts);
-        e.uint(P_CLOCK_ID, BOOTTIME as u64);
-        e.uint(P_SEQ_ID, SEQ);
-        let te = e.open(P_TRACK_EVENT);
-        e.uint(E_TYPE, BEGIN);
-        e.uint(E_TRACK, uuid);
-        e.uint(E_NAME_IID, iid);
-        if user {
-            e.uint(E_CATEGORY_IIDS, IID_USER);
-        }
-        e.close_pair(te, p);
+        self.slice_at(ts, uuid, BEGIN, Some((iid, user)));
     }
 
     /// A slice end at absolute time `ts` (on BOOTTIME), on track `uuid` named in full: it
     /// leaves the sequence's state (clock, default track) as it was.
     pub fn end_at(&mut self, ts: u64, uuid: u64) {
+        self.slice_at(ts, uuid, END, None);
+    }
+
+    /// A slice's begin or end (`ty`) at absolute time `ts`, its track named in full; a begin
+    /// with its interned name and whether it is user code.
+    fn slice_at(&mut self, ts: u64, uuid: u64, ty: u64, name: Option<(u64, bool)>) {
         let mut e = self.enc();
         let p = e.open(1);
         e.uint(P_TIMESTAMP, ts);
         e.uint(P_CLOCK_ID, BOOTTIME as u64);
         e.uint(P_SEQ_ID, SEQ);
         let te = e.open(P_TRACK_EVENT);
-        e.uint(E_TYPE, END);
+        e.uint(E_TYPE, ty);
         e.uint(E_TRACK, uuid);
+        if let Some((iid, user)) = name {
+            e.uint(E_NAME_IID, iid);
+            if user {
+                e.uint(E_CATEGORY_IIDS, IID_USER);
+            }
+        }
         e.close_pair(te, p);
     }
 

@@ -190,15 +190,9 @@ mod tests {
     use osi_profile::{flags, Class, Function, ProfileData, TypeDesc};
 
     fn profile() -> Profile {
-        let f = |name: &str, entry, fl| Function {
-            name: name.into(),
-            entry,
-            size: 0x40,
-            file: None,
-            line: 0,
-            ret: TypeDesc::void(),
-            params: vec![],
-            flags: fl,
+        let f = |name: &str, entry, flags| Function {
+            flags,
+            ..crate::testing::function(name, entry)
         };
         let returning = |name: &str, entry, size| Function {
             ret: TypeDesc {

@@ -19,6 +19,8 @@ mod prefetch;
 pub mod record;
 pub mod ring;
 mod stacks;
+#[cfg(test)]
+mod testing;
 pub mod tracer;
 pub mod watch;
 pub mod window;

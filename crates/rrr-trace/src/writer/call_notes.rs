@@ -82,31 +82,16 @@ impl Subscriber for CallNotes {
 mod tests {
     use super::*;
     use crate::record::Args;
+    use crate::testing::{function, profile_of};
     use crate::writer::subscriber::{Call, Who};
-    use osi_profile::{Function, ProfileData, TypeDesc};
 
     #[test]
     fn the_calls_of_the_functions_named_are_noted_with_their_words() {
-        let f = |name: &str, entry| Function {
-            name: name.into(),
-            entry,
-            size: 0x40,
-            file: None,
-            line: 0,
-            ret: TypeDesc::void(),
-            params: vec![],
-            flags: 0,
-        };
-        let mut d = ProfileData {
-            functions: vec![
-                f("refcount_warn_saturate", 0xffff_ffff_8100_0000),
-                f("refcount_warn_saturate.cold", 0xffff_ffff_8100_1000),
-                f("kfree", 0xffff_ffff_8100_2000),
-            ],
-            ..Default::default()
-        };
-        d.finish();
-        let profile = Profile::from_bytes(&d.to_bytes()).unwrap();
+        let profile = profile_of(vec![
+            function("refcount_warn_saturate", 0xffff_ffff_8100_0000),
+            function("refcount_warn_saturate.cold", 0xffff_ffff_8100_1000),
+            function("kfree", 0xffff_ffff_8100_2000),
+        ]);
         let mut notes = CallNotes::new(&["refcount_warn_saturate".to_owned()], &profile);
         assert!(notes.cares(0) && notes.cares(1) && !notes.cares(2));
         let mut args = Args {

@@ -95,31 +95,17 @@ impl Subscriber for CrashMarker {
 mod tests {
     use super::*;
     use crate::record::Args;
+    use crate::testing::{function, profile_of};
     use crate::writer::subscriber::{Call, Who};
-    use osi_profile::{Function, Profile, ProfileData, TypeDesc};
+    use osi_profile::Profile;
 
     fn profile() -> Profile {
-        let f = |name: &str, entry| Function {
-            name: name.into(),
-            entry,
-            size: 0x40,
-            file: None,
-            line: 0,
-            ret: TypeDesc::void(),
-            params: vec![],
-            flags: 0,
-        };
-        let mut d = ProfileData {
-            functions: vec![
-                f("do_syscall_64", 0xffff_ffff_8100_0000),
-                f("do_sys_openat2", 0xffff_ffff_8100_1000),
-                f("kasan_report", 0xffff_ffff_8100_2000),
-                f("kfree", 0xffff_ffff_8100_3000),
-            ],
-            ..Default::default()
-        };
-        d.finish();
-        Profile::from_bytes(&d.to_bytes()).unwrap()
+        profile_of(vec![
+            function("do_syscall_64", 0xffff_ffff_8100_0000),
+            function("do_sys_openat2", 0xffff_ffff_8100_1000),
+            function("kasan_report", 0xffff_ffff_8100_2000),
+            function("kfree", 0xffff_ffff_8100_3000),
+        ])
     }
 
     /// The marks a crash marker makes over calls (function, caller stack, written).

@@ -194,17 +194,7 @@ impl CallModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ident(pid: i32, tid: i32, comm: &str) -> ThreadIdent {
-        let mut c = [0u8; 16];
-        c[..comm.len()].copy_from_slice(comm.as_bytes());
-        ThreadIdent {
-            pid,
-            tid,
-            comm: c,
-            kernel: false,
-        }
-    }
+    use crate::testing::ident;
 
     /// Each record's thread, in order: the changes the model reports for each.
     fn threads(records: &[(TrackKey, ThreadIdent, bool)]) -> Vec<ThreadChange> {

@@ -196,17 +196,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ident(pid: i32, tid: i32, comm: &str) -> ThreadIdent {
-        let mut c = [0u8; 16];
-        c[..comm.len()].copy_from_slice(comm.as_bytes());
-        ThreadIdent {
-            pid,
-            tid,
-            comm: c,
-            kernel: false,
-        }
-    }
+    use crate::testing::ident;
 
     /// The turns a policy with `window` takes over records at `times`.
     fn turns(window: &str, times: &[u64]) -> Vec<(u64, Option<Turn>, bool)> {
