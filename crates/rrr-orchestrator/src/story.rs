@@ -204,7 +204,7 @@ fn step_of(found: &Findings, source: Option<&Source>, e: &Event) -> Step {
         pc: format!("{:#x}", e.pc),
         place: found.places.get(&e.pc).cloned(),
         stack: kernel_stack(&e.stack),
-        call: source.and_then(|s| s.call(&e.stack)),
+        call: source.and_then(|s| s.call(&e.stack, e.site)),
     }
 }
 
@@ -333,11 +333,13 @@ pub struct ReproCall {
     pub function: String,
     /// Its source file (the stimulus's copy, next to its binary).
     pub file: Option<String>,
-    /// The line of the call: the one in the function that names the syscall, else the
-    /// function's own.
+    /// The line of the call.
     pub line: Option<u32>,
     /// That line's text.
     pub source: Option<String>,
+    /// The line is the call's own (from the call's return address in the program, read at
+    /// the syscall's entry), not the first line of the function that names the syscall.
+    pub exact: bool,
 }
 
 /// The object the memory belongs to.
@@ -385,6 +387,8 @@ pub struct LeftOut {
 /// The stimulus's functions with source, to name the reproducer's calls.
 struct Source {
     profile: Profile,
+    /// The stimulus's DWARF, for a call site's line.
+    dwarf: Option<addr2line::Loader>,
     /// The stimulus's source text, by line (1-based: index 0 is line 1).
     lines: Vec<String>,
     file: String,
@@ -398,6 +402,7 @@ impl Source {
         let text = std::fs::read_to_string(&file).ok()?;
         Some(Source {
             profile,
+            dwarf: addr2line::Loader::new(&rec.stimulus).ok(),
             lines: text.lines().map(str::to_owned).collect(),
             file: file.display().to_string(),
         })
@@ -422,8 +427,47 @@ impl Source {
         Some((f.line(), next))
     }
 
-    /// The reproducer's call behind a kernel event with `stack` (outermost first).
-    fn call(&self, stack: &[String]) -> Option<ReproCall> {
+    /// The reproducer's call at `site` (a return address in the stimulus), if its DWARF puts
+    /// it in the stimulus's source.
+    fn call_at(&self, site: u64, syscall: Option<String>) -> Option<ReproCall> {
+        let dwarf = self.dwarf.as_ref()?;
+        // The call instruction is before the return address.
+        let at = site.checked_sub(1)?;
+        let location = dwarf.find_location(at).ok()??;
+        if !location.file?.ends_with("stimulus.c") {
+            return None;
+        }
+        let line = location.line?;
+        let function = dwarf.find_frames(at).ok().and_then(|mut frames| {
+            let mut outer = None;
+            while let Ok(Some(f)) = frames.next() {
+                outer = f
+                    .function
+                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
+            }
+            outer
+        })?;
+        Some(ReproCall {
+            syscall,
+            function,
+            file: Some(self.file.clone()),
+            line: Some(line),
+            source: self
+                .lines
+                .get(line as usize - 1)
+                .map(|l| l.trim().to_owned()),
+            exact: true,
+        })
+    }
+
+    /// The reproducer's call behind a kernel event with `stack` (outermost first), made at
+    /// `site` in the program if known.
+    fn call(&self, stack: &[String], site: u64) -> Option<ReproCall> {
+        if site != 0 {
+            if let Some(call) = self.call_at(site, syscall(stack)) {
+                return Some(call);
+            }
+        }
         let (function, (from, to)) = stack
             .iter()
             .rev()
@@ -457,6 +501,7 @@ impl Source {
                 .lines
                 .get(line as usize - 1)
                 .map(|l| l.trim().to_owned()),
+            exact: false,
         })
     }
 }
@@ -752,9 +797,14 @@ fn step_text(s: &mut String, step: &Step) {
                 let name = Path::new(file)
                     .file_name()
                     .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
+                let guess = if c.exact {
+                    ""
+                } else {
+                    " (the function's first line naming it)"
+                };
                 let _ = writeln!(
                     s,
-                    "  from the reproducer's {syscall} in {} ({name}:{line}): {}",
+                    "  from the reproducer's {syscall} in {} ({name}:{line}{guess}): {}",
                     c.function,
                     c.source.as_deref().unwrap_or("")
                 );
@@ -823,6 +873,7 @@ mod tests {
             pc: 0xffffffff81000000 + ts,
             stack: stack.iter().map(|s| s.to_string()).collect(),
             by: None,
+            site: 0,
         }
     }
 

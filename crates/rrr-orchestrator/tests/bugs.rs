@@ -50,7 +50,8 @@ fn run_bug(name: &str, args: &[&str]) -> std::process::Output {
 /// `title` at the first attempt with the fix reverted. Then the trace of the crash (the same
 /// recording, cached): every thread that ran in it is named, none is a bare stack
 /// (`stack-…`: an IRQ stack is only page-aligned, and deep interrupt work on it once made one).
-fn crashes_only_with_the_fix_reverted(name: &str, title: &str) {
+/// Returns what the traced `rrr run` said.
+fn crashes_only_with_the_fix_reverted(name: &str, title: &str) -> String {
     let out = run_bug(name, &["--compare"]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "rrr run --compare failed:\n{said}");
@@ -89,6 +90,7 @@ fn crashes_only_with_the_fix_reverted(name: &str, title: &str) {
     let threads: u32 = tp::lines(&r[0])[0].parse().unwrap();
     assert!(threads > 5, "{threads} threads with calls in the trace");
     assert_eq!(tp::lines(&r[1]), Vec::<String>::new(), "unnamed threads");
+    said
 }
 
 /// CVE-2022-0185: `fsconfig()` on debugfs (a filesystem on the legacy mount API) appends its
@@ -170,16 +172,25 @@ fn the_overflow_s_story_names_its_allocation_and_the_reproducer_s_line() {
         .starts_with("legacy_parse_param (fs/fs_context.c:"));
     assert!(log.contains(&format!("by task stimulus/{}", tid(bad))));
     assert_ne!(tid(alloc), tid(bad));
-    // The reproducer's line: the one fsconfig call of repro.c.
+    // The reproducer's lines, the calls' own: the first fsconfig of the reproducer's call 1
+    // allocated the page that call 1's options fill; call 2's option overflows it, in the
+    // loop that repeats it.
     let repro = std::fs::read_to_string(bug("legacy_parse_param").0).unwrap();
-    let line = repro
+    let lines: Vec<usize> = repro
         .lines()
-        .position(|l| l.contains("syscall(__NR_fsconfig"))
-        .unwrap()
-        + 1;
-    for step in [alloc, bad] {
-        assert_eq!(step["call"]["syscall"], "fsconfig", "{story:#}");
-        assert_eq!(step["call"]["line"], line, "{story:#}");
+        .enumerate()
+        .filter(|(_, l)| l.contains("syscall(__NR_fsconfig"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(lines.len(), 4, "two calls, each again in a loop");
+    for (step, line) in [(alloc, lines[0]), (bad, lines[3])] {
+        let call = &step["call"];
+        assert_eq!(call["syscall"], "fsconfig", "{story:#}");
+        assert_eq!(
+            (call["line"].as_u64(), &call["exact"]),
+            (Some(line as u64), &serde_json::json!(true)),
+            "{story:#}"
+        );
     }
     assert!(
         story["left_out"]["sanitizer"].as_u64().unwrap() >= 1,
@@ -235,8 +246,29 @@ fn ok_said(cmd: &mut Command) -> String {
 /// + 1` wraps to 0 and the first push writes its value past the map's allocation.
 #[test]
 fn a_queue_maps_first_push_overflows_it_only_with_the_fix_reverted() {
-    crashes_only_with_the_fix_reverted(
+    let said = crashes_only_with_the_fix_reverted(
         "queue_stack_map",
         "KASAN: slab-out-of-bounds Write in queue_stack_map_push_elem",
     );
+    // Its story: the map allocated by the reproducer's map-creating bpf(2) and overflowed by
+    // its updating one, each the call's own line.
+    let story = story::explained(&story::recording_of(&said));
+    let repro = std::fs::read_to_string(bug("queue_stack_map").0).unwrap();
+    let line = |text: &str| repro.lines().position(|l| l.contains(text)).unwrap() as u64 + 1;
+    let (alloc, bad) = (&story["allocation"]["call"], &story["bad_access"]["call"]);
+    assert_eq!(
+        alloc["line"].as_u64(),
+        Some(line("syscall(__NR_bpf, 0,")),
+        "{story:#}"
+    );
+    assert_eq!(
+        bad["line"].as_u64(),
+        Some(line("syscall(__NR_bpf, 2,")),
+        "{story:#}"
+    );
+    assert_eq!(
+        story["allocation"]["stack"][2], "bpf_map_area_alloc",
+        "{story:#}"
+    );
+    assert_eq!(story["bad_access"]["what"], "bad-write", "{story:#}");
 }

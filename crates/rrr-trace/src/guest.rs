@@ -57,6 +57,11 @@ pub trait Guest {
     }
 }
 
+/// Where the user stack pointer is in the kernel's `struct pt_regs` on x86-64 (`r15` ...
+/// `orig_ax`, `ip`, `cs`, `flags`, then `sp`: its 20th word): the entry code saves it there,
+/// and the layout is the kernel's ABI with its entry assembly.
+pub const PT_REGS_SP: u64 = 19 * 8;
+
 /// True for addresses in the kernel half of the x86-64 address space.
 pub fn is_kernel_address(addr: u64) -> bool {
     addr >> 63 == 1

@@ -252,7 +252,10 @@ impl Observer {
             self.begin_switch(cpu, g, func, sp, ts);
         }
         let (track, slot) = self.place(cpu, g, sp, false, ts);
-        let args = self.read_args(g, func, plan, sp);
+        let mut args = self.read_args(g, func, plan, sp);
+        if kind == KIND_SYSCALL {
+            self.syscall_site(g, &mut args);
+        }
         // Taken before the push, which may send the batch and its words.
         let renamed = (kind == KIND_RENAME && args.len >= 2)
             .then(|| {
@@ -673,6 +676,29 @@ impl Observer {
         }
     }
 
+    /// A syscall's entry (`do_syscall_64(regs, nr)`, its arguments in `args`): appends to
+    /// them the word at the user stack pointer the kernel saved in `regs`, which for a libc
+    /// wrapper that pushes nothing (`syscall()`) is its return address, in the program's code
+    /// that made the call (the writer checks it is); missing if it cannot be read.
+    #[cold]
+    fn syscall_site<G: Guest + ?Sized>(&mut self, g: &mut G, args: &mut ArgsRef) {
+        let words = &mut self.batch.words;
+        let w = args.len as usize;
+        if w == 0 || w >= MAX_ARG_WORDS || words.len() != args.at as usize + w {
+            return;
+        }
+        let regs = words[args.at as usize];
+        let ret = g
+            .read_u64(regs.wrapping_add(crate::guest::PT_REGS_SP))
+            .filter(|&sp| !is_kernel_address(sp))
+            .and_then(|sp| g.read_u64(sp));
+        words.push(ret.unwrap_or(0));
+        if ret.is_none() {
+            args.missing |= 1 << w;
+        }
+        args.len += 1;
+    }
+
     /// Reads the parameters `plan` (function `func`'s) says, their words into the batch.
     fn read_args<G: Guest + ?Sized>(
         &mut self,
@@ -790,6 +816,8 @@ fn func_plans(profile: &Profile) -> (Vec<FuncPlan>, Vec<ParamRead>) {
                 KIND_RENAME
             } else if f.name() == SWITCH {
                 KIND_SWITCH
+            } else if f.name() == SYSCALL {
+                KIND_SYSCALL
             } else {
                 KIND_PLAIN
             };
@@ -817,6 +845,11 @@ const KIND_RENAME: u8 = 4;
 const KIND_SWITCH: u8 = 5;
 /// The C half of a context switch, `__switch_to(prev, next)`, entered on `next`'s stack.
 const SWITCH: &str = "__switch_to";
+/// See [`SYSCALL`].
+const KIND_SYSCALL: u8 = 6;
+/// The C entry of every syscall from user space, `do_syscall_64(regs, nr)`: the observer
+/// adds the call site in the program to its arguments (see [`Observer::syscall_site`]).
+pub(crate) const SYSCALL: &str = "do_syscall_64";
 /// The kernel function every rename of a task goes through (`prctl(PR_SET_NAME)`,
 /// `pthread_setname_np`, exec).
 const RENAME: &str = "__set_task_comm";

@@ -127,8 +127,8 @@ impl FromStr for Kind {
 }
 
 /// One line of the watch file: tab-separated `kind ts cpu pid tid comm addr size value pc
-/// stack by`, the stack's functions outermost first, `;`-separated, `by` empty for the
-/// program's own. An allocation's `addr` and `value` are the object's start, its `size` the
+/// stack by site`, the stack's functions outermost first, `;`-separated, `by` empty for the
+/// program's own, `site` where in the program the thread's syscall was made (0: not known). An allocation's `addr` and `value` are the object's start, its `size` the
 /// size asked for (0: not known); a free's are the pointer freed; their `cpu` is -1 and `pc`
 /// the function's entry. A bad access's are the report's address, size and instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,13 +157,15 @@ pub struct Event {
     pub stack: Vec<String>,
     /// Whose the access is, if not the program's.
     pub by: Option<By>,
+    /// Where in the program the thread's syscall was made (0: not known).
+    pub site: u64,
 }
 
 impl Event {
     /// The event's line (without its newline).
     pub fn to_line(&self) -> String {
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{:#x}\t{}\t{:#x}\t{:#x}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{:#x}\t{}\t{:#x}\t{:#x}\t{}\t{}\t{:#x}",
             self.kind.name(),
             self.ts,
             self.cpu,
@@ -176,13 +178,14 @@ impl Event {
             self.pc,
             self.stack.join(";"),
             self.by.map_or("", By::name),
+            self.site,
         )
     }
 
     /// Parses a line written by [`Event::to_line`].
     pub fn parse(line: &str) -> Option<Event> {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 12 {
+        if f.len() != 13 {
             return None;
         }
         let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
@@ -206,6 +209,7 @@ impl Event {
                 "" => None,
                 by => Some(by.parse().ok()?),
             },
+            site: hex(f[12])?,
         })
     }
 }
@@ -559,6 +563,7 @@ impl Watcher {
             pc,
             stack: at.stack.iter().copied().chain(top).map(name).collect(),
             by,
+            site: at.syscall_site.unwrap_or(0),
         };
         if let Err(e) = writeln!(self.out, "{}", event.to_line()) {
             tracing::error!("writing the watch file: {e}");
@@ -663,6 +668,7 @@ mod tests {
             pc: 0xffffffff81000000,
             stack: vec!["do_syscall_64".into(), "lkdtm_WRITE_AFTER_FREE".into()],
             by: Some(By::Sanitizer),
+            site: 0x401234,
         };
         assert_eq!(Event::parse(&e.to_line()), Some(e.clone()));
         let e = Event { by: None, ..e };
@@ -787,6 +793,7 @@ mod tests {
                 },
                 stack,
                 written: true,
+                syscall_site: None,
             };
             let call = |func| Call {
                 track: 0,
@@ -927,6 +934,7 @@ mod tests {
             pc: 0,
             stack: Vec::new(),
             by: None,
+            site: 0,
         };
         let steps: Vec<Option<FlowStep>> = [
             e(Kind::Free, OBJECT),

@@ -592,3 +592,60 @@ fn an_irq_stack_across_two_thread_size_blocks_is_one_irq_track() {
     .map(|(t, ts, d, n)| (t.to_owned(), ts, d, n.to_owned()));
     assert_eq!(got, want, "no track of a stack nobody owns");
 }
+
+/// A syscall's entry notes where in the program it was made (the word at the user stack
+/// pointer the kernel saved in `regs`: a libc wrapper's return address), and the watch's
+/// events during the syscall say so; the call's slice keeps its own arguments only.
+#[test]
+fn a_syscalls_call_site_in_the_program_goes_with_its_watch_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let accesses = dir.path().join("accesses");
+    let range = rrr_trace::watch::Range {
+        addr: 0xffff_8880_0012_3400,
+        len: 8,
+    };
+    let config = PipelineConfig {
+        watch: Some(rrr_trace::pipeline::WatchTo {
+            range,
+            object: None,
+            file: std::sync::Arc::new(std::fs::File::create(&accesses).unwrap()),
+            mark_own: false,
+        }),
+        ..Default::default()
+    };
+    let (bytes, _) = run_with(config, |obs| {
+        let p = support::profile();
+        let mut c = on_task_a();
+        let regs = KA + 0x3f60;
+        c.set(Reg::RSP, KA + 0x3f58)
+            .set(Reg(5), regs)
+            .set(Reg(4), 257);
+        c.poke_u64(regs + 19 * 8, 0x7ffc_1000);
+        c.poke_u64(0x7ffc_1000, 0x40_1234);
+        obs.on_enter(0, &mut c, id(&p, "do_syscall_64"), 10);
+        // In KASAN's check: not marked in the trace, whose reader wants interned names.
+        let access = rrr_trace::record::Access {
+            cpu: 0,
+            pc: K + 0xf10,
+            addr: range.addr,
+            size: 8,
+            write: true,
+            value: 7,
+        };
+        obs.on_access(&mut c, access, 20);
+    });
+    let text = std::fs::read_to_string(&accesses).unwrap();
+    let events: Vec<_> = text
+        .lines()
+        .filter_map(rrr_trace::watch::Event::parse)
+        .collect();
+    assert_eq!(events.len(), 1, "{text}");
+    assert_eq!(events[0].site, 0x40_1234);
+    assert_eq!(events[0].by, Some(rrr_trace::watch::By::Sanitizer));
+    let call = slices(&bytes)
+        .into_iter()
+        .find(|s| s.name == "do_syscall_64")
+        .unwrap();
+    let names: Vec<&str> = call.args.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["regs", "nr"]);
+}

@@ -106,6 +106,7 @@ mod tests {
                 who: Who::default(),
                 stack: &[],
                 written: false,
+                syscall_site: None,
             };
             let call = Call {
                 track: 0,

@@ -127,6 +127,7 @@ mod tests {
                     who: Who::default(),
                     stack,
                     written,
+                    syscall_site: None,
                 };
                 m.on(&Happened::Call(call, &args), &at)
             })

@@ -99,6 +99,9 @@ pub struct TraceWriter<W: Write> {
     dropped: u64,
     /// When the crash was marked.
     crash_at: Option<u64>,
+    /// The syscall entry (`do_syscall_64`) and how many argument words its parameters take:
+    /// the observer adds the call site in the program after them.
+    syscall_entry: Option<(u32, usize)>,
     /// The flows subscribers draw: their keys (see [`TraceWriter::notify`]) to the trace's
     /// flow ids.
     flows: HashMap<u64, u64>,
@@ -107,7 +110,15 @@ pub struct TraceWriter<W: Write> {
 impl<W: Write> TraceWriter<W> {
     /// A writer emitting to `out`, decoding with `profile`.
     pub fn new(out: W, profile: Arc<Profile>) -> Self {
+        let syscall_entry = profile
+            .function_by_name(crate::observer::SYSCALL)
+            .and_then(|id| profile.function(id))
+            .map(|f| {
+                let words = f.params().map(|p| crate::decode::words_for(p.location()));
+                (f.id(), words.sum())
+            });
         TraceWriter {
+            syscall_entry,
             model: CallModel::new(),
             policy: Policy::new(),
             sink: Sink::new(out, Arc::clone(&profile)),
@@ -318,6 +329,9 @@ impl<W: Write> TraceWriter<W> {
             } => {
                 let user = self.profile.function(func).is_some_and(|f| f.is_user());
                 let i = self.model.track_index(track);
+                if self.syscall_entry.is_some_and(|(entry, _)| entry == func) {
+                    self.syscall(i, args, batch);
+                }
                 if self.cares(func) {
                     self.notify_call(ts, i, sp, func, args, batch);
                 }
@@ -346,6 +360,21 @@ impl<W: Write> TraceWriter<W> {
         }
     }
 
+    /// A syscall enters the kernel on track `i`: where in the program it was made, if the
+    /// observer could read it (after its parameters' words).
+    #[cold]
+    fn syscall(&mut self, i: usize, args: ArgsRef, batch: &Batch) {
+        let Some((_, params)) = self.syscall_entry else {
+            return;
+        };
+        let a = args.slice(&batch.words);
+        let site = a
+            .words
+            .get(params)
+            .filter(|_| a.missing & (1 << params) == 0 && params < 16);
+        self.model.tracks[i].syscall_site = site.copied().filter(|&s| s != 0);
+    }
+
     /// Whether a subscriber cares about calls of `func`.
     #[inline(always)]
     fn cares(&self, func: u32) -> bool {
@@ -364,6 +393,9 @@ impl<W: Write> TraceWriter<W> {
             return;
         };
         let i = self.model.track_index(key);
+        if self.syscall_entry.is_some_and(|(entry, _)| entry == func) {
+            self.syscall(i, args, batch);
+        }
         let inside = self
             .cares(func)
             .then(|| self.notify_call(ts, i, sp, func, args, batch));
@@ -559,6 +591,7 @@ impl<W: Write> TraceWriter<W> {
             },
             stack: &stack,
             written: self.policy.writes_at(ts),
+            syscall_site: track.syscall_site,
         };
         let subscribers = self.subscribers.iter_mut().enumerate();
         let own = |i: usize, key: u64| (i as u64) << 48 | key;

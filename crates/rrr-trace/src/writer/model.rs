@@ -17,6 +17,9 @@ pub(crate) struct Track {
     pub stack: ShadowStack,
     /// The thread running on it, once read.
     pub ident: Option<ThreadIdent>,
+    /// Where in the program its latest syscall was made (the return address of the libc
+    /// wrapper, see `Observer::syscall_site`), if known.
+    pub syscall_site: Option<u64>,
 }
 
 impl Track {
@@ -114,6 +117,7 @@ impl CallModel {
                     key,
                     stack: ShadowStack::default(),
                     ident: None,
+                    syscall_site: None,
                 });
                 self.index.insert(key, self.tracks.len() - 1);
                 self.tracks.len() - 1

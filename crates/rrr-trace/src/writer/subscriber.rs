@@ -22,6 +22,8 @@ pub(crate) struct At<'a> {
     pub who: Who<'a>,
     pub stack: &'a [u32],
     pub written: bool,
+    /// Where in the program the thread's latest syscall was made, if known.
+    pub syscall_site: Option<u64>,
 }
 
 /// A call: its track, its stack slot, its function.
