@@ -154,7 +154,7 @@ fn refcount_story(
         .filter(|e| e.kind == Kind::Write && found.aside(e).is_none())
         .collect();
     let first_op = writes.iter().find(|e| is_op(e)).map(|e| e.ts);
-    let start = match (found.life_from(), first_op) {
+    let start = match (found.allocated_before(warned_at), first_op) {
         (Some(alloc), Some(op)) if alloc <= op => alloc,
         (_, Some(op)) => writes
             .iter()
@@ -573,7 +573,7 @@ impl Story {
             .or_else(|| program.iter().rev().find(|e| e.kind.is_access()))
             .copied();
         let bad_ts = bad.map_or(u64::MAX, |e| e.ts);
-        let life_from = found.life_from();
+        let life_from = found.life_from().or_else(|| found.allocated_before(bad_ts));
         let allocation = life_from.and_then(|ts| {
             program
                 .iter()

@@ -83,17 +83,22 @@ impl Aside {
 
 impl Findings {
     /// When the object's life that the story is about starts: its last allocation before
-    /// the first bad access the sanitizer reported (or the last one, without a report);
-    /// `None` if the replay never allocated it.
+    /// the first bad access the sanitizer reported; `None` without a report (a watch of an
+    /// address has no one life to tell: every allocation there is listed) or if the replay
+    /// never allocated it.
     pub fn life_from(&self) -> Option<u64> {
         let bad = self
             .events
             .iter()
-            .find(|e| matches!(e.kind, Kind::BadRead | Kind::BadWrite))
-            .map_or(u64::MAX, |e| e.ts);
+            .find(|e| matches!(e.kind, Kind::BadRead | Kind::BadWrite))?;
+        self.allocated_before(bad.ts)
+    }
+
+    /// The last allocation of the memory at or before `ts`.
+    pub fn allocated_before(&self, ts: u64) -> Option<u64> {
         self.events
             .iter()
-            .filter(|e| e.kind == Kind::Alloc && e.ts <= bad)
+            .filter(|e| e.kind == Kind::Alloc && e.ts <= ts)
             .map(|e| e.ts)
             .next_back()
     }
