@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use osi_profile::Profile;
 use rrr_trace::watch::{Event, Kind};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +15,12 @@ use crate::limits::Limits;
 use crate::recording::{Outcome, Recording};
 use crate::trace::Traced;
 use crate::watch::{self, Aside, Findings, Target};
+use refcount::{explain_refcount, refcount_warning};
+use source::Source;
+
+mod refcount;
+mod source;
+mod text;
 
 /// The file in a recording's directory that keeps its story once told.
 const STORY_FILE: &str = "story.json";
@@ -50,141 +55,6 @@ pub fn explain(rec: &Recording, timeout: Duration) -> crate::Result<Story> {
     };
     story.save(&kept)?;
     Ok(story)
-}
-
-/// The kernel's `refcount_t:` warning line in `log`, if it has one.
-fn refcount_warning(log: &str) -> Option<String> {
-    log.lines().find_map(|l| {
-        let at = l.find("refcount_t: ")?;
-        Some(l[at..].trim().to_owned())
-    })
-}
-
-/// The story of a `refcount_t` warning: a first replay, hooking only
-/// `refcount_warn_saturate`, notes the refcount it warned about (its first argument); a
-/// second watches it.
-fn explain_refcount(rec: &Recording, warning: &str, timeout: Duration) -> crate::Result<Story> {
-    const WARNS: &str = "refcount_warn_saturate";
-    let only = Limits {
-        max_size: 0,
-        only: vec![WARNS.to_owned()],
-        ..Limits::default()
-    };
-    let options = rrr_trace::TraceOptions {
-        note_calls: vec![WARNS.to_owned()],
-        ..Default::default()
-    };
-    let noted =
-        crate::trace::trace_with(rec, Path::new("/dev/null"), &only, options, timeout)?.calls;
-    let Some(call) = noted.iter().find(|c| !c.args.is_empty()) else {
-        let mut story = Story::untold(rec, "");
-        story.notes = vec![format!(
-            "the kernel warned `{warning}`, but the replay has no call of {WARNS} to take the              refcount from"
-        )];
-        return Ok(story);
-    };
-    let addr = call.args[0];
-    let w = watch::Watch {
-        range: rrr_trace::watch::Range { addr, len: 4 },
-        object: None,
-        source: format!("the refcount {WARNS} warned about, its first argument"),
-    };
-    let whole = Limits {
-        max_size: 0,
-        ..Limits::default()
-    };
-    let found = watch::watch(rec, w, None, &whole, false, timeout)?;
-    let mut story = Story::tell(rec, &found.findings);
-    story.refcount = Some(refcount_story(
-        &found.findings,
-        Source::of(rec).as_ref(),
-        warning,
-        call.ts,
-    ));
-    // A refcount's story is its changes; what a memory report's story has is not asked.
-    story.bad_access = story
-        .refcount
-        .as_ref()
-        .and_then(|r| r.below_one.map(|i| r.changes[i].clone()));
-    story.writes_after_free.clear();
-    story.notes.retain(|n| !n.contains("never touched"));
-    if let Some(r) = &story.refcount {
-        if story.allocation.is_none() {
-            // Not an object's refcount (one on the stack, say): its life starts at its first
-            // store.
-            story
-                .notes
-                .retain(|n| !n.contains("allocation is not in the replay"));
-        }
-        let mut tids: Vec<i32> = r.changes.iter().map(|c| c.thread.tid).collect();
-        tids.dedup();
-        let changed: Vec<String> = tids.iter().map(|t| format!("tid {t}")).collect();
-        story.threads.summary = format!("changed by {}", changed.join(", "));
-        // syzbot's title for it: the function that used the refcount.
-        let user = r.below_one.and_then(|i| {
-            let stack = &r.changes[i].stack;
-            stack.iter().find(|f| !f.contains("refcount")).cloned()
-        });
-        if let Some(f) = user {
-            story.title = format!("refcount bug in {f}");
-        }
-    }
-    Ok(story)
-}
-
-/// A refcount's changes (see [`Refcount`]), up to the warning at `warned_at` and the
-/// saturation the warning writes.
-fn refcount_story(
-    found: &Findings,
-    source: Option<&Source>,
-    warning: &str,
-    warned_at: u64,
-) -> Refcount {
-    let is_op = |e: &Event| {
-        let refcount = |f: &String| f.starts_with("refcount_") || f.starts_with("__refcount_");
-        e.stack.iter().any(refcount)
-            || found
-                .inlined
-                .get(&e.pc)
-                .is_some_and(|chain| chain.iter().any(|f| f.contains("refcount")))
-    };
-    let writes: Vec<&Event> = found
-        .events
-        .iter()
-        .filter(|e| e.kind == Kind::Write && found.aside(e).is_none())
-        .collect();
-    let first_op = writes.iter().find(|e| is_op(e)).map(|e| e.ts);
-    let start = match (found.allocated_before(warned_at), first_op) {
-        (Some(alloc), Some(op)) if alloc <= op => alloc,
-        (_, Some(op)) => writes
-            .iter()
-            .filter(|e| e.ts < op && e.size == 4 && e.addr == found.watch.range.addr)
-            .map(|e| e.ts)
-            .next_back()
-            .unwrap_or(op),
-        (Some(alloc), None) => alloc,
-        (None, None) => u64::MAX,
-    };
-    let warns = |e: &Event| {
-        e.stack
-            .iter()
-            .any(|f| f.starts_with("refcount_warn_saturate"))
-    };
-    let changes: Vec<&Event> = writes
-        .into_iter()
-        .filter(|e| e.ts >= start && (e.ts == start || is_op(e)))
-        .filter(|e| e.ts <= warned_at || warns(e))
-        .collect();
-    let below_one = changes.iter().position(|e| (e.value as u32 as i32) < 1);
-    Refcount {
-        addr: format!("{:#x}", found.watch.range.addr),
-        warning: warning.to_owned(),
-        changes: changes
-            .into_iter()
-            .map(|e| step_of(found, source, e))
-            .collect(),
-        below_one,
-    }
 }
 
 /// One event as a step of the story.
@@ -384,150 +254,6 @@ pub struct LeftOut {
     pub earlier_life: usize,
 }
 
-/// The stimulus's functions with source, to name the reproducer's calls.
-struct Source {
-    profile: Profile,
-    /// The stimulus's DWARF, for a call site's line.
-    dwarf: Option<addr2line::Loader>,
-    /// The stimulus's source text, by line (1-based: index 0 is line 1).
-    lines: Vec<String>,
-    file: String,
-}
-
-impl Source {
-    /// The recording's stimulus: its profile and its source (next to its binary).
-    fn of(rec: &Recording) -> Option<Source> {
-        let profile = Profile::open(&rec.profile().ok()?).ok()?;
-        let file = rec.stimulus.with_file_name("stimulus.c");
-        let text = std::fs::read_to_string(&file).ok()?;
-        Some(Source {
-            profile,
-            dwarf: addr2line::Loader::new(&rec.stimulus).ok(),
-            lines: text.lines().map(str::to_owned).collect(),
-            file: file.display().to_string(),
-        })
-    }
-
-    /// The declaration line of the stimulus's function `name`, and where the next function
-    /// starts (its body lies between), if it has source.
-    fn span(&self, name: &str) -> Option<(u32, u32)> {
-        let f = self
-            .profile
-            .function(self.profile.function_by_name(name)?)?;
-        if !f.is_user() || !f.file().ends_with("stimulus.c") || f.line() == 0 {
-            return None;
-        }
-        let next = self
-            .profile
-            .functions()
-            .filter(|g| g.is_user() && g.file().ends_with("stimulus.c") && g.line() > f.line())
-            .map(|g| g.line())
-            .min()
-            .unwrap_or(self.lines.len() as u32 + 1);
-        Some((f.line(), next))
-    }
-
-    /// The reproducer's call at `site` (a return address in the stimulus), if its DWARF puts
-    /// it in the stimulus's source.
-    fn call_at(&self, site: u64, syscall: Option<String>) -> Option<ReproCall> {
-        let dwarf = self.dwarf.as_ref()?;
-        // The call instruction is before the return address.
-        let at = site.checked_sub(1)?;
-        let location = dwarf.find_location(at).ok()??;
-        if !location.file?.ends_with("stimulus.c") {
-            return None;
-        }
-        let line = location.line?;
-        let function = dwarf.find_frames(at).ok().and_then(|mut frames| {
-            let mut outer = None;
-            while let Ok(Some(f)) = frames.next() {
-                outer = f
-                    .function
-                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
-            }
-            outer
-        })?;
-        Some(ReproCall {
-            syscall,
-            function,
-            file: Some(self.file.clone()),
-            line: Some(line),
-            source: self
-                .lines
-                .get(line as usize - 1)
-                .map(|l| l.trim().to_owned()),
-            exact: true,
-        })
-    }
-
-    /// The reproducer's call behind a kernel event with `stack` (outermost first), made at
-    /// `site` in the program if known.
-    fn call(&self, stack: &[String], site: u64) -> Option<ReproCall> {
-        if site != 0 {
-            if let Some(call) = self.call_at(site, syscall(stack)) {
-                return Some(call);
-            }
-        }
-        let (function, (from, to)) = stack
-            .iter()
-            .rev()
-            .find_map(|f| Some((f.clone(), self.span(f)?)))?;
-        let syscall = syscall(stack);
-        let mentions = |l: &&(usize, &String)| {
-            syscall.as_deref().is_some_and(|s| {
-                let text = l.1.as_str();
-                text.contains(&format!("__NR_{s}"))
-                    || text.contains(&format!("SYS_{s}"))
-                    || text.contains(&format!("{s}("))
-            })
-        };
-        let body = self
-            .lines
-            .iter()
-            .enumerate()
-            .take(to.saturating_sub(1) as usize)
-            .skip(from.saturating_sub(1) as usize)
-            .collect::<Vec<_>>();
-        let line = body
-            .iter()
-            .find(mentions)
-            .map_or(from, |(i, _)| *i as u32 + 1);
-        Some(ReproCall {
-            syscall,
-            function,
-            file: Some(self.file.clone()),
-            line: Some(line),
-            source: self
-                .lines
-                .get(line as usize - 1)
-                .map(|l| l.trim().to_owned()),
-            exact: false,
-        })
-    }
-}
-
-/// The syscall a stack (outermost first) is in: its kernel entry's name (`__x64_sys_bpf`),
-/// else the libc wrapper the program called (`__libc_close`).
-fn syscall(stack: &[String]) -> Option<String> {
-    let entry = ["__x64_sys_", "__ia32_sys_", "__do_sys_", "__se_sys_"];
-    let from_kernel = stack.iter().find_map(|f| {
-        let base = f.split('.').next().unwrap_or(f);
-        entry
-            .iter()
-            .find_map(|p| base.strip_prefix(p))
-            .map(str::to_owned)
-    });
-    from_kernel.or_else(|| {
-        // The innermost user frame before the kernel's entry, a libc wrapper.
-        let entry = stack.iter().position(|f| f == "do_syscall_64")?;
-        let wrapper = stack[..entry].last()?;
-        let name = wrapper
-            .trim_start_matches("__libc_")
-            .trim_start_matches('_');
-        (name != "syscall" && !name.is_empty()).then(|| name.to_owned())
-    })
-}
-
 /// The report's slab cache: `... which belongs to the cache kmalloc-4k of size 4096`.
 fn cache_of(log: &str) -> Option<String> {
     log.lines().find_map(|l| {
@@ -681,142 +407,6 @@ impl Story {
         let story: Story = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         (story.version == STORY_VERSION).then_some(story)
     }
-
-    /// The story for people.
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "{}", self.title);
-        let _ = writeln!(s, "watched: {}", self.watched);
-        if let Some(b) = self.bad_access.as_ref().filter(|_| self.refcount.is_none()) {
-            let what = match b.what.as_str() {
-                "bad-write" => "bad write (reported by the sanitizer)",
-                "bad-read" => "bad read (reported by the sanitizer)",
-                other => other,
-            };
-            let _ = writeln!(
-                s,
-                "\nthe bad access: {what} of {} bytes at {}",
-                b.size, b.addr
-            );
-            step_text(&mut s, b);
-        }
-        if let Some(o) = &self.object {
-            let _ = write!(s, "\nthe object: {} bytes at {}", o.size, o.addr);
-            if let Some(cache) = &o.cache {
-                let _ = write!(s, " (cache {cache})");
-            }
-            if let Some(asked) = o.asked {
-                let _ = write!(s, ", {asked} bytes asked for");
-            }
-            if let Some(off) = o.offset {
-                let past = off - o.size as i64;
-                if off >= o.size as i64 {
-                    let _ = write!(
-                        s,
-                        "; the access is at offset {off}, {past} bytes past its end"
-                    );
-                } else if off < 0 {
-                    let _ = write!(s, "; the access is {} bytes before its start", -off);
-                } else {
-                    let _ = write!(s, "; the access is at offset {off}");
-                }
-            }
-            let _ = writeln!(s);
-        }
-        match &self.allocation {
-            Some(a) => {
-                let _ = writeln!(s, "\nallocated ({} bytes asked for):", a.size);
-                step_text(&mut s, a);
-            }
-            None if self.refcount.is_none() && !self.watched.is_empty() => {
-                let _ = writeln!(s, "\nallocated: not in the replay");
-            }
-            None => {}
-        }
-        for f in &self.frees {
-            let _ = writeln!(s, "\nfreed:");
-            step_text(&mut s, f);
-        }
-        for w in &self.writes_after_free {
-            let _ = writeln!(
-                s,
-                "\nwritten after the last free: {} bytes = {}",
-                w.size,
-                w.value.as_deref().unwrap_or("?")
-            );
-            step_text(&mut s, w);
-        }
-        if let Some(r) = &self.refcount {
-            let _ = writeln!(s, "\nthe refcount at {}: {}", r.addr, r.warning);
-            for (i, c) in r.changes.iter().enumerate() {
-                let value = c.value.as_deref().unwrap_or("?");
-                let count = u64::from_str_radix(value.trim_start_matches("0x"), 16)
-                    .map_or(value.to_owned(), |v| (v as u32 as i32).to_string());
-                let below = if r.below_one == Some(i) {
-                    "  <- below one"
-                } else {
-                    ""
-                };
-                let _ = writeln!(s, "\n{}. set to {count}{below}", i + 1);
-                step_text(&mut s, c);
-            }
-        }
-        let _ = writeln!(s, "\nthreads: {}", self.threads.summary);
-        let l = &self.left_out;
-        if l.sanitizer + l.allocator + l.earlier_life > 0 {
-            let _ = writeln!(
-                s,
-                "left out: {} accesses by the sanitizer, {} by the allocator, {} before the \
-                 object's allocation (`rrr watch ... --all` lists them)",
-                l.sanitizer, l.allocator, l.earlier_life
-            );
-        }
-        for n in &self.notes {
-            let _ = writeln!(s, "note: {n}");
-        }
-        s
-    }
-}
-
-/// A step's lines in the text.
-fn step_text(s: &mut String, step: &Step) {
-    let t = &step.thread;
-    let cpu = step.cpu.map_or(String::new(), |c| format!(" cpu {c}"));
-    let _ = writeln!(
-        s,
-        "  at {} by {} (pid {} tid {}){cpu}",
-        step.ts, t.comm, t.pid, t.tid
-    );
-    if let Some(place) = &step.place {
-        let _ = writeln!(s, "  in {place}");
-    }
-    if let Some(c) = &step.call {
-        let syscall = c.syscall.as_deref().unwrap_or("a syscall");
-        match (&c.file, c.line) {
-            (Some(file), Some(line)) => {
-                let name = Path::new(file)
-                    .file_name()
-                    .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
-                let guess = if c.exact {
-                    ""
-                } else {
-                    " (the function's first line naming it)"
-                };
-                let _ = writeln!(
-                    s,
-                    "  from the reproducer's {syscall} in {} ({name}:{line}{guess}): {}",
-                    c.function,
-                    c.source.as_deref().unwrap_or("")
-                );
-            }
-            _ => {
-                let _ = writeln!(s, "  from the reproducer's {syscall} in {}", c.function);
-            }
-        }
-    }
-    for f in &step.stack {
-        let _ = writeln!(s, "    {f}");
-    }
 }
 
 /// The kernel's calls of a stack (outermost first), innermost first.
@@ -855,6 +445,7 @@ fn interleaving(alloc: Option<i32>, frees: Vec<i32>, access: Option<i32>) -> Thr
 
 #[cfg(test)]
 mod tests {
+    use super::source::syscall;
     use super::*;
     use crate::watch::Watch;
     use rrr_trace::watch::{By, Range};
@@ -966,7 +557,7 @@ mod tests {
 
     /// The story's JSON schema (docs/story.schema.json), compiled.
     pub(crate) fn schema() -> jsonschema::Validator {
-        let text = include_str!("../../../docs/story.schema.json");
+        let text = include_str!("../../../../docs/story.schema.json");
         jsonschema::validator_for(&serde_json::from_str(text).unwrap()).unwrap()
     }
 

@@ -1,0 +1,151 @@
+//! The story of a `refcount_t` warning: the refcount's changes, in order.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rrr_trace::watch::{Event, Kind};
+
+use super::source::Source;
+use super::{step_of, Refcount, Story};
+use crate::limits::Limits;
+use crate::recording::Recording;
+use crate::watch::{self, Findings};
+
+/// The kernel's `refcount_t:` warning line in `log`, if it has one.
+pub(super) fn refcount_warning(log: &str) -> Option<String> {
+    log.lines().find_map(|l| {
+        let at = l.find("refcount_t: ")?;
+        Some(l[at..].trim().to_owned())
+    })
+}
+
+/// The story of a `refcount_t` warning: a first replay, hooking only
+/// `refcount_warn_saturate`, notes the refcount it warned about (its first argument); a
+/// second watches it.
+pub(super) fn explain_refcount(
+    rec: &Recording,
+    warning: &str,
+    timeout: Duration,
+) -> crate::Result<Story> {
+    const WARNS: &str = "refcount_warn_saturate";
+    let only = Limits {
+        max_size: 0,
+        only: vec![WARNS.to_owned()],
+        ..Limits::default()
+    };
+    let options = rrr_trace::TraceOptions {
+        note_calls: vec![WARNS.to_owned()],
+        ..Default::default()
+    };
+    let noted =
+        crate::trace::trace_with(rec, Path::new("/dev/null"), &only, options, timeout)?.calls;
+    let Some(call) = noted.iter().find(|c| !c.args.is_empty()) else {
+        let mut story = Story::untold(rec, "");
+        story.notes = vec![format!(
+            "the kernel warned `{warning}`, but the replay has no call of {WARNS} to take the              refcount from"
+        )];
+        return Ok(story);
+    };
+    let addr = call.args[0];
+    let w = watch::Watch {
+        range: rrr_trace::watch::Range { addr, len: 4 },
+        object: None,
+        source: format!("the refcount {WARNS} warned about, its first argument"),
+    };
+    let whole = Limits {
+        max_size: 0,
+        ..Limits::default()
+    };
+    let found = watch::watch(rec, w, None, &whole, false, timeout)?;
+    let mut story = Story::tell(rec, &found.findings);
+    story.refcount = Some(refcount_story(
+        &found.findings,
+        Source::of(rec).as_ref(),
+        warning,
+        call.ts,
+    ));
+    // A refcount's story is its changes; what a memory report's story has is not asked.
+    story.bad_access = story
+        .refcount
+        .as_ref()
+        .and_then(|r| r.below_one.map(|i| r.changes[i].clone()));
+    story.writes_after_free.clear();
+    story.notes.retain(|n| !n.contains("never touched"));
+    if let Some(r) = &story.refcount {
+        if story.allocation.is_none() {
+            // Not an object's refcount (one on the stack, say): its life starts at its first
+            // store.
+            story
+                .notes
+                .retain(|n| !n.contains("allocation is not in the replay"));
+        }
+        let mut tids: Vec<i32> = r.changes.iter().map(|c| c.thread.tid).collect();
+        tids.dedup();
+        let changed: Vec<String> = tids.iter().map(|t| format!("tid {t}")).collect();
+        story.threads.summary = format!("changed by {}", changed.join(", "));
+        // syzbot's title for it: the function that used the refcount.
+        let user = r.below_one.and_then(|i| {
+            let stack = &r.changes[i].stack;
+            stack.iter().find(|f| !f.contains("refcount")).cloned()
+        });
+        if let Some(f) = user {
+            story.title = format!("refcount bug in {f}");
+        }
+    }
+    Ok(story)
+}
+
+/// A refcount's changes (see [`Refcount`]), up to the warning at `warned_at` and the
+/// saturation the warning writes.
+fn refcount_story(
+    found: &Findings,
+    source: Option<&Source>,
+    warning: &str,
+    warned_at: u64,
+) -> Refcount {
+    let is_op = |e: &Event| {
+        let refcount = |f: &String| f.starts_with("refcount_") || f.starts_with("__refcount_");
+        e.stack.iter().any(refcount)
+            || found
+                .inlined
+                .get(&e.pc)
+                .is_some_and(|chain| chain.iter().any(|f| f.contains("refcount")))
+    };
+    let writes: Vec<&Event> = found
+        .events
+        .iter()
+        .filter(|e| e.kind == Kind::Write && found.aside(e).is_none())
+        .collect();
+    let first_op = writes.iter().find(|e| is_op(e)).map(|e| e.ts);
+    let start = match (found.allocated_before(warned_at), first_op) {
+        (Some(alloc), Some(op)) if alloc <= op => alloc,
+        (_, Some(op)) => writes
+            .iter()
+            .filter(|e| e.ts < op && e.size == 4 && e.addr == found.watch.range.addr)
+            .map(|e| e.ts)
+            .next_back()
+            .unwrap_or(op),
+        (Some(alloc), None) => alloc,
+        (None, None) => u64::MAX,
+    };
+    let warns = |e: &Event| {
+        e.stack
+            .iter()
+            .any(|f| f.starts_with("refcount_warn_saturate"))
+    };
+    let changes: Vec<&Event> = writes
+        .into_iter()
+        .filter(|e| e.ts >= start && (e.ts == start || is_op(e)))
+        .filter(|e| e.ts <= warned_at || warns(e))
+        .collect();
+    let below_one = changes.iter().position(|e| (e.value as u32 as i32) < 1);
+    Refcount {
+        addr: format!("{:#x}", found.watch.range.addr),
+        warning: warning.to_owned(),
+        changes: changes
+            .into_iter()
+            .map(|e| step_of(found, source, e))
+            .collect(),
+        below_one,
+    }
+}
