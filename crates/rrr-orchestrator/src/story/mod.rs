@@ -379,7 +379,8 @@ impl Story {
         Story {
             version: STORY_VERSION,
             notes: vec![format!(
-                "rrr follows the memory of KASAN reports and the refcount of refcount_t                  warnings; `{title}` is neither: the trace holds the crash (its `crash` track)"
+                "rrr follows the memory of KASAN reports and the refcount of refcount_t \
+                 warnings; `{title}` is neither: the trace holds the crash (its `crash` track)"
             )],
             title,
             watched: String::new(),

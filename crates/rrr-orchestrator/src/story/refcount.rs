@@ -42,7 +42,8 @@ pub(super) fn explain_refcount(
     let Some(call) = noted.iter().find(|c| !c.args.is_empty()) else {
         let mut story = Story::untold(rec, "");
         story.notes = vec![format!(
-            "the kernel warned `{warning}`, but the replay has no call of {WARNS} to take the              refcount from"
+            "the kernel warned `{warning}`, but the replay has no call of {WARNS} to take the \
+             refcount from"
         )];
         return Ok(story);
     };
