@@ -44,14 +44,14 @@ pub fn explain(rec: &Recording, timeout: Duration) -> crate::Result<Story> {
         max_size: 0,
         ..Limits::default()
     };
-    let log = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
+    let telling = Telling::of(rec);
     let story = if let Ok(w) = watch::resolve(rec, &Target::FromReport) {
         let found = watch::watch(rec, w, None, &whole, false, timeout)?;
-        Story::tell(rec, &found.findings)
-    } else if let Some(warning) = refcount_warning(&log) {
-        explain_refcount(rec, &warning, timeout)?
+        telling.story(&found.findings, About::Memory)
+    } else if let Some(warning) = refcount_warning(&telling.log) {
+        explain_refcount(rec, &telling, &warning, timeout)?
     } else {
-        Story::untold(rec, &log)
+        telling.untold()
     };
     story.save(&kept)?;
     Ok(story)
@@ -101,7 +101,7 @@ pub fn trace_and_explain(
         return Ok((traced, story));
     };
     let found = watch::watch(rec, w, Some(out), limits, false, timeout)?;
-    let story = Story::tell(rec, &found.findings);
+    let story = Telling::of(rec).story(&found.findings, About::Memory);
     if let Err(e) = story.save(&rec.dir.join(STORY_FILE)) {
         tracing::warn!("keeping the story in {}: {e}", rec.dir.display());
     }
@@ -262,120 +262,60 @@ fn cache_of(log: &str) -> Option<String> {
     })
 }
 
-impl Story {
-    /// The story of `rec`'s crash, from what a watch of its report's memory found.
-    pub fn tell(rec: &Recording, found: &Findings) -> Story {
-        let source = Source::of(rec);
+/// What a story is about.
+enum About<'a> {
+    /// The memory a sanitizer's report names.
+    Memory,
+    /// A `refcount_t` the kernel warned about (`warning`): its `changes` in order (see
+    /// [`refcount::changes`]), the one that took it below one by index.
+    Refcount {
+        warning: &'a str,
+        changes: Vec<&'a Event>,
+        below_one: Option<usize>,
+    },
+}
+
+/// What a story is told from besides a watch's events, read once: the recording, its
+/// console log and the stimulus's source.
+struct Telling<'a> {
+    rec: &'a Recording,
+    log: String,
+    source: Option<Source>,
+}
+
+impl<'a> Telling<'a> {
+    fn of(rec: &'a Recording) -> Telling<'a> {
+        Telling {
+            rec,
+            log: std::fs::read_to_string(rec.serial_log()).unwrap_or_default(),
+            source: Source::of(rec),
+        }
+    }
+
+    /// The report's title, as syzbot gives it.
+    fn title(&self) -> String {
+        match &self.rec.outcome {
+            Outcome::Crashed { line } => crate::crash::report(&self.log, line).title,
+            other => other.to_string(),
+        }
+    }
+
+    /// The story of what a watch `found`, about `about`.
+    fn story(&self, found: &Findings, about: About<'_>) -> Story {
         let mut notes = Vec::new();
-        if source.is_none() {
+        if self.source.is_none() {
             notes.push(
                 "the stimulus's source or DWARF is not there: no reproducer lines".to_owned(),
             );
         }
-        let log = std::fs::read_to_string(rec.serial_log()).unwrap_or_default();
-        let title = match &rec.outcome {
-            Outcome::Crashed { line } => crate::crash::report(&log, line).title,
-            other => other.to_string(),
-        };
-        Story::from_events(found, &title, source.as_ref(), cache_of(&log), notes)
-    }
-
-    fn from_events(
-        found: &Findings,
-        title: &str,
-        source: Option<&Source>,
-        cache: Option<String>,
-        mut notes: Vec<String>,
-    ) -> Story {
-        let step = |e: &Event| step_of(found, source, e);
-        let program: Vec<&Event> = found
-            .events
-            .iter()
-            .filter(|e| found.aside(e).is_none())
-            .collect();
-        let bad = program
-            .iter()
-            .find(|e| matches!(e.kind, Kind::BadRead | Kind::BadWrite))
-            .or_else(|| program.iter().rev().find(|e| e.kind.is_access()))
-            .copied();
-        let bad_ts = bad.map_or(u64::MAX, |e| e.ts);
-        let life_from = found.life_from().or_else(|| found.allocated_before(bad_ts));
-        let allocation = life_from.and_then(|ts| {
-            program
-                .iter()
-                .find(|e| e.kind == Kind::Alloc && e.ts == ts)
-                .copied()
-        });
-        let frees: Vec<&Event> = program
-            .iter()
-            .filter(|e| e.kind == Kind::Free && e.ts <= bad_ts)
-            .copied()
-            .collect();
-        let last_free = frees.last().map(|e| e.ts);
-        let writes_after_free: Vec<&Event> = match last_free {
-            Some(freed) => program
-                .iter()
-                .filter(|e| e.kind == Kind::Write && e.ts > freed && e.ts < bad_ts)
-                .copied()
-                .collect(),
-            None => Vec::new(),
-        };
-        if bad.is_none() {
-            notes.push(format!(
-                "no access to {} in the replay: the report's address was never touched",
-                found.watch.range
-            ));
-        }
-        if allocation.is_none() {
-            notes.push(
-                "the object's allocation is not in the replay (made before the recording \
-                 started, or by an allocator rrr does not know)"
-                    .to_owned(),
-            );
-        }
-        let object = found.watch.object.map(|o| Object {
-            addr: format!("{:#x}", o.addr),
-            size: o.len,
-            cache,
-            asked: allocation.map(|a| a.size).filter(|&s| s > 0),
-            offset: bad.map(|b| b.addr.wrapping_sub(o.addr) as i64),
-        });
-        let threads = interleaving(
-            allocation.map(|e| e.tid),
-            frees.iter().map(|e| e.tid).collect(),
-            bad.map(|e| e.tid),
-        );
-        let mut left_out = LeftOut::default();
-        for e in &found.events {
-            match found.aside(e) {
-                Some(Aside::Sanitizer) => left_out.sanitizer += 1,
-                Some(Aside::Allocator) => left_out.allocator += 1,
-                Some(Aside::EarlierLife) => left_out.earlier_life += 1,
-                None => {}
-            }
-        }
-        Story {
-            version: STORY_VERSION,
-            title: title.to_owned(),
-            watched: format!("{} ({})", found.watch.range, found.watch.source),
-            bad_access: bad.map(step),
-            object,
-            allocation: allocation.map(step),
-            frees: frees.into_iter().map(step).collect(),
-            writes_after_free: writes_after_free.into_iter().map(step).collect(),
-            threads,
-            refcount: None,
-            left_out,
-            notes,
-        }
+        let title = self.title();
+        let cache = cache_of(&self.log);
+        Story::from_events(found, &title, self.source.as_ref(), cache, notes, about)
     }
 
     /// The story of a report rrr cannot follow yet: its title, and a note saying so.
-    fn untold(rec: &Recording, log: &str) -> Story {
-        let title = match &rec.outcome {
-            Outcome::Crashed { line } => crate::crash::report(log, line).title,
-            other => other.to_string(),
-        };
+    fn untold(&self) -> Story {
+        let title = self.title();
         Story {
             version: STORY_VERSION,
             notes: vec![format!(
@@ -392,6 +332,139 @@ impl Story {
             threads: interleaving(None, Vec::new(), None),
             refcount: None,
             left_out: LeftOut::default(),
+        }
+    }
+}
+
+impl Story {
+    fn from_events(
+        found: &Findings,
+        title: &str,
+        source: Option<&Source>,
+        cache: Option<String>,
+        mut notes: Vec<String>,
+        about: About<'_>,
+    ) -> Story {
+        let step = |e: &Event| step_of(found, source, e);
+        let program: Vec<&Event> = found
+            .events
+            .iter()
+            .filter(|e| found.aside(e).is_none())
+            .collect();
+        // The access the sanitizer reported, or the program's last one: where the frees,
+        // the writes after them and the threads are counted up to.
+        let bad = program
+            .iter()
+            .find(|e| matches!(e.kind, Kind::BadRead | Kind::BadWrite))
+            .or_else(|| program.iter().rev().find(|e| e.kind.is_access()))
+            .copied();
+        // The bad access the story tells: for a refcount, the change that took it below one.
+        let told = match &about {
+            About::Memory => bad,
+            About::Refcount {
+                changes, below_one, ..
+            } => below_one.map(|i| changes[i]),
+        };
+        let memory = matches!(about, About::Memory);
+        let bad_ts = bad.map_or(u64::MAX, |e| e.ts);
+        let life_from = found.life_from().or_else(|| found.allocated_before(bad_ts));
+        let allocation = life_from.and_then(|ts| {
+            program
+                .iter()
+                .find(|e| e.kind == Kind::Alloc && e.ts == ts)
+                .copied()
+        });
+        let frees: Vec<&Event> = program
+            .iter()
+            .filter(|e| e.kind == Kind::Free && e.ts <= bad_ts)
+            .copied()
+            .collect();
+        let last_free = frees.last().map(|e| e.ts);
+        let writes_after_free: Vec<&Event> = match last_free.filter(|_| memory) {
+            Some(freed) => program
+                .iter()
+                .filter(|e| e.kind == Kind::Write && e.ts > freed && e.ts < bad_ts)
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        };
+        if bad.is_none() && memory {
+            notes.push(format!(
+                "no access to {} in the replay: the report's address was never touched",
+                found.watch.range
+            ));
+        }
+        // A refcount not in an object (one on the stack, say) has no allocation: its life
+        // starts at its first store.
+        if allocation.is_none() && memory {
+            notes.push(
+                "the object's allocation is not in the replay (made before the recording \
+                 started, or by an allocator rrr does not know)"
+                    .to_owned(),
+            );
+        }
+        let object = found.watch.object.map(|o| Object {
+            addr: format!("{:#x}", o.addr),
+            size: o.len,
+            cache,
+            asked: allocation.map(|a| a.size).filter(|&s| s > 0),
+            offset: bad.map(|b| b.addr.wrapping_sub(o.addr) as i64),
+        });
+        let mut threads = interleaving(
+            allocation.map(|e| e.tid),
+            frees.iter().map(|e| e.tid).collect(),
+            bad.map(|e| e.tid),
+        );
+        let mut title = title.to_owned();
+        let refcount = match about {
+            About::Memory => None,
+            About::Refcount {
+                warning,
+                changes,
+                below_one,
+            } => {
+                let mut tids: Vec<i32> = changes.iter().map(|c| c.tid).collect();
+                tids.dedup();
+                let changed: Vec<String> = tids.iter().map(|t| format!("tid {t}")).collect();
+                threads.summary = format!("changed by {}", changed.join(", "));
+                // syzbot's title for it: the function that used the refcount.
+                let user = told.and_then(|e| {
+                    let stack = kernel_stack(&e.stack);
+                    stack.into_iter().find(|f| !f.contains("refcount"))
+                });
+                if let Some(f) = user {
+                    title = format!("refcount bug in {f}");
+                }
+                Some(Refcount {
+                    addr: format!("{:#x}", found.watch.range.addr),
+                    warning: warning.to_owned(),
+                    changes: changes.into_iter().map(step).collect(),
+                    below_one,
+                })
+            }
+        };
+        let mut left_out = LeftOut::default();
+        for e in &found.events {
+            match found.aside(e) {
+                Some(Aside::Sanitizer) => left_out.sanitizer += 1,
+                Some(Aside::Allocator) => left_out.allocator += 1,
+                Some(Aside::EarlierLife) => left_out.earlier_life += 1,
+                None => {}
+            }
+        }
+        Story {
+            version: STORY_VERSION,
+            title,
+            watched: format!("{} ({})", found.watch.range, found.watch.source),
+            bad_access: told.map(step),
+            object,
+            allocation: allocation.map(step),
+            frees: frees.into_iter().map(step).collect(),
+            writes_after_free: writes_after_free.into_iter().map(step).collect(),
+            threads,
+            refcount,
+            left_out,
+            notes,
         }
     }
 
@@ -527,6 +600,7 @@ mod tests {
             None,
             Some("kmalloc-64".into()),
             vec![],
+            About::Memory,
         );
         let a = story.allocation.as_ref().unwrap();
         assert_eq!((a.ts, a.thread.tid, a.size), (2, 39, 64));
@@ -566,7 +640,14 @@ mod tests {
     fn stories_follow_their_schema() {
         let schema = schema();
         let told = [
-            Story::from_events(&watched(vec![]), "KASAN: wild", None, None, vec![]),
+            Story::from_events(
+                &watched(vec![]),
+                "KASAN: wild",
+                None,
+                None,
+                vec![],
+                About::Memory,
+            ),
             Story::from_events(
                 &watched(vec![
                     event(Kind::Alloc, 2, 39, OBJ, &["do_syscall_64", "kmalloc"]),
@@ -577,6 +658,7 @@ mod tests {
                 None,
                 Some("kmalloc-64".into()),
                 vec!["a note".into()],
+                About::Memory,
             ),
         ];
         for story in told {
@@ -591,6 +673,7 @@ mod tests {
             None,
             None,
             vec![],
+            About::Memory,
         ))
         .unwrap();
         json.as_object_mut().unwrap().remove("title");
@@ -629,7 +712,14 @@ mod tests {
 
     #[test]
     fn nothing_touched_is_said() {
-        let story = Story::from_events(&watched(vec![]), "KASAN: wild", None, None, vec![]);
+        let story = Story::from_events(
+            &watched(vec![]),
+            "KASAN: wild",
+            None,
+            None,
+            vec![],
+            About::Memory,
+        );
         assert!(story.bad_access.is_none());
         assert!(
             story.notes.iter().any(|n| n.contains("never touched")),

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use rrr_trace::watch::{Event, Kind};
 
-use super::source::Source;
-use super::{step_of, Refcount, Story};
+use super::{About, Story, Telling};
 use crate::limits::Limits;
 use crate::recording::Recording;
 use crate::watch::{self, Findings};
@@ -24,6 +23,7 @@ pub(super) fn refcount_warning(log: &str) -> Option<String> {
 /// second watches it.
 pub(super) fn explain_refcount(
     rec: &Recording,
+    telling: &Telling<'_>,
     warning: &str,
     timeout: Duration,
 ) -> crate::Result<Story> {
@@ -40,7 +40,7 @@ pub(super) fn explain_refcount(
     let noted =
         crate::trace::trace_with(rec, Path::new("/dev/null"), &only, options, timeout)?.calls;
     let Some(call) = noted.iter().find(|c| !c.args.is_empty()) else {
-        let mut story = Story::untold(rec, "");
+        let mut story = telling.untold();
         story.notes = vec![format!(
             "the kernel warned `{warning}`, but the replay has no call of {WARNS} to take the \
              refcount from"
@@ -58,52 +58,18 @@ pub(super) fn explain_refcount(
         ..Limits::default()
     };
     let found = watch::watch(rec, w, None, &whole, false, timeout)?;
-    let mut story = Story::tell(rec, &found.findings);
-    story.refcount = Some(refcount_story(
-        &found.findings,
-        Source::of(rec).as_ref(),
+    let (changes, below_one) = changes(&found.findings, call.ts);
+    let about = About::Refcount {
         warning,
-        call.ts,
-    ));
-    // A refcount's story is its changes; what a memory report's story has is not asked.
-    story.bad_access = story
-        .refcount
-        .as_ref()
-        .and_then(|r| r.below_one.map(|i| r.changes[i].clone()));
-    story.writes_after_free.clear();
-    story.notes.retain(|n| !n.contains("never touched"));
-    if let Some(r) = &story.refcount {
-        if story.allocation.is_none() {
-            // Not an object's refcount (one on the stack, say): its life starts at its first
-            // store.
-            story
-                .notes
-                .retain(|n| !n.contains("allocation is not in the replay"));
-        }
-        let mut tids: Vec<i32> = r.changes.iter().map(|c| c.thread.tid).collect();
-        tids.dedup();
-        let changed: Vec<String> = tids.iter().map(|t| format!("tid {t}")).collect();
-        story.threads.summary = format!("changed by {}", changed.join(", "));
-        // syzbot's title for it: the function that used the refcount.
-        let user = r.below_one.and_then(|i| {
-            let stack = &r.changes[i].stack;
-            stack.iter().find(|f| !f.contains("refcount")).cloned()
-        });
-        if let Some(f) = user {
-            story.title = format!("refcount bug in {f}");
-        }
-    }
-    Ok(story)
+        changes,
+        below_one,
+    };
+    Ok(telling.story(&found.findings, about))
 }
 
 /// A refcount's changes (see [`Refcount`]), up to the warning at `warned_at` and the
-/// saturation the warning writes.
-fn refcount_story(
-    found: &Findings,
-    source: Option<&Source>,
-    warning: &str,
-    warned_at: u64,
-) -> Refcount {
+/// saturation the warning writes, and the one that took it below one, by index.
+pub(super) fn changes(found: &Findings, warned_at: u64) -> (Vec<&Event>, Option<usize>) {
     let is_op = |e: &Event| {
         let refcount = |f: &String| f.starts_with("refcount_") || f.starts_with("__refcount_");
         e.stack.iter().any(refcount)
@@ -140,13 +106,5 @@ fn refcount_story(
         .filter(|e| e.ts <= warned_at || warns(e))
         .collect();
     let below_one = changes.iter().position(|e| (e.value as u32 as i32) < 1);
-    Refcount {
-        addr: format!("{:#x}", found.watch.range.addr),
-        warning: warning.to_owned(),
-        changes: changes
-            .into_iter()
-            .map(|e| step_of(found, source, e))
-            .collect(),
-        below_one,
-    }
+    (changes, below_one)
 }

@@ -69,7 +69,19 @@ impl Source {
             }
             outer
         })?;
-        Some(ReproCall {
+        Some(self.at_line(syscall, function, line, true))
+    }
+
+    /// The call of `syscall` by `function` at `line` of the stimulus's source (`exact`: found
+    /// by its return address).
+    fn at_line(
+        &self,
+        syscall: Option<String>,
+        function: String,
+        line: u32,
+        exact: bool,
+    ) -> ReproCall {
+        ReproCall {
             syscall,
             function,
             file: Some(self.file.clone()),
@@ -78,15 +90,16 @@ impl Source {
                 .lines
                 .get(line as usize - 1)
                 .map(|l| l.trim().to_owned()),
-            exact: true,
-        })
+            exact,
+        }
     }
 
     /// The reproducer's call behind a kernel event with `stack` (outermost first), made at
     /// `site` in the program if known.
     pub(super) fn call(&self, stack: &[String], site: u64) -> Option<ReproCall> {
+        let syscall = syscall(stack);
         if site != 0 {
-            if let Some(call) = self.call_at(site, syscall(stack)) {
+            if let Some(call) = self.call_at(site, syscall.clone()) {
                 return Some(call);
             }
         }
@@ -94,37 +107,21 @@ impl Source {
             .iter()
             .rev()
             .find_map(|f| Some((f.clone(), self.span(f)?)))?;
-        let syscall = syscall(stack);
-        let mentions = |l: &&(usize, &String)| {
+        let mentions = |text: &String| {
             syscall.as_deref().is_some_and(|s| {
-                let text = l.1.as_str();
                 text.contains(&format!("__NR_{s}"))
                     || text.contains(&format!("SYS_{s}"))
                     || text.contains(&format!("{s}("))
             })
         };
-        let body = self
-            .lines
-            .iter()
-            .enumerate()
-            .take(to.saturating_sub(1) as usize)
-            .skip(from.saturating_sub(1) as usize)
-            .collect::<Vec<_>>();
+        // The function's body: its line to the next function's.
+        let body = (from..to).zip(self.lines.iter().skip(from.saturating_sub(1) as usize));
         let line = body
-            .iter()
-            .find(mentions)
-            .map_or(from, |(i, _)| *i as u32 + 1);
-        Some(ReproCall {
-            syscall,
-            function,
-            file: Some(self.file.clone()),
-            line: Some(line),
-            source: self
-                .lines
-                .get(line as usize - 1)
-                .map(|l| l.trim().to_owned()),
-            exact: false,
-        })
+            .filter(|(_, text)| mentions(text))
+            .map(|(n, _)| n)
+            .next()
+            .unwrap_or(from);
+        Some(self.at_line(syscall, function, line, false))
     }
 }
 

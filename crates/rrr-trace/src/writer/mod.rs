@@ -368,10 +368,11 @@ impl<W: Write> TraceWriter<W> {
             return;
         };
         let a = args.slice(&batch.words);
+        // `params` is below the words' count (at most MAX_ARG_WORDS) when there is a site.
         let site = a
             .words
             .get(params)
-            .filter(|_| a.missing & (1 << params) == 0 && params < 16);
+            .filter(|_| a.missing & (1 << params) == 0);
         self.model.tracks[i].syscall_site = site.copied().filter(|&s| s != 0);
     }
 
