@@ -16,12 +16,9 @@ use osi_profile::Profile;
 pub use crate::channel::Backpressure;
 use crate::channel::BatchSender;
 use crate::crash::CrashReport;
-use crate::focus::Threads;
 use crate::observer::{Observer, OsLayout};
+use crate::options::TraceOptions;
 use crate::record::Batch;
-use crate::ring::Budget;
-use crate::watch::{Range, Watcher};
-use crate::window::Window;
 pub use crate::writer::TraceSummary;
 use crate::writer::{TraceWriter, WriterError};
 
@@ -52,33 +49,14 @@ pub struct PipelineConfig {
     pub backpressure: Backpressure,
     /// Flush the file after the queue has been idle this long.
     pub flush_interval: Duration,
-    /// The crash report to mark where the kernel starts reporting it.
+    /// What to write: the window, threads, depth, budget, watch and noted calls, each read by
+    /// the writer's stage that uses it ([`TraceWriter::with_options`]).
+    pub options: TraceOptions,
+    /// The crash report to mark where the kernel starts reporting it (read from the file
+    /// `options.crash` names).
     pub crash: Option<CrashReport>,
-    /// The part of the replay to write.
-    pub window: Window,
-    /// The threads to write.
-    pub threads: Threads,
-    /// The deepest kernel call to write, below the kernel's entry.
-    pub max_depth: Option<u32>,
-    /// The memory to watch, and where its events go.
-    pub watch: Option<WatchTo>,
-    /// The size budget (see [`TraceWriter::set_budget`]).
-    pub budget: Option<Budget>,
-    /// Note the calls of these functions (see [`TraceWriter::note_calls`]).
-    pub note_calls: Vec<String>,
-}
-
-/// A watch's range, its object if known, and the watch file (see [`crate::watch`]).
-#[derive(Clone, Debug)]
-pub struct WatchTo {
-    /// The memory watched.
-    pub range: Range,
-    /// The object holding it, if known.
-    pub object: Option<Range>,
-    /// The watch file, created.
-    pub file: Arc<std::fs::File>,
-    /// Mark the sanitizer's and the allocator's own accesses in the trace too.
-    pub mark_own: bool,
+    /// Where the watch's events go (the file `options.accesses` names, created).
+    pub accesses: Option<Arc<std::fs::File>>,
 }
 
 impl Default for PipelineConfig {
@@ -88,13 +66,9 @@ impl Default for PipelineConfig {
             queue_batches: 64,
             backpressure: Backpressure::Block,
             flush_interval: Duration::from_millis(200),
+            options: TraceOptions::default(),
             crash: None,
-            window: Window::ALL,
-            threads: Threads::All,
-            max_depth: None,
-            watch: None,
-            budget: None,
-            note_calls: Vec::new(),
+            accesses: None,
         }
     }
 }
@@ -119,28 +93,16 @@ impl Pipeline {
     ) -> Self {
         let (tx, rx) = bounded::<Batch>(config.queue_batches.max(1));
         let (recycle_tx, recycled) = bounded::<Batch>(RECYCLED_BATCHES);
-        let mut writer = TraceWriter::new(out, Arc::clone(&profile));
-        if let Some(report) = config.crash {
-            writer.mark_crash(report);
-        }
-        writer.set_window(config.window);
-        writer.set_focus(config.threads, config.max_depth);
-        if let Some(budget) = config.budget {
-            writer.set_budget(budget);
-        }
-        if !config.note_calls.is_empty() {
-            writer.note_calls(&config.note_calls);
-        }
-        if let Some(w) = config.watch {
-            let out = std::io::BufWriter::new(ArcFile(w.file));
-            writer.set_watch(Watcher::new(
-                w.range,
-                w.object,
-                w.mark_own,
-                &profile,
-                Box::new(out),
-            ));
-        }
+        let accesses = config
+            .accesses
+            .map(|file| Box::new(std::io::BufWriter::new(ArcFile(file))) as Box<dyn Write + Send>);
+        let mut writer = TraceWriter::with_options(
+            out,
+            Arc::clone(&profile),
+            &config.options,
+            config.crash,
+            accesses,
+        );
         let interval = config.flush_interval;
         let handle = std::thread::Builder::new()
             .name("rrr-writer".into())

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use osi_profile::Profile;
 
 use crate::decode::words_for;
+use crate::options::TraceOptions;
 use crate::record::{Args, ThreadIdent};
 use crate::writer::subscriber::{At, Call, FlowStep, Happened, Mark, Subscriber};
 
@@ -376,6 +377,23 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
+    /// The watch `options` ask for (their `watch`, `object` and `watch_own`), if any, writing
+    /// its events to `out`.
+    pub fn from_options(
+        options: &TraceOptions,
+        profile: &Profile,
+        out: Box<dyn Write + Send>,
+    ) -> Option<Watcher> {
+        let range = options.watch?;
+        Some(Watcher::new(
+            range,
+            options.object,
+            options.watch_own,
+            profile,
+            out,
+        ))
+    }
+
     /// Watches `range` (inside `object`, if known), writing the watch file to `out`; the
     /// sanitizer's and the allocator's own accesses are marked in the trace if `mark_own`
     /// (the watch file lists them all, saying whose they are).

@@ -605,12 +605,14 @@ fn a_syscalls_call_site_in_the_program_goes_with_its_watch_events() {
         len: 8,
     };
     let config = PipelineConfig {
-        watch: Some(rrr_trace::pipeline::WatchTo {
-            range,
-            object: None,
-            file: std::sync::Arc::new(std::fs::File::create(&accesses).unwrap()),
-            mark_own: false,
-        }),
+        options: rrr_trace::TraceOptions {
+            watch: Some(range),
+            accesses: Some(accesses.clone()),
+            ..Default::default()
+        },
+        accesses: Some(std::sync::Arc::new(
+            std::fs::File::create(&accesses).unwrap(),
+        )),
         ..Default::default()
     };
     let (bytes, _) = run_with(config, |obs| {

@@ -4,6 +4,8 @@
 
 use osi_profile::Profile;
 
+use crate::options::TraceOptions;
+
 use super::subscriber::{At, Happened, Mark, Subscriber};
 use super::TraceSummary;
 
@@ -31,6 +33,11 @@ pub(crate) struct CallNotes {
 }
 
 impl CallNotes {
+    /// The notes `options` ask for (their `note_calls`), if any.
+    pub fn from_options(options: &TraceOptions, profile: &Profile) -> Option<CallNotes> {
+        (!options.note_calls.is_empty()).then(|| CallNotes::new(&options.note_calls, profile))
+    }
+
     /// Notes the calls of the functions of `profile` named `names` (a name matches its
     /// `.isra`/`.constprop` clones too).
     pub fn new(names: &[String], profile: &Profile) -> CallNotes {

@@ -22,6 +22,7 @@ use osi_profile::Profile;
 
 use crate::crash::CrashReport;
 use crate::focus::Threads;
+use crate::options::TraceOptions;
 use crate::record::{Access, ArgsRef, Batch, Record, ThreadIdent, TrackKey};
 use crate::ring::{Budget, Cut};
 use crate::stacks::{Ending, Frame};
@@ -64,7 +65,7 @@ pub struct TraceSummary {
     pub sizes: Vec<(u64, u64, u64)>,
     /// What a size budget cut, if it cut anything (see [`TraceWriter::set_budget`]).
     pub cut: Option<Cut>,
-    /// The calls noted (see [`TraceWriter::note_calls`]).
+    /// The calls noted (see [`TraceOptions::note_calls`]).
     #[serde(default)]
     pub calls: Vec<NotedCall>,
 }
@@ -132,6 +133,37 @@ impl<W: Write> TraceWriter<W> {
         }
     }
 
+    /// A writer emitting to `out` as `options` say, each stage reading the options it uses:
+    /// the policy its window, threads and depth, the sink its budget, the call notes their
+    /// functions, the watch its memory. The crash marker marks `crash` (see
+    /// [`TraceWriter::mark_crash`]); the watch writes its events to `accesses`: every access
+    /// the engine reports ([`Record::Access`]), and every allocation and free of the object
+    /// holding it, with its thread and call stack, whatever the window or focus (those in the
+    /// written part are also instants on their thread and on a `watch` track).
+    pub fn with_options(
+        out: W,
+        profile: Arc<Profile>,
+        options: &TraceOptions,
+        crash: Option<CrashReport>,
+        accesses: Option<Box<dyn Write + Send>>,
+    ) -> Self {
+        let mut writer = TraceWriter::new(out, profile);
+        writer.policy = Policy::from_options(options);
+        writer.sink.set_options(options);
+        if let Some(report) = crash {
+            writer.mark_crash(report);
+        }
+        if let Some(notes) = CallNotes::from_options(options, &writer.profile) {
+            writer.subscribe(Box::new(notes));
+        }
+        if let Some(watcher) =
+            accesses.and_then(|out| Watcher::from_options(options, &writer.profile, out))
+        {
+            writer.subscribe(Box::new(watcher));
+        }
+        writer
+    }
+
     /// Writes only the calls of `threads` (and the interrupts taken while they run), and of
     /// the kernel no deeper than `max_depth` calls below its entry (0: the entry itself, such
     /// as `do_syscall_64`). Calls not written still run on the shadow stacks, so those
@@ -165,21 +197,6 @@ impl<W: Write> TraceWriter<W> {
     pub fn mark_crash(&mut self, report: CrashReport) {
         let marker = CrashMarker::new(report, &self.profile);
         self.subscribe(Box::new(marker));
-    }
-
-    /// Watches memory: every access the engine reports ([`Record::Access`]), and every
-    /// allocation and free of the object holding it, goes to the watch file with its thread
-    /// and call stack, whatever the window or focus; those in the written part are also
-    /// instants on their thread and on a `watch` track. Must be set before the first record.
-    pub(crate) fn set_watch(&mut self, watcher: Watcher) {
-        self.subscribe(Box::new(watcher));
-    }
-
-    /// Notes the calls of the functions named `names` with their argument words, in the
-    /// results ([`TraceSummary::calls`]). Must be set before the first record.
-    pub fn note_calls(&mut self, names: &[String]) {
-        let notes = CallNotes::new(names, &self.profile);
-        self.subscribe(Box::new(notes));
     }
 
     /// Adds a subscriber to the call model's events.

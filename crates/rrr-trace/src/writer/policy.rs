@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use crate::focus::Threads;
+use crate::options::TraceOptions;
 use crate::record::{ThreadIdent, TrackKey};
 use crate::window::Window;
 
@@ -55,6 +56,14 @@ impl Policy {
             max_depth: None,
             focused: false,
         }
+    }
+
+    /// The policy `options` ask for: their window, threads and depth.
+    pub fn from_options(options: &TraceOptions) -> Policy {
+        let mut policy = Policy::new();
+        policy.set_window(options.window);
+        policy.set_focus(options.threads.clone(), options.max_depth);
+        policy
     }
 
     /// Only the calls of `threads` (and the interrupts taken while they run), and of the
@@ -200,8 +209,10 @@ mod tests {
 
     /// The turns a policy with `window` takes over records at `times`.
     fn turns(window: &str, times: &[u64]) -> Vec<(u64, Option<Turn>, bool)> {
-        let mut p = Policy::new();
-        p.set_window(window.parse().unwrap());
+        let mut p = Policy::from_options(&TraceOptions {
+            window: window.parse().unwrap(),
+            ..TraceOptions::default()
+        });
         let mut now = 0;
         times
             .iter()
@@ -242,8 +253,10 @@ mod tests {
 
     #[test]
     fn the_thread_filter_hides_other_threads_and_their_interrupts() {
-        let mut p = Policy::new();
-        p.set_focus(Threads::Comm("repro".into()), None);
+        let mut p = Policy::from_options(&TraceOptions {
+            threads: Threads::Comm("repro".into()),
+            ..TraceOptions::default()
+        });
         let (a, b) = (TrackKey::Thread(0x1000), TrackKey::Thread(0x2000));
         p.thread(0, &ident(10, 10, "repro"));
         // A thread of the same process, under another name, is kept.
@@ -265,8 +278,10 @@ mod tests {
 
     #[test]
     fn the_depth_limit_hides_deep_kernel_calls_only() {
-        let mut p = Policy::new();
-        p.set_focus(Threads::All, Some(1));
+        let p = Policy::from_options(&TraceOptions {
+            max_depth: Some(1),
+            ..TraceOptions::default()
+        });
         let k = TrackKey::Thread(0x1000);
         assert!(!p.hides(0, k, false, || 1));
         assert!(p.hides(0, k, false, || 2));

@@ -14,6 +14,7 @@ use rrr_perfetto::{Flow, Sequence, IID_USER};
 
 use super::model::CallModel;
 use crate::decode::{encode_args, encode_return, words_for, Kind, Plan, PlanParam};
+use crate::options::TraceOptions;
 use crate::prefetch::prefetch;
 use crate::record::{ArgsSlice, Record};
 use crate::ring::{Budget, Cut, Head, Ring};
@@ -89,6 +90,13 @@ impl<W: Write> Sink<W> {
             events: 0,
             bytes: 0,
             sizes: Vec::new(),
+        }
+    }
+
+    /// Takes the sink's options: their budget, if any.
+    pub fn set_options(&mut self, options: &TraceOptions) {
+        if let Some(budget) = &options.budget {
+            self.set_budget(budget.clone());
         }
     }
 
