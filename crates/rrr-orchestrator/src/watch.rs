@@ -332,32 +332,61 @@ fn places(
         if places.contains_key(&pc) {
             continue;
         }
-        let mut names = Vec::new();
-        if let Ok(mut frames) = loader.find_frames(pc) {
-            while let Ok(Some(frame)) = frames.next() {
-                if let Some(name) = frame
+        // Innermost first: each inlined function's name and where in it the pc is (for an
+        // outer one, the line of the inlined call).
+        let mut frames = Vec::new();
+        if let Ok(mut found) = loader.find_frames(pc) {
+            while let Ok(Some(frame)) = found.next() {
+                let name = frame
                     .function
-                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()))
-                {
-                    names.push(name);
-                }
+                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
+                let line = frame
+                    .location
+                    .and_then(|l| Some(format!("{}:{}", source_path(l.file?), l.line?)));
+                frames.push((name, line));
             }
         }
-        let location = loader
-            .find_location(pc)
-            .ok()
-            .flatten()
-            .and_then(|l| Some(format!("{}:{}", source_path(l.file?), l.line?)));
-        let place = match (names.first(), location) {
+        // The place is the first frame that is not the sanitizer's instrumentation inlined
+        // into the code (`instrument_atomic_read_write`, the instrumented atomics): KASAN
+        // names the function the check is in too.
+        let shown = frames
+            .iter()
+            .position(|(name, line)| !is_instrumentation(name.as_deref(), line.as_deref()))
+            .unwrap_or(0);
+        let (name, line) = match frames.get(shown) {
+            Some((name, line)) => (name.clone(), line.clone()),
+            None => (
+                None,
+                loader
+                    .find_location(pc)
+                    .ok()
+                    .flatten()
+                    .and_then(|l| Some(format!("{}:{}", source_path(l.file?), l.line?))),
+            ),
+        };
+        let place = match (name, line) {
             (Some(f), Some(l)) => format!("{f} ({l})"),
-            (Some(f), None) => f.clone(),
+            (Some(f), None) => f,
             (None, Some(l)) => l,
             (None, None) => continue,
         };
+        let names = frames.into_iter().filter_map(|(name, _)| name).collect();
         places.insert(pc, place);
         inlined.insert(pc, names);
     }
     (places, inlined)
+}
+
+/// Whether an inlined frame (function `name`, at `line`) is the sanitizer's instrumentation:
+/// `include/linux/instrumented.h`'s checks, the instrumented atomics' wrappers
+/// (`include/linux/atomic/`), or a KASAN, KCSAN or KMSAN helper.
+fn is_instrumentation(name: Option<&str>, line: Option<&str>) -> bool {
+    let name = name.unwrap_or_default();
+    let line = line.unwrap_or_default();
+    name.starts_with("instrument_")
+        || ["kasan", "kcsan", "kmsan"].iter().any(|s| name.contains(s))
+        || line.starts_with("include/linux/instrumented.h")
+        || line.starts_with("include/linux/atomic/")
 }
 
 /// A kernel source path as the tree names it (`mm/slub.c`): the build directory's prefix

@@ -46,12 +46,17 @@ fn run_bug(name: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `rrr run --compare` of the bug `name` (two attempts each): no crash on the fixed kernel, and
+/// `rrr run --compare` of the bug `name` (two attempts each): no crash on the fixed kernel (its
+/// last attempt `ended`: `ended status=0`, or `timeout 60` for a reproducer that loops), and
 /// `title` at the first attempt with the fix reverted. Then the trace of the crash (the same
 /// recording, cached): every thread that ran in it is named, none is a bare stack
 /// (`stack-…`: an IRQ stack is only page-aligned, and deep interrupt work on it once made one).
-/// Returns what the traced `rrr run` said.
-fn crashes_only_with_the_fix_reverted(name: &str, title: &str) -> String {
+/// Returns what the traced `rrr run` said, and its trace (in the directory returned with it).
+fn crashes_only_with_the_fix_reverted(
+    name: &str,
+    ended: &str,
+    title: &str,
+) -> (String, PathBuf, tempfile::TempDir) {
     let out = run_bug(name, &["--compare"]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "rrr run --compare failed:\n{said}");
@@ -65,7 +70,7 @@ fn crashes_only_with_the_fix_reverted(name: &str, title: &str) -> String {
     assert_eq!(
         verdict,
         [
-            "without the patches: no crash in 2 attempts (the last ended status=0)".to_owned(),
+            format!("without the patches: no crash in 2 attempts (the last {ended})"),
             format!("with fix-reverted.patch: {title}, at attempt 1"),
         ],
         "{said}"
@@ -90,7 +95,7 @@ fn crashes_only_with_the_fix_reverted(name: &str, title: &str) -> String {
     let threads: u32 = tp::lines(&r[0])[0].parse().unwrap();
     assert!(threads > 5, "{threads} threads with calls in the trace");
     assert_eq!(tp::lines(&r[1]), Vec::<String>::new(), "unnamed threads");
-    said
+    (said, t, dir)
 }
 
 /// CVE-2022-0185: `fsconfig()` on debugfs (a filesystem on the legacy mount API) appends its
@@ -100,8 +105,19 @@ fn crashes_only_with_the_fix_reverted(name: &str, title: &str) -> String {
 fn legacy_parse_param_overflows_its_page_only_with_the_fix_reverted() {
     crashes_only_with_the_fix_reverted(
         "legacy_parse_param",
+        "ended status=0",
         "KASAN: slab-out-of-bounds Write in legacy_parse_param",
     );
+}
+
+/// The kernel stack of a step of a story, innermost first.
+fn stack_of(step: &serde_json::Value) -> Vec<&str> {
+    step["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect()
 }
 
 /// KASAN's own stack of the report's `header` ("Allocated by task"), innermost first, without
@@ -246,8 +262,9 @@ fn ok_said(cmd: &mut Command) -> String {
 /// + 1` wraps to 0 and the first push writes its value past the map's allocation.
 #[test]
 fn a_queue_maps_first_push_overflows_it_only_with_the_fix_reverted() {
-    let said = crashes_only_with_the_fix_reverted(
+    let (said, _, _) = crashes_only_with_the_fix_reverted(
         "queue_stack_map",
+        "ended status=0",
         "KASAN: slab-out-of-bounds Write in queue_stack_map_push_elem",
     );
     // Its story: the map allocated by the reproducer's map-creating bpf(2) and overflowed by
@@ -271,4 +288,107 @@ fn a_queue_maps_first_push_overflows_it_only_with_the_fix_reverted() {
         "{story:#}"
     );
     assert_eq!(story["bad_access"]["what"], "bad-write", "{story:#}");
+}
+
+/// A seccomp filter asked for with both TSYNC and NEW_LISTENER, from a thread of the
+/// reproducer while another of its threads has a filter of its own: with the flags'
+/// exclusion and the `ret < 0` test reverted, TSYNC's failure (the other thread's id) is taken
+/// for success, the listener's file is installed, and the filter it points to freed on the way
+/// out; the main thread's `close` of the listener then locks the freed filter's mutex.
+#[test]
+fn a_seccomp_listener_outlives_its_filter_only_with_the_fix_reverted() {
+    let (said, trace, _dir) = crashes_only_with_the_fix_reverted(
+        "seccomp_listener",
+        "timeout 60",
+        "KASAN: use-after-free Write in mutex_lock",
+    );
+    let rec = story::recording_of(&said);
+    let story = story::explained(&rec);
+    let log = std::fs::read_to_string(Path::new(&rec).join("serial.log")).unwrap();
+    let tid = |s: &serde_json::Value| s["thread"]["tid"].as_i64().unwrap();
+
+    // The allocation and the free: KASAN's own stacks (from the allocator's and the free's
+    // function out), in the threads KASAN names.
+    let alloc = &story["allocation"];
+    let frees = story["frees"].as_array().unwrap();
+    assert_eq!(frees.len(), 1, "{story:#}");
+    let free = &frees[0];
+    assert_eq!(
+        stack_of(alloc)[..2],
+        ["kmalloc_trace", "do_seccomp"],
+        "{story:#}"
+    );
+    assert_eq!(stack_of(free)[..2], ["kfree", "do_seccomp"], "{story:#}");
+    let kasan_alloc = kasan_stack(&log, "Allocated by task");
+    assert_eq!(kasan_alloc[..2], stack_of(alloc)[..2], "{kasan_alloc:?}");
+    let kasan_free = kasan_stack(&log, "Freed by task");
+    let from_kfree: Vec<&str> = kasan_free
+        .iter()
+        .skip_while(|f| *f != "kfree")
+        .map(String::as_str)
+        .collect();
+    assert_eq!(from_kfree[..2], stack_of(free)[..2], "{kasan_free:?}");
+    assert!(log.contains(&format!("Allocated by task {}:", tid(alloc))));
+    assert!(log.contains(&format!("Freed by task {}:", tid(free))));
+
+    // The bad access: the listener's close in the main thread, another thread than the
+    // free's; its place is the function the check is in, not KASAN's inlined check.
+    let bad = &story["bad_access"];
+    assert!(log.contains(&format!("by task stimulus/{}", tid(bad))));
+    assert_ne!(tid(free), tid(bad));
+    assert_eq!(story["threads"]["free_and_access_race"], true, "{story:#}");
+    let place = bad["place"].as_str().unwrap();
+    assert!(
+        place.starts_with("__mutex_trylock_fast (kernel/locking/mutex.c:"),
+        "{story:#}"
+    );
+    assert_eq!(
+        stack_of(bad)[..3],
+        [
+            "mutex_lock",
+            "seccomp_notify_detach.part.0",
+            "seccomp_notify_release"
+        ],
+        "{story:#}"
+    );
+
+    // The reproducer's lines, the calls' own: call 1's seccomp allocated and freed the filter,
+    // and close_fds's close (in the child's reset_test, after the calls) made the bad access.
+    let repro = std::fs::read_to_string(bug("seccomp_listener").0).unwrap();
+    let line = |text: &str| repro.lines().position(|l| l.contains(text)).unwrap() as u64 + 1;
+    let seccomp = line("syscall(__NR_seccomp, 1, 9,");
+    // close_fds's loop: `for (fd = 3; fd < 30; fd++) close(fd);`.
+    let close = line("for (fd = 3; fd < 30; fd++)") + 1;
+    assert_eq!(
+        repro.lines().nth(close as usize - 1).unwrap().trim(),
+        "close(fd);"
+    );
+    for (step, syscall, line) in [
+        (alloc, "seccomp", seccomp),
+        (free, "seccomp", seccomp),
+        (bad, "close", close),
+    ] {
+        let call = &step["call"];
+        assert_eq!(call["syscall"], syscall, "{story:#}");
+        assert_eq!(
+            (call["line"].as_u64(), &call["exact"]),
+            (Some(line), &serde_json::json!(true)),
+            "{story:#}"
+        );
+    }
+
+    // The trace's arrows: from the allocation to the free, in the seccomp call's thread, and
+    // on to the bad write in the main thread.
+    let r = tp::query(
+        &trace,
+        &[
+            "select so.name, si.name, so.track_id = si.track_id from flow f \
+             join slice so on so.id = f.slice_out join slice si on si.id = f.slice_in \
+             where so.name like 'alloc%' or so.name like 'free%' order by so.ts",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        ["alloc 160|free 160|1", "free 160|bad-write 8|0"]
+    );
 }

@@ -677,9 +677,11 @@ impl Observer {
     }
 
     /// A syscall's entry (`do_syscall_64(regs, nr)`, its arguments in `args`): appends to
-    /// them the word at the user stack pointer the kernel saved in `regs`, which for a libc
-    /// wrapper that pushes nothing (`syscall()`) is its return address, in the program's code
-    /// that made the call (the writer checks it is); missing if it cannot be read.
+    /// them where in the program the call was made: the first of the words at the user stack
+    /// pointer the kernel saved in `regs` that lies in one of the program's own functions (a
+    /// return address: at the pointer for a libc wrapper that pushes nothing, `syscall()`, a
+    /// few words above it for one that saves registers first, glibc's cancellable `close`),
+    /// else the word at the pointer; missing if it cannot be read.
     #[cold]
     fn syscall_site<G: Guest + ?Sized>(&mut self, g: &mut G, args: &mut ArgsRef) {
         let words = &mut self.batch.words;
@@ -688,10 +690,20 @@ impl Observer {
             return;
         }
         let regs = words[args.at as usize];
-        let ret = g
+        let sp = g
             .read_u64(regs.wrapping_add(crate::guest::PT_REGS_SP))
-            .filter(|&sp| !is_kernel_address(sp))
-            .and_then(|sp| g.read_u64(sp));
+            .filter(|&sp| !is_kernel_address(sp));
+        let profile = &self.profile;
+        let in_program =
+            |word: u64| !is_kernel_address(word) && profile.function_containing(word).is_some();
+        let ret = sp.and_then(|sp| {
+            let first = g.read_u64(sp)?;
+            if in_program(first) {
+                return Some(first);
+            }
+            let above = (1..SITE_WORDS).map_while(|i| g.read_u64(sp + 8 * i));
+            Some(above.into_iter().find(|&w| in_program(w)).unwrap_or(first))
+        });
         words.push(ret.unwrap_or(0));
         if ret.is_none() {
             args.missing |= 1 << w;
@@ -847,6 +859,10 @@ const KIND_SWITCH: u8 = 5;
 const SWITCH: &str = "__switch_to";
 /// See [`SYSCALL`].
 const KIND_SYSCALL: u8 = 6;
+
+/// How many words at a syscall's user stack pointer may hold its return address into the
+/// program (see [`Observer::syscall_site`]): glibc's wrappers save at most a few registers.
+const SITE_WORDS: u64 = 8;
 /// The C entry of every syscall from user space, `do_syscall_64(regs, nr)`: the observer
 /// adds the call site in the program to its arguments (see [`Observer::syscall_site`]).
 pub(crate) const SYSCALL: &str = "do_syscall_64";

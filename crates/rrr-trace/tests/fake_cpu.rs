@@ -593,11 +593,9 @@ fn an_irq_stack_across_two_thread_size_blocks_is_one_irq_track() {
     assert_eq!(got, want, "no track of a stack nobody owns");
 }
 
-/// A syscall's entry notes where in the program it was made (the word at the user stack
-/// pointer the kernel saved in `regs`: a libc wrapper's return address), and the watch's
-/// events during the syscall say so; the call's slice keeps its own arguments only.
-#[test]
-fn a_syscalls_call_site_in_the_program_goes_with_its_watch_events() {
+/// The watch's events of a syscall made with the user stack holding `stack` (address, word),
+/// and the trace's bytes.
+fn syscall_watched(stack: &[(u64, u64)]) -> (Vec<rrr_trace::watch::Event>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let accesses = dir.path().join("accesses");
     let range = rrr_trace::watch::Range {
@@ -623,7 +621,9 @@ fn a_syscalls_call_site_in_the_program_goes_with_its_watch_events() {
             .set(Reg(5), regs)
             .set(Reg(4), 257);
         c.poke_u64(regs + 19 * 8, 0x7ffc_1000);
-        c.poke_u64(0x7ffc_1000, 0x40_1234);
+        for &(addr, word) in stack {
+            c.poke_u64(addr, word);
+        }
         obs.on_enter(0, &mut c, id(&p, "do_syscall_64"), 10);
         // In KASAN's check: not marked in the trace, whose reader wants interned names.
         let access = rrr_trace::record::Access {
@@ -637,12 +637,23 @@ fn a_syscalls_call_site_in_the_program_goes_with_its_watch_events() {
         obs.on_access(&mut c, access, 20);
     });
     let text = std::fs::read_to_string(&accesses).unwrap();
-    let events: Vec<_> = text
+    let events = text
         .lines()
         .filter_map(rrr_trace::watch::Event::parse)
         .collect();
-    assert_eq!(events.len(), 1, "{text}");
-    assert_eq!(events[0].site, 0x40_1234);
+    (events, bytes)
+}
+
+/// A syscall's entry notes where in the program it was made (a return address into the
+/// program's own code at the user stack pointer the kernel saved in `regs`, or a few words
+/// above it), and the watch's events during the syscall say so; the call's slice keeps its own
+/// arguments only.
+#[test]
+fn a_syscalls_call_site_in_the_program_goes_with_its_watch_events() {
+    // `syscall()`, which pushes nothing: its return address into main is at the pointer.
+    let (events, bytes) = syscall_watched(&[(0x7ffc_1000, 0x40_1034)]);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].site, 0x40_1034);
     assert_eq!(events[0].by, Some(rrr_trace::watch::By::Sanitizer));
     let call = slices(&bytes)
         .into_iter()
@@ -650,4 +661,11 @@ fn a_syscalls_call_site_in_the_program_goes_with_its_watch_events() {
         .unwrap();
     let names: Vec<&str> = call.args.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["regs", "nr"]);
+    // glibc's cancellable `close`, which saved the descriptor below its return address.
+    let (events, _) = syscall_watched(&[(0x7ffc_1000, 3), (0x7ffc_1018, 0x40_1080)]);
+    assert_eq!(events[0].site, 0x40_1080);
+    // No word in the program's code (a wrapper of a libc without the program's DWARF, or one
+    // that saved more): the word at the pointer, as it is.
+    let (events, _) = syscall_watched(&[(0x7ffc_1000, 0x40_1234)]);
+    assert_eq!(events[0].site, 0x40_1234);
 }
