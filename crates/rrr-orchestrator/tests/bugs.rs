@@ -297,7 +297,7 @@ fn a_queue_maps_first_push_overflows_it_only_with_the_fix_reverted() {
 /// out; the main thread's `close` of the listener then locks the freed filter's mutex.
 #[test]
 fn a_seccomp_listener_outlives_its_filter_only_with_the_fix_reverted() {
-    let (said, trace, _dir) = crashes_only_with_the_fix_reverted(
+    let (said, trace, dir) = crashes_only_with_the_fix_reverted(
         "seccomp_listener",
         "timeout 60",
         "KASAN: use-after-free Write in mutex_lock",
@@ -391,4 +391,37 @@ fn a_seccomp_listener_outlives_its_filter_only_with_the_fix_reverted() {
         tp::lines(&r[0]),
         ["alloc 160|free 160|1", "free 160|bad-write 8|0"]
     );
+
+    // Under a budget of about a hundredth of the whole trace, the calls that allocated and
+    // freed the filter are kept, though a gap lies between them and the crash's part.
+    let cut = dir.path().join("cut.pftrace");
+    let said = ok_said(
+        rrr()
+            .args(["trace", &rec, "--max-size", "2M", "-o"])
+            .arg(&cut),
+    );
+    assert!(
+        said.contains("the parts of the crash's story before them are kept"),
+        "{said}"
+    );
+    let during = |call: &str, step: &str| {
+        format!(
+            "(s.name = '{call}' and s.ts <= (select ts from slice where name = '{step}' limit 1) \
+             and s.ts + s.dur >= (select ts from slice where name = '{step}' limit 1))"
+        )
+    };
+    let r = tp::query(
+        &cut,
+        &[
+            &format!(
+                "select s.name from slice s join slice p on s.parent_id = p.id \
+                 where p.name = 'do_seccomp' and ({} or {}) order by s.ts",
+                during("kmalloc_trace", "alloc 160"),
+                during("kfree", "free 160")
+            ),
+            "select count(*) from slice where dur < 0",
+        ],
+    );
+    assert_eq!(tp::lines(&r[0]), ["kmalloc_trace", "kfree"]);
+    assert_eq!(tp::lines(&r[1]), ["0"], "every slice ends");
 }
