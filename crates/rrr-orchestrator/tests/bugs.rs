@@ -225,7 +225,7 @@ fn the_overflow_s_story_names_its_allocation_and_the_reproducer_s_line() {
     // Under a budget a tenth of the whole trace, the allocation's part is kept with the
     // crash's, a gap between them.
     let cut = dir.path().join("cut.pftrace");
-    let said = ok_said(
+    let said = story::ok_said(
         rrr()
             .args(["trace", &rec, "--max-size", "4M", "-o"])
             .arg(&cut),
@@ -248,14 +248,6 @@ fn the_overflow_s_story_names_its_allocation_and_the_reproducer_s_line() {
     assert_eq!(tp::lines(&r[0]), ["kmalloc_trace"], "the allocation's call");
     assert_eq!(tp::lines(&r[1]), ["0"], "every slice ends");
     assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
-}
-
-/// Runs `cmd`, which must succeed, and returns its stderr.
-fn ok_said(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{cmd:?} failed:\n{said}");
-    said
 }
 
 /// A BPF queue map of 0xffffffff entries: with the size's overflow check reverted, `max_entries
@@ -395,7 +387,7 @@ fn a_seccomp_listener_outlives_its_filter_only_with_the_fix_reverted() {
     // Under a budget of about a hundredth of the whole trace, the calls that allocated and
     // freed the filter are kept, though a gap lies between them and the crash's part.
     let cut = dir.path().join("cut.pftrace");
-    let said = ok_said(
+    let said = story::ok_said(
         rrr()
             .args(["trace", &rec, "--max-size", "2M", "-o"])
             .arg(&cut),

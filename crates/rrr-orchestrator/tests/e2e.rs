@@ -341,7 +341,7 @@ fn a_sleepy_stimulus_is_recorded_and_replayed_without_waiting_out_its_sleep() {
     let kernel = ok(rrr().arg("kernel"));
     let stimulus = ok(rrr().arg("stimulus").arg(example("sleepy.c")));
     let rec = dir.path().join("rec");
-    let said = ok_said(
+    let said = story::ok_said(
         rrr()
             .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
             .args(["--timeout", "120", "-o"])
@@ -365,19 +365,19 @@ fn a_sleepy_stimulus_is_recorded_and_replayed_without_waiting_out_its_sleep() {
     // ends at the same instruction, with the same console.
     let proof =
         format!("ended at the recording's end, instruction {end}, with identical console output");
-    let said = ok_said(rrr().arg("replay").arg(&rec));
+    let said = story::ok_said(rrr().arg("replay").arg(&rec));
     let skips: u64 = said
         .split_once("(skipped ")
         .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no skipped waits said: {said}"));
     assert!(skips > 100 && said.contains(&proof), "{said}");
-    let said = ok_said(rrr().arg("replay").arg(&rec).env("RRR_SKIP_IDLE", "off"));
+    let said = story::ok_said(rrr().arg("replay").arg(&rec).env("RRR_SKIP_IDLE", "off"));
     assert!(!said.contains("skipped") && said.contains(&proof), "{said}");
 
     // Its trace is the same, byte for byte, however the replay was paced.
     let traces = ["skipped.pftrace", "waited.pftrace"].map(|t| dir.path().join(t));
     for (t, pacing) in traces.iter().zip(["on", "off"]) {
-        ok_said(
+        story::ok_said(
             rrr()
                 .arg("trace")
                 .arg(&rec)
@@ -767,14 +767,6 @@ fn bad_input_gets_errors_that_say_what_to_do() {
 // From the crash to its cause, on the crash-test kernel (`rrr kernel --fragment crash-test`:
 // KASAN and LKDTM, crashing on demand from user space).
 
-/// Runs `cmd`, which must succeed, and returns its stderr.
-fn ok_said(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{cmd:?} failed:\n{said}");
-    said
-}
-
 /// The crash instants of `trace`: for each, its track's thread (or track name), title,
 /// reporting function and stack check, and the names of the slices open at its time on its
 /// thread, outermost first.
@@ -810,7 +802,7 @@ fn crash_instants(trace: &Path, title: &str) -> (Vec<String>, Vec<String>) {
 fn a_refcount_underflow_s_changes_are_told_in_order() {
     let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let said = ok_said(
+    let said = story::ok_said(
         rrr()
             .args([
                 "run",
@@ -861,7 +853,7 @@ fn a_kasan_use_after_free_is_marked_where_the_kernel_reports_it_and_gdb_goes_the
     let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.pftrace");
-    let said = ok_said(
+    let said = story::ok_said(
         rrr()
             .args([
                 "run",
@@ -1069,7 +1061,7 @@ fn a_looping_reproducers_recording_ends_right_after_its_report() {
     let trace = dir.path().join("t.pftrace");
     let looping =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crash/looping-use-after-free.c");
-    let said = ok_said(
+    let said = story::ok_said(
         rrr()
             .args(["run", "--fragment", "crash-test", "--timeout", "60"])
             .arg("--stimulus")
@@ -1105,7 +1097,7 @@ fn a_flaky_reproducer_is_recorded_until_it_crashes() {
     let kernel = ok(rrr().args(["kernel", "--fragment", "crash-test"]));
     let stimulus = ok(rrr().arg("stimulus").arg(example("warning-on-attempt-3.c")));
     let rec = dir.path().join("rec");
-    let said = ok_said(
+    let said = story::ok_said(
         rrr()
             .args(["record", "--kernel", &kernel, "--stimulus", &stimulus])
             .args(["--attempts", "5", "--timeout", "60", "-o"])
@@ -1172,7 +1164,7 @@ fn a_looping_reproducers_trace_keeps_its_end_within_the_budget() {
         .arg(&rec));
     let trace = |name: &str, limits: &[&str]| {
         let t = dir.path().join(name);
-        let said = ok_said(rrr().arg("trace").arg(&rec).arg("-o").arg(&t).args(limits));
+        let said = story::ok_said(rrr().arg("trace").arg(&rec).arg("-o").arg(&t).args(limits));
         (t, said)
     };
     let (full, _) = trace("full.pftrace", &["--max-size", "0"]);

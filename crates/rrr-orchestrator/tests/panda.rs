@@ -1,6 +1,7 @@
 //! The PANDA engine. With `panda-system-x86_64` in `RRR_PANDA` or on PATH: the small real kernel and a real
 //! stimulus recorded by PANDA and replayed under the `rrr_trace` plugin, the trace checked
-//! with Perfetto's trace processor, gdb and `rrr watch` on its replays. Without it (CI: PANDA is in no package registry), what
+//! with Perfetto's trace processor, gdb and `rrr watch` on its replays; a real syzbot
+//! use-after-free recorded by PANDA and its story told. Without it (CI: PANDA is in no package registry), what
 //! must hold anyway: the missing emulator is reported with what to do, the plugin installs
 //! where PANDA loads it, and recordings refuse the other engine.
 
@@ -12,6 +13,9 @@ mod cli;
 
 #[path = "support/watch.rs"]
 mod watch;
+
+#[path = "support/story.rs"]
+mod story;
 
 use std::path::Path;
 
@@ -280,4 +284,89 @@ fn a_real_kernel_run_is_recorded_and_traced_by_panda() {
 
     // `rrr watch` on PANDA (its memory callbacks): the writer's file, from open to free.
     watch::a_files_lifetime(&rec, &trace, &vmlinux);
+}
+
+/// A real syzbot use-after-free (`tests/bugs/seccomp_listener`, its fix reverted) recorded by
+/// PANDA, on the KASAN crash-test kernel: `rrr run` ends with the same story as on QEMU (the
+/// filter allocated and freed by the reproducer's seccomp in one thread, the listener's close
+/// in the main thread), and the trace's flows link the three.
+#[test]
+fn a_real_use_after_free_s_story_is_told_from_a_panda_recording() {
+    if !panda_given() {
+        std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED the PANDA story of a real use-after-free: panda-system-x86_64 is neither \
+              in RRR_PANDA nor on PATH\n",
+        )
+        .unwrap();
+        return;
+    }
+    let bug = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bugs");
+    let repro = bug.join("seccomp_listener/repro.c");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.pftrace");
+    let said = story::ok_said(
+        rrr()
+            .args(["run", "--engine", "panda", "--stimulus"])
+            .arg(&repro)
+            .args(["--fragment", "crash-test", "--fragment"])
+            .arg(bug.join("bugs.config"))
+            .arg("--patch")
+            .arg(bug.join("seccomp_listener/fix-reverted.patch"))
+            .args(["--timeout", "120", "--attempts", "2", "-o"])
+            .arg(&trace),
+    );
+    assert!(
+        said.contains("verdict: KASAN: use-after-free Write in mutex_lock"),
+        "{said}"
+    );
+    let rec = story::recording_of(&said);
+    assert_eq!(manifest(Path::new(&rec))["engine"], "panda");
+    let story = story::explained(&rec);
+    let stack = |step: &serde_json::Value| -> Vec<String> {
+        step["stack"].as_array().unwrap()[..2]
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (alloc, free, bad) = (
+        &story["allocation"],
+        &story["frees"][0],
+        &story["bad_access"],
+    );
+    assert_eq!(stack(alloc), ["kmalloc_trace", "do_seccomp"], "{story:#}");
+    assert_eq!(stack(free), ["kfree", "do_seccomp"], "{story:#}");
+    assert_eq!(story["threads"]["free_and_access_race"], true, "{story:#}");
+    let source = std::fs::read_to_string(&repro).unwrap();
+    let line = |text: &str| source.lines().position(|l| l.contains(text)).unwrap() as u64 + 1;
+    let seccomp = line("syscall(__NR_seccomp, 1, 9,");
+    let close = line("for (fd = 3; fd < 30; fd++)") + 1;
+    for (step, syscall, line) in [
+        (alloc, "seccomp", seccomp),
+        (free, "seccomp", seccomp),
+        (bad, "close", close),
+    ] {
+        let call = &step["call"];
+        assert_eq!(
+            (&call["syscall"], call["line"].as_u64(), &call["exact"]),
+            (
+                &serde_json::json!(syscall),
+                Some(line),
+                &serde_json::json!(true)
+            ),
+            "{story:#}"
+        );
+    }
+    let r = tp::query(
+        &trace,
+        &[
+            "select so.name, si.name from flow f join slice so on so.id = f.slice_out \
+           join slice si on si.id = f.slice_in \
+           where so.name like 'alloc%' or so.name like 'free%' order by so.ts",
+        ],
+    );
+    assert_eq!(
+        tp::lines(&r[0]),
+        ["alloc 160|free 160", "free 160|bad-write 8"]
+    );
 }

@@ -1,4 +1,4 @@
-//! `rrr explain` checks shared by the tests of real bugs and of LKDTM's crashes.
+//! `rrr explain` checks shared by the tests of crashes (real bugs, LKDTM's, on both engines).
 
 /// The recording `rrr run` said it made or found (`rrr: recording DIR (...)`), from its stderr.
 pub fn recording_of(said: &str) -> String {
@@ -29,4 +29,12 @@ pub fn explained(rec: &str) -> serde_json::Value {
         .collect();
     assert!(errors.is_empty(), "{errors:?}\n{story:#}");
     story
+}
+
+/// Runs `cmd`, which must succeed, and returns its stderr.
+pub fn ok_said(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed:\n{said}");
+    said
 }
