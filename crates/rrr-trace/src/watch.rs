@@ -130,8 +130,8 @@ impl FromStr for Kind {
 /// One line of the watch file: tab-separated `kind ts cpu pid tid comm addr size value pc
 /// stack by site`, the stack's functions outermost first, `;`-separated, `by` empty for the
 /// program's own, `site` where in the program the thread's syscall was made (0: not known). An allocation's `addr` and `value` are the object's start, its `size` the
-/// size asked for (0: not known); a free's are the pointer freed; their `cpu` is -1 and `pc`
-/// the function's entry. A bad access's are the report's address, size and instruction.
+/// size asked for (0: not known); a free's are the pointer freed; their `cpu` is the one their
+/// thread was last switched to (-1: not known) and `pc` the function's entry. A bad access's are the report's address, size and instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// What happened.
@@ -719,6 +719,7 @@ mod tests {
         assert!(!is_free("kmem_cache_free_bulk"));
     }
 
+    use crate::record::{Batch, Record, TrackKey};
     use crate::writer::subscriber::Who;
     use osi_profile::{Class, Function, Location, Param, ProfileData, TypeDesc};
 
@@ -978,6 +979,88 @@ mod tests {
                 None,
                 Some(Start(1))
             ]
+        );
+    }
+
+    /// A shared buffer: the watch file a writer test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_allocation_says_the_cpu_its_thread_was_switched_to() {
+        let profile = std::sync::Arc::new(kernel());
+        let kmalloc = profile.function_by_name("kmalloc_trace").unwrap();
+        let options = crate::options::TraceOptions {
+            watch: Some(Range {
+                addr: OBJECT,
+                len: 8,
+            }),
+            ..Default::default()
+        };
+        let file = Shared::default();
+        let mut w = crate::writer::TraceWriter::with_options(
+            std::io::sink(),
+            profile,
+            &options,
+            None,
+            Some(Box::new(file.clone())),
+        );
+        let (idle, t) = (
+            TrackKey::Thread(0xffff_c900_0000_0000),
+            TrackKey::Thread(0xffff_c900_0001_0000),
+        );
+        let sp = 0xffff_c900_0001_3f00;
+        let mut batch = Batch::with_capacity(8);
+        batch.words = vec![0xffff_8880_0010_0000, 64];
+        batch.records = vec![
+            Record::Thread {
+                ts: 1,
+                track: t,
+                ident: crate::testing::ident(38, 40, "stimulus"),
+            },
+            Record::Switch {
+                ts: 2,
+                cpu: 1,
+                from: idle,
+                to: t,
+            },
+            Record::Enter {
+                ts: 3,
+                track: t,
+                sp,
+                func: kmalloc,
+                args: crate::record::ArgsRef {
+                    len: 2,
+                    ..Default::default()
+                },
+            },
+            Record::Return {
+                ts: 4,
+                track: t,
+                sp,
+                pc: 0xffff_ffff_8100_2080,
+                value: [OBJECT, 0],
+            },
+        ];
+        w.write_batch(&batch).unwrap();
+        w.finish().unwrap();
+        let text = String::from_utf8(file.0.lock().unwrap().clone()).unwrap();
+        let events: Vec<Event> = text.lines().filter_map(Event::parse).collect();
+        assert_eq!(events.len(), 1, "{text}");
+        assert_eq!(
+            (events[0].kind, events[0].cpu, events[0].tid),
+            (Kind::Alloc, 1, 40)
         );
     }
 }

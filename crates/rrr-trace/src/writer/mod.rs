@@ -372,7 +372,13 @@ impl<W: Write> TraceWriter<W> {
                 }
             }
             Record::Thread { track, ident, .. } => self.thread(ts, track, ident),
-            Record::Switch { cpu, to, .. } => self.policy.running(cpu, self.model.find(to)),
+            Record::Switch { cpu, to, .. } => {
+                let to = self.model.find(to);
+                self.policy.running(cpu, to);
+                if let Some(i) = to {
+                    self.model.tracks[i].cpu = Some(cpu);
+                }
+            }
             Record::Access { .. } => {}
         }
     }
@@ -538,6 +544,7 @@ impl<W: Write> TraceWriter<W> {
         self.policy.running(cpu, self.model.find(to));
         let from = self.model.track_index(from);
         let to = self.model.track_index(to);
+        self.model.tracks[to].cpu = Some(cpu);
         if self.policy.shows_switch(from, to) {
             let uuid = self.sink.event_track(&self.model, from);
             self.sink.switch(ts, uuid, to);
@@ -588,9 +595,10 @@ impl<W: Write> TraceWriter<W> {
         self.write_marks(ts, i, marks);
     }
 
-    /// Hands the subscribers something that happened on track `i` (on `cpu`, if known), with
-    /// the track's thread and open calls; returns the marks they ask for, their flows' keys
-    /// made the writer's own (the subscriber's index in the top bits).
+    /// Hands the subscribers something that happened on track `i` (on `cpu`, if known, else
+    /// the CPU the track runs on, if known), with the track's thread and open calls; returns
+    /// the marks they ask for, their flows' keys made the writer's own (the subscriber's index
+    /// in the top bits).
     fn notify(
         &mut self,
         ts: u64,
@@ -605,7 +613,7 @@ impl<W: Write> TraceWriter<W> {
             ts,
             who: Who {
                 ident: track.ident.as_ref(),
-                cpu,
+                cpu: cpu.or(track.cpu),
             },
             stack: &stack,
             written: self.policy.writes_at(ts),

@@ -20,6 +20,9 @@ pub(crate) struct Track {
     /// Where in the program its latest syscall was made (the return address of the libc
     /// wrapper, see `Observer::syscall_site`), if known.
     pub syscall_site: Option<u64>,
+    /// The CPU it runs on, if known: an interrupt track's own, a thread's from the latest
+    /// switch to it.
+    pub cpu: Option<u32>,
 }
 
 impl Track {
@@ -118,6 +121,10 @@ impl CallModel {
                     stack: ShadowStack::default(),
                     ident: None,
                     syscall_site: None,
+                    cpu: match key {
+                        TrackKey::Irq(cpu) => Some(cpu),
+                        TrackKey::Thread(_) => None,
+                    },
                 });
                 self.index.insert(key, self.tracks.len() - 1);
                 self.tracks.len() - 1
