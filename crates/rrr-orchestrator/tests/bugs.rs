@@ -224,30 +224,54 @@ fn the_overflow_s_story_names_its_allocation_and_the_reproducer_s_line() {
 
     // Under a budget a tenth of the whole trace, the allocation's part is kept with the
     // crash's, a gap between them.
-    let cut = dir.path().join("cut.pftrace");
+    let steps = [("kmalloc_trace", "alloc 4096")];
+    let kept = kept_under_budget(&rec, dir.path(), "4M", "legacy_parse_param", &steps);
+    assert_eq!(kept, ["kmalloc_trace"], "the allocation's call");
+}
+
+/// `rrr trace REC --max-size BUDGET` into `dir`, a budget that leaves a gap before the crash's
+/// part (it must say so): the calls under `parent` that hold a step of the story, as (call,
+/// the step's instant), kept in the trace, in trace order. Every slice of it ends, and it
+/// imports without errors.
+fn kept_under_budget(
+    rec: &str,
+    dir: &Path,
+    budget: &str,
+    parent: &str,
+    steps: &[(&str, &str)],
+) -> Vec<String> {
+    let cut = dir.join("cut.pftrace");
     let said = story::ok_said(
         rrr()
-            .args(["trace", &rec, "--max-size", "4M", "-o"])
+            .args(["trace", rec, "--max-size", budget, "-o"])
             .arg(&cut),
     );
     assert!(
         said.contains("the parts of the crash's story before them are kept"),
         "{said}"
     );
+    let holding = |(call, step): &(&str, &str)| {
+        format!(
+            "(s.name = '{call}' and s.ts <= (select ts from slice where name = '{step}' limit 1) \
+             and s.ts + s.dur >= (select ts from slice where name = '{step}' limit 1))"
+        )
+    };
+    let holding: Vec<String> = steps.iter().map(holding).collect();
     let r = tp::query(
         &cut,
         &[
-            "select s.name from slice s join slice p on s.parent_id = p.id \
-             where s.name = 'kmalloc_trace' and p.name = 'legacy_parse_param' \
-             and s.ts <= (select ts from slice where name = 'alloc 4096' limit 1) \
-             and s.ts + s.dur >= (select ts from slice where name = 'alloc 4096' limit 1)",
+            &format!(
+                "select s.name from slice s join slice p on s.parent_id = p.id \
+                 where p.name = '{parent}' and ({}) order by s.ts",
+                holding.join(" or ")
+            ),
             "select count(*) from slice where dur < 0",
             "select name, idx, value from stats where value > 0 and severity in ('error', 'data_loss')",
         ],
     );
-    assert_eq!(tp::lines(&r[0]), ["kmalloc_trace"], "the allocation's call");
     assert_eq!(tp::lines(&r[1]), ["0"], "every slice ends");
     assert_eq!(tp::lines(&r[2]), Vec::<String>::new(), "no import errors");
+    tp::lines(&r[0])
 }
 
 /// A BPF queue map of 0xffffffff entries: with the size's overflow check reverted, `max_entries
@@ -386,34 +410,7 @@ fn a_seccomp_listener_outlives_its_filter_only_with_the_fix_reverted() {
 
     // Under a budget of about a hundredth of the whole trace, the calls that allocated and
     // freed the filter are kept, though a gap lies between them and the crash's part.
-    let cut = dir.path().join("cut.pftrace");
-    let said = story::ok_said(
-        rrr()
-            .args(["trace", &rec, "--max-size", "2M", "-o"])
-            .arg(&cut),
-    );
-    assert!(
-        said.contains("the parts of the crash's story before them are kept"),
-        "{said}"
-    );
-    let during = |call: &str, step: &str| {
-        format!(
-            "(s.name = '{call}' and s.ts <= (select ts from slice where name = '{step}' limit 1) \
-             and s.ts + s.dur >= (select ts from slice where name = '{step}' limit 1))"
-        )
-    };
-    let r = tp::query(
-        &cut,
-        &[
-            &format!(
-                "select s.name from slice s join slice p on s.parent_id = p.id \
-                 where p.name = 'do_seccomp' and ({} or {}) order by s.ts",
-                during("kmalloc_trace", "alloc 160"),
-                during("kfree", "free 160")
-            ),
-            "select count(*) from slice where dur < 0",
-        ],
-    );
-    assert_eq!(tp::lines(&r[0]), ["kmalloc_trace", "kfree"]);
-    assert_eq!(tp::lines(&r[1]), ["0"], "every slice ends");
+    let steps = [("kmalloc_trace", "alloc 160"), ("kfree", "free 160")];
+    let kept = kept_under_budget(&rec, dir.path(), "2M", "do_seccomp", &steps);
+    assert_eq!(kept, ["kmalloc_trace", "kfree"]);
 }
