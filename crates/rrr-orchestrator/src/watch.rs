@@ -340,9 +340,7 @@ fn places(
                 let name = frame
                     .function
                     .and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
-                let line = frame
-                    .location
-                    .and_then(|l| Some(format!("{}:{}", source_path(l.file?), l.line?)));
+                let line = frame.location.and_then(file_line);
                 frames.push((name, line));
             }
         }
@@ -357,11 +355,7 @@ fn places(
             Some((name, line)) => (name.clone(), line.clone()),
             None => (
                 None,
-                loader
-                    .find_location(pc)
-                    .ok()
-                    .flatten()
-                    .and_then(|l| Some(format!("{}:{}", source_path(l.file?), l.line?))),
+                loader.find_location(pc).ok().flatten().and_then(file_line),
             ),
         };
         let place = match (name, line) {
@@ -387,6 +381,11 @@ fn is_instrumentation(name: Option<&str>, line: Option<&str>) -> bool {
         || ["kasan", "kcsan", "kmsan"].iter().any(|s| name.contains(s))
         || line.starts_with("include/linux/instrumented.h")
         || line.starts_with("include/linux/atomic/")
+}
+
+/// `file:line` of a DWARF location, the file as the tree names it.
+fn file_line(l: addr2line::Location<'_>) -> Option<String> {
+    Some(format!("{}:{}", source_path(l.file?), l.line?))
 }
 
 /// A kernel source path as the tree names it (`mm/slub.c`): the build directory's prefix

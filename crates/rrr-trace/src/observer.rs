@@ -701,8 +701,8 @@ impl Observer {
             if in_program(first) {
                 return Some(first);
             }
-            let above = (1..SITE_WORDS).map_while(|i| g.read_u64(sp + 8 * i));
-            Some(above.into_iter().find(|&w| in_program(w)).unwrap_or(first))
+            let mut above = (1..SITE_WORDS).map_while(|i| g.read_u64(sp + 8 * i));
+            Some(above.find(|&w| in_program(w)).unwrap_or(first))
         });
         words.push(ret.unwrap_or(0));
         if ret.is_none() {

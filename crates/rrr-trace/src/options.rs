@@ -15,11 +15,11 @@ use crate::window::Window;
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TraceOptions {
-    /// Mark the crash report in this file (see [`CrashReport`]).
+    /// Mark the crash report in this file (see [`CrashReport`](crate::CrashReport)).
     pub crash: Option<PathBuf>,
     /// Write only this part of the replay.
     pub window: Window,
-    /// At the end, write the trace's [`TraceSummary`] here, as JSON.
+    /// At the end, write the trace's [`TraceSummary`](crate::TraceSummary) here, as JSON.
     pub results: Option<PathBuf>,
     /// The threads to write.
     pub threads: Threads,

@@ -636,18 +636,16 @@ mod tests {
         jsonschema::validator_for(&serde_json::from_str(text).unwrap()).unwrap()
     }
 
+    /// The story of a memory report titled `title` whose watch found nothing.
+    fn told_of_nothing(title: &str) -> Story {
+        Story::from_events(&watched(vec![]), title, None, None, vec![], About::Memory)
+    }
+
     #[test]
     fn stories_follow_their_schema() {
         let schema = schema();
         let told = [
-            Story::from_events(
-                &watched(vec![]),
-                "KASAN: wild",
-                None,
-                None,
-                vec![],
-                About::Memory,
-            ),
+            told_of_nothing("KASAN: wild"),
             Story::from_events(
                 &watched(vec![
                     event(Kind::Alloc, 2, 39, OBJ, &["do_syscall_64", "kmalloc"]),
@@ -667,15 +665,7 @@ mod tests {
             assert!(errors.is_empty(), "{errors:?}\n{json:#}");
         }
         // The schema says something: a story without its title does not pass.
-        let mut json = serde_json::to_value(Story::from_events(
-            &watched(vec![]),
-            "t",
-            None,
-            None,
-            vec![],
-            About::Memory,
-        ))
-        .unwrap();
+        let mut json = serde_json::to_value(told_of_nothing("t")).unwrap();
         json.as_object_mut().unwrap().remove("title");
         assert!(!schema.is_valid(&json));
     }
@@ -712,14 +702,7 @@ mod tests {
 
     #[test]
     fn nothing_touched_is_said() {
-        let story = Story::from_events(
-            &watched(vec![]),
-            "KASAN: wild",
-            None,
-            None,
-            vec![],
-            About::Memory,
-        );
+        let story = told_of_nothing("KASAN: wild");
         assert!(story.bad_access.is_none());
         assert!(
             story.notes.iter().any(|n| n.contains("never touched")),
